@@ -1,0 +1,42 @@
+"""Cryptographic primitives ("hazmat"): thin layers over ``cryptography`` and ``gmpy2``.
+
+These are sharp tools. The protocols in :mod:`fedsecure.protocols` combine them
+safely; use them directly only if you know why the protocol needs each step.
+"""
+
+from ._envelope import ENVELOPE_OVERHEAD, open_envelope, seal
+from ._kdf import Purpose, derive_key
+from ._keys import PUBLIC_KEY_BYTES, KeyAgreementKey, key_fingerprint, validate_public_key
+from ._prg import MaskExpander, expand_mask
+from ._shamir import (
+    FIELD_PRIME,
+    SECRET_BYTES,
+    SHARE_BYTES,
+    lagrange_coefficients_at_zero,
+    reconstruct_secret,
+    share_from_bytes,
+    share_to_bytes,
+    split_secrets,
+)
+
+__all__ = [
+    "ENVELOPE_OVERHEAD",
+    "FIELD_PRIME",
+    "KeyAgreementKey",
+    "MaskExpander",
+    "PUBLIC_KEY_BYTES",
+    "Purpose",
+    "SECRET_BYTES",
+    "SHARE_BYTES",
+    "derive_key",
+    "expand_mask",
+    "key_fingerprint",
+    "lagrange_coefficients_at_zero",
+    "open_envelope",
+    "reconstruct_secret",
+    "seal",
+    "share_from_bytes",
+    "share_to_bytes",
+    "split_secrets",
+    "validate_public_key",
+]

@@ -1,0 +1,87 @@
+"""A PRG that expands a 256-bit key into a vector uniform over Z_(2^b).
+
+The keystream of AES-256 in CTR mode is written by OpenSSL straight into a
+preallocated numpy buffer (``update_into``), so expanding a mask costs one pass
+over memory and no Python-level work per element. Each key is derived for
+exactly one (purpose, round, pair) by :func:`fedsecure.crypto.derive_key`, so the
+fixed all-zero initial counter block never repeats under one key.
+
+The keystream is read as little-endian 32- or 64-bit words. Every word of a
+keystream indistinguishable from random is uniform over Z_(2^32) (or
+Z_(2^64)), hence uniform over any Z_(2^b) with b no larger, after reduction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+__all__ = ["MaskExpander", "expand_mask"]
+
+_ZERO_COUNTER = bytes(16)
+_ALLOWED_DTYPES = (np.dtype("<u4"), np.dtype("<u8"))
+
+
+def _check_dtype(dtype: np.dtype[np.unsignedinteger]) -> np.dtype[np.unsignedinteger]:
+    dtype = np.dtype(dtype)
+    if dtype not in _ALLOWED_DTYPES:
+        raise ValueError(f"mask dtype must be little-endian uint32 or uint64, not {dtype}")
+    return dtype
+
+
+class MaskExpander:
+    """Expands keys into mask vectors of one fixed length and dtype, reusing buffers.
+
+    ``add_into``/``subtract_into`` fold a mask into an accumulator in place,
+    which is the whole hot path of SecAgg masking: one AES-CTR pass and one
+    vector addition per key. Not thread-safe (it owns one scratch buffer).
+    """
+
+    __slots__ = ("_length", "_dtype", "_zeros", "_scratch")
+
+    def __init__(self, length: int, dtype: np.dtype[np.unsignedinteger] | type = np.uint32) -> None:
+        if length < 0:
+            raise ValueError("length must be non-negative")
+        self._length = length
+        self._dtype = _check_dtype(np.dtype(dtype))
+        nbytes = length * self._dtype.itemsize
+        self._zeros = bytes(nbytes)
+        self._scratch = np.empty(length, dtype=self._dtype)
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    @property
+    def dtype(self) -> np.dtype[np.unsignedinteger]:
+        return self._dtype
+
+    def expand_into(self, key: bytes, out: np.ndarray) -> None:
+        """Write the keystream of ``key`` into ``out`` (contiguous, this expander's length and dtype)."""
+        if out.dtype != self._dtype or out.shape != (self._length,) or not out.flags.c_contiguous:
+            raise ValueError("output buffer has the wrong dtype, shape or layout")
+        encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_COUNTER)).encryptor()
+        encryptor.update_into(self._zeros, memoryview(out).cast("B"))
+
+    def expand(self, key: bytes) -> np.ndarray:
+        """A new array holding the mask of ``key``."""
+        out = np.empty(self._length, dtype=self._dtype)
+        self.expand_into(key, out)
+        return out
+
+    def add_into(self, accumulator: np.ndarray, key: bytes) -> None:
+        """``accumulator += mask(key)`` modulo 2^(word size)."""
+        self.expand_into(key, self._scratch)
+        np.add(accumulator, self._scratch, out=accumulator)
+
+    def subtract_into(self, accumulator: np.ndarray, key: bytes) -> None:
+        """``accumulator -= mask(key)`` modulo 2^(word size)."""
+        self.expand_into(key, self._scratch)
+        np.subtract(accumulator, self._scratch, out=accumulator)
+
+
+def expand_mask(key: bytes, length: int, dtype: np.dtype[np.unsignedinteger] | type = np.uint32) -> np.ndarray:
+    """Expand a 32-byte ``key`` into ``length`` words uniform over Z_(2^32) or Z_(2^64)."""
+    if len(key) != 32:
+        raise ValueError("PRG keys are 32 bytes")
+    return MaskExpander(length, dtype).expand(key)

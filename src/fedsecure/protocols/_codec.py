@@ -1,0 +1,208 @@
+"""The versioned binary wire format. No pickle, no JSON: fixed-width little-endian fields.
+
+Every message starts with a 14-byte header::
+
+    version:u8 | type:u8 | round_id:u64 | party:u32
+
+``party`` is the sender of a client message and the recipient of a server
+message. Vectors travel as raw little-endian words behind a declared word
+width and count; lists behind a u32 count. :func:`decode_message` checks the
+version, the total size against a caller-supplied limit, every declared length
+against the bytes present, and then the message's own validation; whatever is
+wrong, it raises :class:`~fedsecure.DecodeError` naming the sender.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .._errors import DecodeError, PeerFault
+from ..crypto import PUBLIC_KEY_BYTES, SHARE_BYTES
+from ._messages import (
+    AdvertiseKeys,
+    EncryptedShare,
+    KeysBroadcast,
+    MaskedInput,
+    Message,
+    PlaintextInput,
+    PublicKeys,
+    RoundStart,
+    ShareKeys,
+    SharesDelivery,
+    ShareValue,
+    UnmaskingShares,
+    UnmaskRequest,
+)
+
+__all__ = ["WIRE_VERSION", "encode_message", "decode_message", "DEFAULT_MAX_MESSAGE_BYTES"]
+
+WIRE_VERSION = 1
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
+_HEADER = struct.Struct("<BBQI")
+_U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+_VECTOR_HEADER = struct.Struct("<BI")
+_KEY_ENTRY = struct.Struct(f"<I{PUBLIC_KEY_BYTES}s{PUBLIC_KEY_BYTES}s")
+_SHARE_ENTRY = struct.Struct(f"<I{SHARE_BYTES}s")
+
+_TYPE_CODES: dict[type, int] = {
+    RoundStart: 1,
+    AdvertiseKeys: 2,
+    KeysBroadcast: 3,
+    ShareKeys: 4,
+    SharesDelivery: 5,
+    MaskedInput: 6,
+    UnmaskRequest: 7,
+    UnmaskingShares: 8,
+    PlaintextInput: 9,
+}
+_DTYPES = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
+
+
+def _party(message: Message) -> int:
+    return message.sender if hasattr(message, "sender") else message.recipient  # type: ignore[union-attr]
+
+
+def _encode_shares(shares: tuple[EncryptedShare, ...]) -> list[bytes]:
+    parts = [_U32.pack(len(shares))]
+    for share in shares:
+        parts.append(_U32.pack(share.peer))
+        parts.append(_U16.pack(len(share.envelope)))
+        parts.append(share.envelope)
+    return parts
+
+
+def _encode_share_values(values: tuple[ShareValue, ...]) -> list[bytes]:
+    parts = [_U32.pack(len(values))]
+    parts.extend(_SHARE_ENTRY.pack(v.owner, v.value.to_bytes(SHARE_BYTES, "little")) for v in values)
+    return parts
+
+
+def encode_message(message: Message) -> bytes:
+    """Serialise a message to bytes."""
+    code = _TYPE_CODES[type(message)]
+    parts: list[bytes | memoryview] = [_HEADER.pack(WIRE_VERSION, code, message.round_id, _party(message))]
+    if isinstance(message, RoundStart):
+        parts.append(message.config_digest)
+    elif isinstance(message, AdvertiseKeys):
+        parts += [message.cipher_public_key, message.mask_public_key]
+    elif isinstance(message, KeysBroadcast):
+        parts.append(_U32.pack(len(message.keys)))
+        parts.extend(_KEY_ENTRY.pack(k.owner, k.cipher_public_key, k.mask_public_key) for k in message.keys)
+    elif isinstance(message, (ShareKeys, SharesDelivery)):
+        parts.extend(_encode_shares(message.shares))
+    elif isinstance(message, (MaskedInput, PlaintextInput)):
+        vector = message.vector
+        parts.append(_VECTOR_HEADER.pack(vector.dtype.itemsize, vector.size))
+        parts.append(memoryview(np.ascontiguousarray(vector)).cast("B"))
+    elif isinstance(message, UnmaskRequest):
+        parts.append(_U32.pack(len(message.survivors)))
+        parts.append(np.asarray(message.survivors, dtype="<u4").tobytes())
+    elif isinstance(message, UnmaskingShares):
+        parts.extend(_encode_share_values(message.self_mask_shares))
+        parts.extend(_encode_share_values(message.key_shares))
+    return b"".join(parts)
+
+
+class _Reader:
+    __slots__ = ("data", "offset")
+
+    def __init__(self, data: bytes, offset: int) -> None:
+        self.data = data
+        self.offset = offset
+
+    def take(self, count: int) -> bytes:
+        end = self.offset + count
+        if count < 0 or end > len(self.data):
+            raise ValueError("declared length runs past the end of the message")
+        chunk = self.data[self.offset : end]
+        self.offset = end
+        return chunk
+
+    def unpack(self, layout: struct.Struct) -> tuple[object, ...]:
+        return layout.unpack(self.take(layout.size))
+
+    def count(self, entry_size: int) -> int:
+        count = int(self.unpack(_U32)[0])  # type: ignore[call-overload]
+        if count * entry_size > len(self.data) - self.offset:
+            raise ValueError("declared count exceeds the bytes present")
+        return count
+
+    def done(self) -> None:
+        if self.offset != len(self.data):
+            raise ValueError("trailing bytes after the message")
+
+
+def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Message:
+    if code == 1:
+        return RoundStart(round_id=round_id, recipient=party, config_digest=reader.take(32))
+    if code == 2:
+        return AdvertiseKeys(round_id=round_id, sender=party, cipher_public_key=reader.take(PUBLIC_KEY_BYTES),
+                             mask_public_key=reader.take(PUBLIC_KEY_BYTES))
+    if code == 3:
+        keys = []
+        for _ in range(reader.count(_KEY_ENTRY.size)):
+            owner, cipher_key, mask_key = reader.unpack(_KEY_ENTRY)
+            keys.append(PublicKeys(owner=owner, cipher_public_key=cipher_key, mask_public_key=mask_key))  # type: ignore[arg-type]
+        return KeysBroadcast(round_id=round_id, recipient=party, keys=tuple(keys))
+    if code in (4, 5):
+        shares = []
+        for _ in range(reader.count(_U32.size + _U16.size)):
+            (peer,) = reader.unpack(_U32)
+            (length,) = reader.unpack(_U16)
+            shares.append(EncryptedShare(peer=peer, envelope=reader.take(length)))  # type: ignore[arg-type]
+        if code == 4:
+            return ShareKeys(round_id=round_id, sender=party, shares=tuple(shares))
+        return SharesDelivery(round_id=round_id, recipient=party, shares=tuple(shares))
+    if code in (6, 9):
+        width, count = reader.unpack(_VECTOR_HEADER)
+        dtype = _DTYPES.get(width)  # type: ignore[call-overload]
+        if dtype is None:
+            raise ValueError("vector word width must be 4 or 8 bytes")
+        raw = reader.take(count * width)  # type: ignore[operator]
+        vector = np.frombuffer(raw, dtype=dtype)
+        cls = MaskedInput if code == 6 else PlaintextInput
+        return cls(round_id=round_id, sender=party, vector=vector)
+    if code == 7:
+        count = reader.count(_U32.size)
+        survivors = tuple(int(s) for s in np.frombuffer(reader.take(4 * count), dtype="<u4"))
+        return UnmaskRequest(round_id=round_id, recipient=party, survivors=survivors)
+    if code == 8:
+        lists = []
+        for _ in range(2):
+            values = []
+            for _ in range(reader.count(_SHARE_ENTRY.size)):
+                owner, raw_value = reader.unpack(_SHARE_ENTRY)
+                values.append(ShareValue(owner=owner, value=int.from_bytes(raw_value, "little")))  # type: ignore[arg-type]
+            lists.append(tuple(values))
+        return UnmaskingShares(round_id=round_id, sender=party, self_mask_shares=lists[0], key_shares=lists[1])
+    raise ValueError(f"unknown message type {code}")
+
+
+def decode_message(data: bytes, *, sender: int | None = None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Parse bytes into a message, or raise :class:`~fedsecure.DecodeError`.
+
+    ``sender`` is who the transport says sent the bytes (used to name the
+    culprit even when the header is unreadable); ``max_bytes`` is the largest
+    message the receiver will accept.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(PeerFault.MALFORMED, peer=sender, detail="not bytes")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise DecodeError(PeerFault.OVERSIZED, peer=sender, detail=f"{len(data)} bytes, limit {max_bytes}")
+    if len(data) < _HEADER.size:
+        raise DecodeError(PeerFault.MALFORMED, peer=sender, detail="shorter than the header")
+    version, code, round_id, party = _HEADER.unpack_from(data)
+    culprit = sender if sender is not None else party
+    if version != WIRE_VERSION:
+        raise DecodeError(PeerFault.UNSUPPORTED_VERSION, peer=culprit, detail=f"version {version}")
+    reader = _Reader(data, _HEADER.size)
+    try:
+        message = _decode_body(code, round_id, party, reader)
+        reader.done()
+    except (ValueError, struct.error, OverflowError, TypeError) as exc:
+        raise DecodeError(PeerFault.MALFORMED, peer=culprit, detail=str(exc)) from None
+    return message

@@ -1,0 +1,177 @@
+"""The public configuration of one aggregation round, shared by every party."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._errors import ConfigurationError
+from ..crypto import MaskExpander, Purpose, derive_key
+from ..encoding import Ring
+from ._parameters import GraphParameters, ThreatModel, choose_parameters, complete_graph_parameters
+
+__all__ = ["ProtocolKind", "RoundConfig", "MAX_CLIENT_ID"]
+
+MAX_CLIENT_ID = 2**32 - 2
+_GRAPH_SEED_BYTES = 32
+
+
+class ProtocolKind(enum.Enum):
+    """Which aggregation protocol a round runs."""
+
+    PLAINTEXT = "plaintext"
+    SECAGG = "secagg"
+    SECAGG_PLUS = "secagg+"
+
+
+@dataclass(frozen=True, slots=True)
+class RoundConfig:
+    """Everything public about a round: protocol, cohort, sizes, threshold and neighbour graph.
+
+    Build one with :meth:`create`. ``degree`` is the size of each closed
+    neighbourhood (a client plus the peers it masks with and shares its secrets
+    among); it equals the cohort size for SecAgg's complete graph. The graph of
+    SecAgg+ is a random Harary graph whose order comes from ``graph_seed``,
+    drawn from the OS by whoever creates the configuration (the server).
+
+    Threat model: in the honest-but-curious setting the server draws
+    ``graph_seed`` honestly. A malicious server could choose a seed that places
+    its sybils around a victim; the active-adversary variant (issue 7) must
+    derive the seed jointly.
+    """
+
+    protocol: ProtocolKind
+    round_id: int
+    clients: tuple[int, ...]
+    vector_length: int
+    ring_bits: int
+    threshold: int
+    degree: int
+    graph_seed: bytes
+    _positions: dict[int, int] = field(init=False, repr=False, compare=False)
+    _order: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _digest: bytes = field(init=False, repr=False, compare=False)
+    _neighbour_cache: dict[int, frozenset[int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.protocol, ProtocolKind):
+            raise ConfigurationError("protocol must be a ProtocolKind", parameter="protocol")
+        if not isinstance(self.round_id, int) or not 0 <= self.round_id < 2**64:
+            raise ConfigurationError("round_id must fit in 64 bits", parameter="round_id")
+        clients = tuple(self.clients)
+        if not clients or list(clients) != sorted(set(clients)):
+            raise ConfigurationError("clients must be a non-empty sorted tuple of distinct ids", parameter="clients")
+        if clients[0] < 0 or clients[-1] > MAX_CLIENT_ID:
+            raise ConfigurationError(f"client ids must lie in [0, {MAX_CLIENT_ID}]", parameter="clients")
+        if self.vector_length < 1:
+            raise ConfigurationError("vector_length must be positive", parameter="vector_length")
+        Ring(self.ring_bits)
+        if not 1 <= self.threshold <= min(self.degree, len(clients)):
+            raise ConfigurationError("threshold must lie in [1, degree]", parameter="threshold")
+        if self.degree < 1 or (self.degree < len(clients) and self.degree % 2 == 0):
+            raise ConfigurationError("a sparse neighbourhood size must be odd", parameter="degree")
+        if len(self.graph_seed) != _GRAPH_SEED_BYTES:
+            raise ConfigurationError("graph_seed must be 32 bytes", parameter="graph_seed")
+        order = self._ring_order(clients) if self.degree < len(clients) else clients
+        object.__setattr__(self, "clients", clients)
+        object.__setattr__(self, "_order", order)
+        object.__setattr__(self, "_positions", {client: index for index, client in enumerate(order)})
+        object.__setattr__(self, "_digest", hashlib.sha256(self.canonical_bytes()).digest())
+        object.__setattr__(self, "_neighbour_cache", {})
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        protocol: ProtocolKind,
+        clients: Iterable[int],
+        ring: Ring,
+        vector_length: int,
+        round_id: int = 0,
+        threat: ThreatModel | None = None,
+    ) -> RoundConfig:
+        """A configuration with the threshold and graph derived from ``threat``.
+
+        SecAgg uses the complete graph; SecAgg+ the smallest random Harary graph
+        meeting the bounds of :func:`~fedsecure.protocols.choose_parameters`;
+        the plaintext baseline needs one client.
+        """
+        cohort = tuple(sorted(set(int(c) for c in clients)))
+        threat = threat or ThreatModel()
+        params: GraphParameters
+        if protocol is ProtocolKind.PLAINTEXT:
+            params = GraphParameters(len(cohort), len(cohort), 1, 0.0, 0.0)
+        elif protocol is ProtocolKind.SECAGG:
+            params = complete_graph_parameters(len(cohort), threat)
+        else:
+            params = choose_parameters(len(cohort), threat)
+        seed = os.urandom(_GRAPH_SEED_BYTES) if params.degree < len(cohort) else bytes(_GRAPH_SEED_BYTES)
+        return cls(protocol=protocol, round_id=round_id, clients=cohort, vector_length=vector_length,
+                   ring_bits=ring.bits, threshold=params.threshold, degree=min(params.degree, len(cohort)),
+                   graph_seed=seed)
+
+    @property
+    def ring(self) -> Ring:
+        return Ring(self.ring_bits)
+
+    @property
+    def complete_graph(self) -> bool:
+        return self.degree >= len(self.clients)
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 over the canonical encoding of every field; used as the HKDF salt of the round."""
+        return self._digest
+
+    def canonical_bytes(self) -> bytes:
+        """The configuration as bytes, field by field, fixed-width and length-prefixed."""
+        return b"".join(
+            (
+                b"fedsecure/v1/round-config",
+                struct.pack("<B", len(self.protocol.value)),
+                self.protocol.value.encode(),
+                struct.pack("<QIQBII", self.round_id, len(self.clients), self.vector_length, self.ring_bits,
+                            self.threshold, self.degree),
+                np.asarray(self.clients, dtype="<u4").tobytes(),
+                self.graph_seed,
+            )
+        )
+
+    def _ring_order(self, clients: tuple[int, ...]) -> tuple[int, ...]:
+        # A Fisher-Yates shuffle driven by AES-CTR keyed from the public graph seed,
+        # so every party derives the same order (Bell et al. 2020, random graph).
+        key = derive_key(self.graph_seed, purpose=Purpose.NEIGHBOUR_GRAPH, salt=b"", round_id=self.round_id,
+                         context=(len(clients),))
+        words = MaskExpander(len(clients), np.uint64).expand(key)
+        order = list(clients)
+        for i in range(len(order) - 1, 0, -1):
+            j = int(words[i]) % (i + 1)  # Bias below 2^-32 for cohorts under 2^32; the order is public.
+            order[i], order[j] = order[j], order[i]
+        return tuple(order)
+
+    def neighbours(self, client: int) -> frozenset[int]:
+        """The peers of ``client`` (itself excluded) in the round's graph."""
+        if client not in self._positions:
+            raise ConfigurationError(f"client {client} is not in the cohort", parameter="clients")
+        cached = self._neighbour_cache.get(client)
+        if cached is None:
+            if self.complete_graph:
+                cached = frozenset(c for c in self.clients if c != client)
+            else:
+                n = len(self._order)
+                position = self._positions[client]
+                half = (self.degree - 1) // 2
+                cached = frozenset(
+                    self._order[(position + offset) % n] for offset in range(-half, half + 1) if offset != 0
+                )
+            self._neighbour_cache[client] = cached
+        return cached
+
+    def in_cohort(self, client: int) -> bool:
+        return client in self._positions

@@ -1,0 +1,271 @@
+"""Protocol messages: frozen, slotted, self-validating (in the manner of h11's events).
+
+Client-to-server messages carry their ``sender``; server-to-client messages
+carry their ``recipient``. Every message carries the ``round_id`` so that a
+message replayed from another round is refused. Field validation here is
+context-free (types, ranges, sizes, uniqueness); what depends on the round
+(cohort, stage, expected lengths) is checked by the sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from ..crypto import PUBLIC_KEY_BYTES, SHARE_BYTES, FIELD_PRIME
+
+__all__ = [
+    "Message",
+    "ClientMessage",
+    "ServerMessage",
+    "RoundStart",
+    "AdvertiseKeys",
+    "PublicKeys",
+    "KeysBroadcast",
+    "EncryptedShare",
+    "ShareKeys",
+    "SharesDelivery",
+    "MaskedInput",
+    "UnmaskRequest",
+    "ShareValue",
+    "UnmaskingShares",
+    "PlaintextInput",
+    "MAX_ID",
+]
+
+MAX_ID = 2**32 - 1
+DIGEST_BYTES = 32
+
+
+def _check_id(value: object, what: str) -> None:
+    if type(value) is not int or not 0 <= value <= MAX_ID:
+        raise ValueError(f"{what} must be an integer in [0, 2^32)")
+
+
+def _check_round(value: object) -> None:
+    if type(value) is not int or not 0 <= value < 2**64:
+        raise ValueError("round_id must be an integer in [0, 2^64)")
+
+
+def _check_bytes(value: object, length: int, what: str) -> None:
+    if type(value) is not bytes or len(value) != length:
+        raise ValueError(f"{what} must be {length} bytes")
+
+
+def _check_unique(ids: list[int], what: str) -> None:
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{what} lists an id twice")
+
+
+def _readonly_vector(vector: object) -> np.ndarray:
+    if not isinstance(vector, np.ndarray) or vector.ndim != 1 or vector.dtype not in (np.dtype("<u4"), np.dtype("<u8")):
+        raise ValueError("vector must be a 1-D little-endian uint32 or uint64 array")
+    view = vector.view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True, slots=True)
+class RoundStart:
+    """Server to client: the round begins; binds the configuration digest (Bonawitz et al. 2017, §4, setup)."""
+
+    round_id: int
+    recipient: int
+    config_digest: bytes
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.recipient, "recipient")
+        _check_bytes(self.config_digest, DIGEST_BYTES, "config_digest")
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertiseKeys:
+    """Client to server, stage AdvertiseKeys: the client's two fresh X25519 public keys (c_u^PK, s_u^PK)."""
+
+    round_id: int
+    sender: int
+    cipher_public_key: bytes
+    mask_public_key: bytes
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        _check_bytes(self.cipher_public_key, PUBLIC_KEY_BYTES, "cipher_public_key")
+        _check_bytes(self.mask_public_key, PUBLIC_KEY_BYTES, "mask_public_key")
+        if self.cipher_public_key == self.mask_public_key:
+            raise ValueError("the two public keys must differ")
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKeys:
+    """One peer's advertised public keys, as forwarded by the server."""
+
+    owner: int
+    cipher_public_key: bytes
+    mask_public_key: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.owner, "owner")
+        _check_bytes(self.cipher_public_key, PUBLIC_KEY_BYTES, "cipher_public_key")
+        _check_bytes(self.mask_public_key, PUBLIC_KEY_BYTES, "mask_public_key")
+
+
+@dataclass(frozen=True, slots=True)
+class KeysBroadcast:
+    """Server to client: the public keys of the client's neighbours that advertised (U1), itself included."""
+
+    round_id: int
+    recipient: int
+    keys: tuple[PublicKeys, ...]
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.recipient, "recipient")
+        if type(self.keys) is not tuple or not all(isinstance(k, PublicKeys) for k in self.keys):
+            raise ValueError("keys must be a tuple of PublicKeys")
+        _check_unique([k.owner for k in self.keys], "keys")
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedShare:
+    """An AES-GCM envelope of one client's shares for one peer.
+
+    ``peer`` is the recipient in :class:`ShareKeys` and the original sender in
+    :class:`SharesDelivery`.
+    """
+
+    peer: int
+    envelope: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.peer, "peer")
+        if type(self.envelope) is not bytes or not 0 < len(self.envelope) <= 4096:
+            raise ValueError("envelope must be 1 to 4096 bytes")
+
+
+def _check_shares(shares: object) -> None:
+    if type(shares) is not tuple or not all(isinstance(s, EncryptedShare) for s in shares):
+        raise ValueError("shares must be a tuple of EncryptedShare")
+    _check_unique([s.peer for s in shares], "shares")
+
+
+@dataclass(frozen=True, slots=True)
+class ShareKeys:
+    """Client to server, stage ShareKeys: one envelope per neighbour, for the server to forward."""
+
+    round_id: int
+    sender: int
+    shares: tuple[EncryptedShare, ...]
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        _check_shares(self.shares)
+
+
+@dataclass(frozen=True, slots=True)
+class SharesDelivery:
+    """Server to client: the envelopes addressed to the client by neighbours that shared (U2)."""
+
+    round_id: int
+    recipient: int
+    shares: tuple[EncryptedShare, ...]
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.recipient, "recipient")
+        _check_shares(self.shares)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MaskedInput:
+    """Client to server, stage MaskedInputCollection: y_u = x_u + PRG(b_u) + sum of signed PRG(s_uv)."""
+
+    round_id: int
+    sender: int
+    vector: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        object.__setattr__(self, "vector", _readonly_vector(self.vector))
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskRequest:
+    """Server to client, stage Unmasking: which of the client's neighbours sent a masked input (U3)."""
+
+    round_id: int
+    recipient: int
+    survivors: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.recipient, "recipient")
+        if type(self.survivors) is not tuple:
+            raise ValueError("survivors must be a tuple")
+        for s in self.survivors:
+            _check_id(s, "survivor")
+        _check_unique(list(self.survivors), "survivors")
+
+
+@dataclass(frozen=True, slots=True)
+class ShareValue:
+    """One Shamir share (its value is hidden from ``repr``) of ``owner``'s secret, held by the sender."""
+
+    owner: int
+    value: int
+
+    def __post_init__(self) -> None:
+        _check_id(self.owner, "owner")
+        if type(self.value) is not int or not 0 <= self.value < FIELD_PRIME:
+            raise ValueError("share value must be a field element")
+
+    def __repr__(self) -> str:
+        return f"ShareValue(owner={self.owner}, value=<{SHARE_BYTES} bytes>)"
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskingShares:
+    """Client to server, stage Unmasking: self-mask shares of survivors, key shares of the dropped.
+
+    An honest client never puts the same owner in both lists (Bonawitz et al. 2017, §4, Unmasking).
+    """
+
+    round_id: int
+    sender: int
+    self_mask_shares: tuple[ShareValue, ...]
+    key_shares: tuple[ShareValue, ...]
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        for field_name in ("self_mask_shares", "key_shares"):
+            values = getattr(self, field_name)
+            if type(values) is not tuple or not all(isinstance(v, ShareValue) for v in values):
+                raise ValueError(f"{field_name} must be a tuple of ShareValue")
+            _check_unique([v.owner for v in values], field_name)
+        if {v.owner for v in self.self_mask_shares} & {v.owner for v in self.key_shares}:
+            raise ValueError("a client must never reveal both share kinds of one owner")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PlaintextInput:
+    """Client to server, plaintext baseline: the encoded update in the clear (no protection)."""
+
+    round_id: int
+    sender: int
+    vector: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        object.__setattr__(self, "vector", _readonly_vector(self.vector))
+
+
+ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, UnmaskingShares, PlaintextInput]
+ServerMessage = Union[RoundStart, KeysBroadcast, SharesDelivery, UnmaskRequest]
+Message = Union[ClientMessage, ServerMessage]

@@ -1,0 +1,152 @@
+"""Choosing SecAgg+ neighbourhood size and threshold from the threat model.
+
+Bell et al. (CCS 2020, §3-§4) replace SecAgg's complete graph with a random
+sparse graph of degree O(log n). fedsecure uses a *random Harary graph*, as
+Google's reference implementation of that paper does: clients are placed on a
+ring in an order drawn from public randomness and each is joined to the
+``h = (k-1)/2`` clients on either side, so every closed neighbourhood (a client
+and its neighbours, who hold its shares) has exactly ``k`` members.
+
+For ``n`` clients, of which at most ``gamma*n`` are corrupt (colluding with the
+server) and at most ``delta*n`` drop out, :func:`choose_parameters` returns the
+smallest odd ``k`` and then the smallest threshold ``t`` such that, with the
+union bound over all clients and hypergeometric tails (corrupt and dropped
+clients are placed uniformly at random by the graph's random order):
+
+* **secrecy of each client's secrets** (failure <= 2^-sigma): fewer than ``t``
+  of a client's ``k-1`` neighbours are corrupt,
+  ``n * P[Hyp(n-1, gamma*n, k-1) >= t]``;
+* **no partial sums** (failure <= 2^-sigma): the graph left after removing
+  corrupt and dropped clients stays connected. Disconnecting a Harary ring
+  needs two runs of ``h`` consecutive removed clients, so
+  ``n^2/2 * C(B, 2h) / C(n, 2h)`` with ``B = (gamma+delta)*n`` bounds it;
+* **correctness** (failure <= 2^-eta): every client keeps at least ``t``
+  surviving neighbours to reconstruct from,
+  ``n * P[Hyp(n-1, delta*n, k-1) > k-1-t]``;
+* ``t >= k/2``: against an honest-but-curious server the proof of Bonawitz
+  et al. (2017, Theorem 6.3) only needs ``t`` above the number of colluding
+  clients; the half-neighbourhood floor is a safety margin. The
+  active-adversary variant will need ``t > 2k/3`` (ibid., §6.3).
+
+When no ``k < n`` satisfies these, the complete graph (SecAgg) is used, where
+the counts are exact rather than random: ``gamma*n < t <= n-delta*n``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .._errors import ConfigurationError
+
+__all__ = ["ThreatModel", "GraphParameters", "choose_parameters", "complete_graph_parameters"]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreatModel:
+    """What the protocol must withstand.
+
+    ``dropout_fraction``: the most clients that may vanish during a round;
+    ``corrupt_fraction``: the most clients that may collude with the server;
+    ``security_bits`` (sigma) and ``correctness_bits`` (eta): the log2 of the
+    tolerated probabilities of a privacy failure and of an aborted round.
+    """
+
+    dropout_fraction: float = 0.1
+    corrupt_fraction: float = 0.2
+    security_bits: int = 40
+    correctness_bits: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dropout_fraction < 0.5:
+            raise ConfigurationError("dropout_fraction must be in [0, 0.5)", parameter="dropout_fraction")
+        if not 0 <= self.corrupt_fraction < 0.5:
+            raise ConfigurationError("corrupt_fraction must be in [0, 0.5)", parameter="corrupt_fraction")
+        if self.dropout_fraction + self.corrupt_fraction >= 0.9:
+            raise ConfigurationError(
+                "dropout_fraction + corrupt_fraction must stay below 0.9", parameter="corrupt_fraction"
+            )
+        if self.security_bits < 1 or self.correctness_bits < 1:
+            raise ConfigurationError("security_bits and correctness_bits must be positive", parameter="security_bits")
+
+
+@dataclass(frozen=True, slots=True)
+class GraphParameters:
+    """A neighbourhood size ``degree`` (closed, so it counts the client itself) and threshold.
+
+    ``security_failure`` and ``correctness_failure`` are the union bounds the
+    choice satisfies (0 when the counts are exact, as in the complete graph).
+    """
+
+    clients: int
+    degree: int
+    threshold: int
+    security_failure: float
+    correctness_failure: float
+
+    @property
+    def complete(self) -> bool:
+        return self.degree >= self.clients
+
+
+def _hypergeometric_pmf(population: int, marked: int, draws: int) -> list[float]:
+    total = math.comb(population, draws)
+    return [
+        math.comb(marked, i) * math.comb(population - marked, draws - i) / total
+        for i in range(draws + 1)
+    ]
+
+
+def _upper_tails(pmf: list[float]) -> list[float]:
+    # tails[i] = P[X >= i], accumulated from the top so small tails keep their precision.
+    tails = [0.0] * (len(pmf) + 1)
+    for i in range(len(pmf) - 1, -1, -1):
+        tails[i] = tails[i + 1] + pmf[i]
+    return tails
+
+
+def complete_graph_parameters(clients: int, threat: ThreatModel) -> GraphParameters:
+    """SecAgg's complete graph: ``t`` at least half the cohort and above the corrupt count."""
+    corrupt = math.floor(threat.corrupt_fraction * clients)
+    dropped = math.ceil(threat.dropout_fraction * clients)
+    threshold = min(max((clients + 1) // 2, corrupt + 1), clients)
+    if threshold > clients - dropped:
+        raise ConfigurationError(
+            f"with {clients} clients, a threshold of {threshold} cannot survive {dropped} dropouts: lower "
+            "`dropout_fraction` or add clients",
+            parameter="dropout_fraction",
+        )
+    return GraphParameters(clients=clients, degree=clients, threshold=threshold,
+                           security_failure=0.0, correctness_failure=0.0)
+
+
+def choose_parameters(clients: int, threat: ThreatModel) -> GraphParameters:
+    """The smallest SecAgg+ neighbourhood and threshold meeting ``threat`` (see the module docstring)."""
+    if clients < 1:
+        raise ConfigurationError("a round needs at least one client", parameter="clients")
+    n = clients
+    corrupt = math.floor(threat.corrupt_fraction * n)
+    dropped = math.ceil(threat.dropout_fraction * n)
+    removed = min(n, corrupt + dropped)
+    security_target = 2.0 ** -threat.security_bits
+    correctness_target = 2.0 ** -threat.correctness_bits
+    for degree in range(3, n, 2):
+        others = degree - 1
+        half = others // 2
+        disconnect = (n * n / 2) * math.comb(removed, 2 * half) / math.comb(n, 2 * half)
+        if disconnect > security_target:
+            continue
+        corrupt_tails = _upper_tails(_hypergeometric_pmf(n - 1, corrupt, others))
+        dropped_tails = _upper_tails(_hypergeometric_pmf(n - 1, dropped, others))
+        for threshold in range((degree + 1) // 2, degree + 1):
+            security = n * corrupt_tails[threshold] + disconnect
+            if security > security_target:
+                continue
+            # Correctness fails when more than others - threshold neighbours drop.
+            survivors_short = others - threshold + 1
+            correctness = n * dropped_tails[survivors_short] if survivors_short <= others else 1.0
+            if correctness <= correctness_target:
+                return GraphParameters(clients=n, degree=degree, threshold=threshold,
+                                       security_failure=security, correctness_failure=correctness)
+            break  # A larger threshold only makes correctness worse.
+    return complete_graph_parameters(n, threat)

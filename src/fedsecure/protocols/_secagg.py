@@ -1,0 +1,412 @@
+"""SecAgg (complete graph) and SecAgg+ (sparse graph) as one sans-IO implementation.
+
+The steps follow Bonawitz et al., "Practical Secure Aggregation for
+Privacy-Preserving Machine Learning", CCS 2017, §4 (Figure 4, honest-but-curious
+server), restricted to each client's neighbourhood as in Bell et al., "Secure
+Single-Server Aggregation with (Poly)Logarithmic Overhead", CCS 2020, §3. With
+the complete graph the neighbourhood is the whole cohort and the two coincide.
+
+Sign convention: for a pair u < v, client u adds PRG(s_uv) and v subtracts it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .._errors import CryptoError, PeerFault, PeerProtocolError, RoundAborted
+from ..crypto import (
+    ENVELOPE_OVERHEAD,
+    SHARE_BYTES,
+    KeyAgreementKey,
+    MaskExpander,
+    Purpose,
+    derive_key,
+    open_envelope,
+    reconstruct_secret,
+    seal,
+    share_from_bytes,
+    share_to_bytes,
+    split_secrets,
+    validate_public_key,
+)
+from ..encoding import EncodedUpdate
+from ._config import RoundConfig
+from ._messages import (
+    AdvertiseKeys,
+    ClientMessage,
+    EncryptedShare,
+    KeysBroadcast,
+    MaskedInput,
+    Message,
+    PublicKeys,
+    RoundStart,
+    ServerMessage,
+    ShareKeys,
+    SharesDelivery,
+    ShareValue,
+    UnmaskingShares,
+    UnmaskRequest,
+)
+from ._session import SERVER, ClientSession, ServerSession
+from ._stages import Stage
+
+__all__ = ["SecAggClientSession", "SecAggServerSession", "ENVELOPE_BYTES"]
+
+_SHARE_PLAINTEXT_BYTES = 2 * SHARE_BYTES
+ENVELOPE_BYTES = _SHARE_PLAINTEXT_BYTES + ENVELOPE_OVERHEAD
+
+
+def _pair(u: int, v: int) -> tuple[int, int]:
+    return (u, v) if u < v else (v, u)
+
+
+def _x(client: int) -> int:
+    # Shamir x-coordinates must be non-zero: client id + 1.
+    return client + 1
+
+
+def _share_key(config: RoundConfig, private: KeyAgreementKey, peer_public: bytes, u: int, v: int) -> bytes:
+    return derive_key(private.exchange(peer_public), purpose=Purpose.SHARE_ENCRYPTION, salt=config.digest,
+                      round_id=config.round_id, context=_pair(u, v))
+
+
+def _pairwise_mask_key(config: RoundConfig, private: KeyAgreementKey, peer_public: bytes, u: int, v: int) -> bytes:
+    return derive_key(private.exchange(peer_public), purpose=Purpose.PAIRWISE_MASK, salt=config.digest,
+                      round_id=config.round_id, context=_pair(u, v))
+
+
+def _self_mask_key(config: RoundConfig, seed: bytes, u: int) -> bytes:
+    return derive_key(seed, purpose=Purpose.SELF_MASK, salt=config.digest, round_id=config.round_id, context=(u,))
+
+
+def _server_fault(fault: PeerFault, detail: str) -> PeerProtocolError:
+    return PeerProtocolError(fault, peer=SERVER, detail=detail)  # type: ignore[arg-type]
+
+
+class SecAggClientSession(ClientSession):
+    """A client of SecAgg/SecAgg+.
+
+    Threat model: against an honest-but-curious server colluding with fewer than
+    ``threshold`` of this client's neighbours, the server learns nothing about
+    this client's input beyond the sum (Bonawitz et al. 2017, Theorem 6.3). The
+    session refuses to unmask for fewer than ``threshold`` survivors and never
+    reveals both shares of one peer.
+    """
+
+    def __init__(self, config: RoundConfig, client_id: int, update: EncodedUpdate) -> None:
+        super().__init__(config, client_id, update)
+        self._neighbours = config.neighbours(client_id)
+        # Two fresh key pairs per round (Bonawitz et al. 2017, §4, AdvertiseKeys):
+        # c_u for share encryption, s_u for pairwise masks.
+        self._cipher_key: KeyAgreementKey | None = KeyAgreementKey.generate()
+        self._mask_key: KeyAgreementKey | None = KeyAgreementKey.generate()
+        self._self_mask_seed: bytes | None = None
+        self._peer_keys: dict[int, PublicKeys] = {}
+        self._own_shares: tuple[int, int] | None = None
+        self._held_shares: dict[int, tuple[int, int]] = {}
+        # c_uv for each neighbour, derived once in ShareKeys and reused to open v's envelope.
+        self._envelope_keys: dict[int, bytes] = {}
+
+    def _handle(self, message: Message) -> list[ClientMessage]:
+        if isinstance(message, RoundStart):
+            return [self._advertise_keys()]
+        if isinstance(message, KeysBroadcast):
+            return [self._share_keys(message)]
+        if isinstance(message, SharesDelivery):
+            return [self._masked_input(message)]
+        if isinstance(message, UnmaskRequest):
+            return [self._unmask(message)]
+        raise _server_fault(PeerFault.OUT_OF_STAGE, type(message).__name__)
+
+    def _secret_keys(self) -> tuple[KeyAgreementKey, KeyAgreementKey]:
+        if self._cipher_key is None or self._mask_key is None:
+            raise _server_fault(PeerFault.OUT_OF_STAGE, "the session's keys are gone")
+        return self._cipher_key, self._mask_key
+
+    def _advertise_keys(self) -> AdvertiseKeys:
+        cipher_key, mask_key = self._secret_keys()
+        return AdvertiseKeys(round_id=self._config.round_id, sender=self._client_id,
+                             cipher_public_key=cipher_key.public_bytes, mask_public_key=mask_key.public_bytes)
+
+    def _share_keys(self, message: KeysBroadcast) -> ShareKeys:
+        config, me = self._config, self._client_id
+        cipher_key, mask_key = self._secret_keys()
+        owners = {k.owner for k in message.keys}
+        if me not in owners or not owners <= self._neighbours | {me}:
+            raise _server_fault(PeerFault.BAD_PUBLIC_KEY, "key list must be this client and its neighbours")
+        mine = next(k for k in message.keys if k.owner == me)
+        if (mine.cipher_public_key, mine.mask_public_key) != (cipher_key.public_bytes, mask_key.public_bytes):
+            raise _server_fault(PeerFault.BAD_PUBLIC_KEY, "this client's own keys were altered")
+        all_keys = [k.cipher_public_key for k in message.keys] + [k.mask_public_key for k in message.keys]
+        if len(set(all_keys)) != len(all_keys):
+            # Bonawitz et al. 2017, §4, ShareKeys: all public keys must be distinct.
+            raise _server_fault(PeerFault.BAD_PUBLIC_KEY, "a public key appears twice")
+        if len(owners) < config.threshold:
+            raise _server_fault(PeerFault.BAD_SURVIVOR_SET,
+                                f"{len(owners)} clients advertised keys, threshold {config.threshold}")
+        self._peer_keys = {k.owner: k for k in message.keys if k.owner != me}
+        holders = sorted(owners)
+        self._self_mask_seed = os.urandom(32)
+        shares = split_secrets([self._self_mask_seed, mask_key.raw_private_bytes()], threshold=config.threshold,
+                               xs=[_x(h) for h in holders])
+        envelopes = []
+        for index, holder in enumerate(holders):
+            pair_shares = (shares[0][index], shares[1][index])
+            if holder == me:
+                self._own_shares = pair_shares
+                continue
+            try:
+                key = _share_key(config, cipher_key, self._peer_keys[holder].cipher_public_key, me, holder)
+            except CryptoError:
+                raise PeerProtocolError(PeerFault.BAD_PUBLIC_KEY, peer=holder) from None
+            self._envelope_keys[holder] = key
+            plaintext = share_to_bytes(pair_shares[0]) + share_to_bytes(pair_shares[1])
+            envelope = seal(key, plaintext, sender=me, recipient=holder, round_id=config.round_id,
+                            stage=int(Stage.SHARE_KEYS))
+            envelopes.append(EncryptedShare(peer=holder, envelope=envelope))
+        return ShareKeys(round_id=config.round_id, sender=me, shares=tuple(envelopes))
+
+    def _masked_input(self, message: SharesDelivery) -> MaskedInput:
+        config, me = self._config, self._client_id
+        _, mask_key = self._secret_keys()
+        senders = [s.peer for s in message.shares]
+        if not set(senders) <= self._peer_keys.keys():
+            raise _server_fault(PeerFault.BAD_SHARE, "shares from a client that advertised no keys to us")
+        if len(senders) + 1 < config.threshold:
+            raise _server_fault(PeerFault.BAD_SURVIVOR_SET,
+                                f"{len(senders) + 1} clients shared keys, threshold {config.threshold}")
+        for share in message.shares:
+            v = share.peer
+            try:
+                plaintext = open_envelope(self._envelope_keys[v], share.envelope, sender=v, recipient=me, round_id=config.round_id,
+                                          stage=int(Stage.SHARE_KEYS))
+                if len(plaintext) != _SHARE_PLAINTEXT_BYTES:
+                    raise CryptoError("envelope failed to authenticate")
+                self._held_shares[v] = (share_from_bytes(plaintext[:SHARE_BYTES]),
+                                        share_from_bytes(plaintext[SHARE_BYTES:]))
+            except CryptoError:
+                raise PeerProtocolError(PeerFault.BAD_ENVELOPE, peer=v, detail="forwarded by the server") from None
+        # y_u = x_u + PRG(b_u) + sum over v in U2 of +/-PRG(s_uv)  (Bonawitz et al. 2017, §4, MaskedInputCollection).
+        ring = config.ring
+        masked = np.array(self._update.values, dtype=ring.dtype, copy=True)
+        expander = MaskExpander(config.vector_length, ring.dtype)
+        if self._self_mask_seed is None:
+            raise _server_fault(PeerFault.OUT_OF_STAGE, "no self-mask seed")
+        expander.add_into(masked, _self_mask_key(config, self._self_mask_seed, me))
+        for v in senders:
+            try:
+                key = _pairwise_mask_key(config, mask_key, self._peer_keys[v].mask_public_key, me, v)
+            except CryptoError:
+                raise PeerProtocolError(PeerFault.BAD_PUBLIC_KEY, peer=v) from None
+            if me < v:
+                expander.add_into(masked, key)
+            else:
+                expander.subtract_into(masked, key)
+        ring.reduce(masked)
+        return MaskedInput(round_id=config.round_id, sender=me, vector=masked)
+
+    def _unmask(self, message: UnmaskRequest) -> UnmaskingShares:
+        config, me = self._config, self._client_id
+        holdings = set(self._held_shares) | {me}
+        survivors = set(message.survivors)
+        if me not in survivors or not survivors <= holdings:
+            raise _server_fault(PeerFault.BAD_SURVIVOR_SET, "survivors must include this client and only its peers")
+        if len(survivors) < config.threshold:
+            # Bonawitz et al. 2017, §4, Unmasking: refuse when |U4| < t.
+            raise _server_fault(PeerFault.BAD_SURVIVOR_SET,
+                                f"{len(survivors)} survivors, threshold {config.threshold}")
+        if self._own_shares is None:
+            raise _server_fault(PeerFault.OUT_OF_STAGE, "no shares held")
+        held = dict(self._held_shares)
+        held[me] = self._own_shares
+        # Survivors get their self-mask seed share revealed; the dropped, their key share. Never both.
+        self_mask_shares = tuple(ShareValue(owner=v, value=held[v][0]) for v in sorted(survivors))
+        key_shares = tuple(ShareValue(owner=v, value=held[v][1]) for v in sorted(holdings - survivors))
+        return UnmaskingShares(round_id=config.round_id, sender=me, self_mask_shares=self_mask_shares,
+                               key_shares=key_shares)
+
+    def _discard_secrets(self) -> None:
+        self._cipher_key = None
+        self._mask_key = None
+        self._self_mask_seed = None
+        self._own_shares = None
+        self._held_shares = {}
+        self._envelope_keys = {}
+
+
+class SecAggServerSession(ServerSession):
+    """The SecAgg/SecAgg+ server: routes keys and envelopes, sums masked inputs, unmasks only the total.
+
+    Memory: the masked inputs are added into one running sum as they arrive, so
+    the server holds O(vector length) numbers plus O(clients x degree) keys and
+    envelopes, whatever the number of clients.
+    """
+
+    def __init__(self, config: RoundConfig) -> None:
+        super().__init__(config)
+        self._keys: dict[int, AdvertiseKeys] = {}
+        self._seen_public_keys: set[bytes] = set()
+        self._envelopes: dict[int, dict[int, bytes]] = {}
+        self._u1: frozenset[int] = frozenset()
+        self._u2: frozenset[int] = frozenset()
+        self._u3: frozenset[int] = frozenset()
+        self._holdings: dict[int, frozenset[int]] = {}
+        self._running_sum: np.ndarray | None = None
+        self._in_sum: set[int] = set()
+        self._unmasking: dict[int, UnmaskingShares] = {}
+
+    # ---- receiving -------------------------------------------------------------------------------
+    def _handle(self, message: ClientMessage) -> None:
+        if isinstance(message, AdvertiseKeys):
+            self._on_keys(message)
+        elif isinstance(message, ShareKeys):
+            self._on_shares(message)
+        elif isinstance(message, MaskedInput):
+            self._on_masked_input(message)
+        elif isinstance(message, UnmaskingShares):
+            self._on_unmasking(message)
+
+    def _on_keys(self, message: AdvertiseKeys) -> None:
+        for key in (message.cipher_public_key, message.mask_public_key):
+            if key in self._seen_public_keys:
+                raise PeerProtocolError(PeerFault.BAD_PUBLIC_KEY, peer=message.sender, detail="key reused")
+            try:
+                validate_public_key(key)
+            except CryptoError:
+                raise PeerProtocolError(PeerFault.BAD_PUBLIC_KEY, peer=message.sender,
+                                        detail="not a valid X25519 key") from None
+        self._seen_public_keys.update((message.cipher_public_key, message.mask_public_key))
+        self._keys[message.sender] = message
+
+    def _on_shares(self, message: ShareKeys) -> None:
+        u = message.sender
+        expected = self._config.neighbours(u) & self._u1
+        recipients = {s.peer for s in message.shares}
+        if recipients != expected:
+            raise PeerProtocolError(PeerFault.BAD_SHARE, peer=u,
+                                    detail=f"envelopes for {len(recipients)} peers, expected {len(expected)}")
+        if any(len(s.envelope) != ENVELOPE_BYTES for s in message.shares):
+            raise PeerProtocolError(PeerFault.BAD_SHARE, peer=u, detail="envelope of the wrong size")
+        self._envelopes[u] = {s.peer: s.envelope for s in message.shares}
+
+    def _on_masked_input(self, message: MaskedInput) -> None:
+        ring = self._config.ring
+        vector = message.vector
+        if vector.shape != (self._config.vector_length,) or vector.dtype != ring.dtype:
+            raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=message.sender,
+                                    detail=f"{vector.size} words of {vector.dtype}, expected "
+                                    f"{self._config.vector_length} of {ring.dtype}")
+        if not ring.contains(vector):
+            raise PeerProtocolError(PeerFault.MALFORMED, peer=message.sender, detail="values outside the ring")
+        if self._running_sum is None:
+            self._running_sum = np.zeros(self._config.vector_length, dtype=ring.dtype)
+        np.add(self._running_sum, vector, out=self._running_sum)
+        self._in_sum.add(message.sender)
+
+    def _on_unmasking(self, message: UnmaskingShares) -> None:
+        u = message.sender
+        holdings = self._holdings[u]
+        expected_self = holdings & self._u3
+        self_owners = {s.owner for s in message.self_mask_shares}
+        key_owners = {s.owner for s in message.key_shares}
+        if self_owners != expected_self or key_owners != holdings - self._u3:
+            raise PeerProtocolError(PeerFault.BAD_SHARE, peer=u, detail="share lists do not match the survivor set")
+        self._unmasking[u] = message
+
+    def _on_drop(self, client: int) -> None:
+        # A dropped client's contributions to an open stage are forgotten, except a
+        # masked input already in the running sum, which stays counted (client in U3).
+        if self._stage is Stage.ADVERTISE_KEYS:
+            self._keys.pop(client, None)
+        elif self._stage is Stage.SHARE_KEYS:
+            self._envelopes.pop(client, None)
+        elif self._stage is Stage.UNMASKING:
+            self._unmasking.pop(client, None)
+
+    def _discard_state(self) -> None:
+        self._running_sum = None
+        self._envelopes = {}
+        self._unmasking = {}
+
+    # ---- closing stages ----------------------------------------------------------------------------
+    def _close(self, responders: frozenset[int]) -> list[ServerMessage]:
+        config, t = self._config, self._config.threshold
+        if self._stage is Stage.ADVERTISE_KEYS:
+            self._require(len(responders), t, "too few clients advertised keys")
+            self._u1 = responders
+            self._active = set(responders)
+            messages: list[ServerMessage] = []
+            for u in sorted(responders):
+                owners = sorted((config.neighbours(u) & responders) | {u})
+                keys = tuple(PublicKeys(owner=v, cipher_public_key=self._keys[v].cipher_public_key,
+                                        mask_public_key=self._keys[v].mask_public_key) for v in owners)
+                messages.append(KeysBroadcast(round_id=config.round_id, recipient=u, keys=keys))
+            return messages
+        if self._stage is Stage.SHARE_KEYS:
+            self._require(len(responders), t, "too few clients shared keys")
+            self._u2 = responders
+            self._active = set(responders)
+            messages = []
+            for u in sorted(responders):
+                peers = sorted(config.neighbours(u) & responders)
+                self._holdings[u] = frozenset(peers) | {u}
+                shares = tuple(EncryptedShare(peer=v, envelope=self._envelopes[v][u]) for v in peers)
+                messages.append(SharesDelivery(round_id=config.round_id, recipient=u, shares=shares))
+            self._envelopes = {}
+            return messages
+        if self._stage is Stage.MASKED_INPUT:
+            self._u3 = frozenset(self._in_sum)
+            self._require(len(self._u3), t, "too few masked inputs")
+            self._active = set(self._u3 - self._dropped.keys())
+            return [UnmaskRequest(round_id=config.round_id, recipient=u,
+                                  survivors=tuple(sorted(self._holdings[u] & self._u3)))
+                    for u in sorted(self._active)]
+        # Stage.UNMASKING
+        self._require(len(responders), t, "too few clients answered the unmasking request")
+        self._unmask(responders)
+        return []
+
+    def _unmask(self, responders: frozenset[int]) -> None:
+        config, t = self._config, self._config.threshold
+        self_shares: dict[int, list[tuple[int, int]]] = {v: [] for v in self._u3}
+        key_shares: dict[int, list[tuple[int, int]]] = {v: [] for v in self._u2 - self._u3}
+        for u in sorted(responders):
+            reply = self._unmasking[u]
+            for s in reply.self_mask_shares:
+                self_shares[s.owner].append((_x(u), s.value))
+            for s in reply.key_shares:
+                key_shares[s.owner].append((_x(u), s.value))
+        for v, shares in self_shares.items():
+            self._require(len(shares), t, f"too few shares of survivor {v}'s self-mask seed")
+        for v, shares in key_shares.items():
+            self._require(len(shares), t, f"too few shares of dropped client {v}'s mask key")
+        if self._running_sum is None:
+            raise RuntimeError("unreachable: masked inputs were required above")  # pragma: no cover
+        total = self._running_sum
+        expander = MaskExpander(config.vector_length, config.ring.dtype)
+        # Remove the self-masks of survivors (Bonawitz et al. 2017, §4, Unmasking).
+        for v in sorted(self_shares):
+            seed = reconstruct_secret(self_shares[v], threshold=t)
+            expander.subtract_into(total, _self_mask_key(config, seed, v))
+        # Remove the pairwise masks that survivors shared with clients that dropped after ShareKeys.
+        for v in sorted(key_shares):
+            try:
+                private = KeyAgreementKey.from_raw_private_bytes(reconstruct_secret(key_shares[v], threshold=t))
+            except CryptoError:
+                private = None
+            if private is None or private.public_bytes != self._keys[v].mask_public_key:
+                # The reconstructed key must match the public key v advertised; a mismatch means corrupted shares.
+                raise RoundAborted(f"shares of dropped client {v}'s mask key are inconsistent",
+                                   stage=self._stage.label, have=len(key_shares[v]), need=t)
+            for u in sorted(config.neighbours(v) & self._u3):
+                key = _pairwise_mask_key(config, private, self._keys[u].mask_public_key, u, v)
+                # Survivor u added +PRG(s_uv) when u < v and -PRG(s_uv) otherwise.
+                if u < v:
+                    expander.subtract_into(total, key)
+                else:
+                    expander.add_into(total, key)
+        config.ring.reduce(total)
+        self._running_sum = None
+        self._finish(total, self._u3)

@@ -1,0 +1,286 @@
+"""The protocol interface every aggregation protocol implements (sans-IO).
+
+A transport builds one :class:`ServerSession` and one :class:`ClientSession`
+per client, calls ``server.start()``, hands each message to its recipient's
+``receive`` and hands replies back, and calls ``server.close_stage()`` at each
+deadline. Sessions never touch sockets, clocks, threads or a global RNG.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+from .._errors import (
+    DecodeError,
+    LocalProtocolError,
+    PeerFault,
+    PeerProtocolError,
+    RoundAborted,
+)
+from ..encoding import EncodedUpdate, Ring
+from ._codec import decode_message
+from ._config import RoundConfig
+from ._messages import ClientMessage, Message, RoundStart, ServerMessage
+from ._stages import CLIENT_TRANSITIONS, FIRST_STAGE, SERVER_STAGES, ClientState, Stage
+
+__all__ = ["ClientSession", "ServerSession", "AggregationResult", "DropRecord", "SERVER"]
+
+SERVER = "server"
+
+
+@dataclass(frozen=True, slots=True)
+class DropRecord:
+    """Why the server stopped listening to a client: at which stage, and for what reason."""
+
+    stage: Stage
+    reason: str
+    fault: PeerFault | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AggregationResult:
+    """The outcome of a completed round.
+
+    ``ring_sum`` is the ring sum of the encoded inputs of exactly the clients
+    in ``survivors``; ``dropped`` says, for every client that stopped
+    participating, at which stage and why (a survivor may also appear there if it
+    vanished during unmasking, after its input was already counted).
+    """
+
+    ring_sum: np.ndarray
+    ring: Ring
+    survivors: frozenset[int]
+    dropped: Mapping[int, DropRecord]
+
+
+class ClientSession(abc.ABC):
+    """One client's side of one round. ``receive`` returns the messages to send to the server."""
+
+    def __init__(self, config: RoundConfig, client_id: int, update: EncodedUpdate) -> None:
+        if not config.in_cohort(client_id):
+            raise LocalProtocolError(f"client {client_id} is not in the round's cohort")
+        if update.ring.bits != config.ring_bits or update.values.shape != (config.vector_length,):
+            raise LocalProtocolError(
+                f"the encoded update (length {update.values.size}, {update.ring.bits}-bit ring) does not match the "
+                f"round (length {config.vector_length}, {config.ring_bits}-bit ring)"
+            )
+        self._config = config
+        self._client_id = client_id
+        self._update = update
+        self._state = ClientState.AWAIT_START
+        self._transitions = CLIENT_TRANSITIONS[config.protocol]
+
+    @property
+    def client_id(self) -> int:
+        return self._client_id
+
+    @property
+    def config(self) -> RoundConfig:
+        return self._config
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    def receive(self, message: Message) -> list[ClientMessage]:
+        """Process one server message; returns the replies. Any error aborts the session for good."""
+        if self._state is ClientState.ABORTED:
+            raise LocalProtocolError("this client session has aborted")
+        allowed = self._transitions.get(self._state, {})
+        rule = allowed.get(type(message))
+        try:
+            if rule is None:
+                raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=SERVER,  # type: ignore[arg-type]
+                                        detail=f"{type(message).__name__} while {self._state.value}")
+            if message.round_id != self._config.round_id:
+                raise PeerProtocolError(PeerFault.WRONG_ROUND, peer=SERVER)  # type: ignore[arg-type]
+            if getattr(message, "recipient", None) != self._client_id:
+                raise PeerProtocolError(PeerFault.WRONG_RECIPIENT, peer=SERVER)  # type: ignore[arg-type]
+            if isinstance(message, RoundStart) and message.config_digest != self._config.digest:
+                raise PeerProtocolError(PeerFault.CONFIG_MISMATCH, peer=SERVER)  # type: ignore[arg-type]
+            replies = self._handle(message)
+        except BaseException:
+            self._state = ClientState.ABORTED
+            self._discard_secrets()
+            raise
+        self._state = rule[0]
+        if self._state is ClientState.DONE:
+            self._discard_secrets()
+        return replies
+
+    @abc.abstractmethod
+    def _handle(self, message: Message) -> list[ClientMessage]:
+        """Protocol-specific work for an allowed message."""
+
+    def _discard_secrets(self) -> None:
+        """Drop references to secret material once it can no longer be needed."""
+
+    def __reduce__(self) -> object:
+        raise TypeError("client sessions hold secrets and cannot be pickled")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} client={self._client_id} round={self._config.round_id} state={self._state.value}>"
+
+
+class ServerSession(abc.ABC):
+    """The server's side of one round.
+
+    ``receive`` refuses a bad message by raising :class:`PeerProtocolError`
+    after recording its sender as dropped; the session itself carries on. A
+    ``close_stage`` that cannot meet the threshold raises :class:`RoundAborted`,
+    and the session stays aborted.
+    """
+
+    def __init__(self, config: RoundConfig) -> None:
+        self._config = config
+        self._rules = SERVER_STAGES[config.protocol]
+        self._stage = FIRST_STAGE[config.protocol]
+        self._started = False
+        self._active: set[int] = set(config.clients)
+        self._answered: set[int] = set()
+        self._dropped: dict[int, DropRecord] = {}
+        self._abort: RoundAborted | None = None
+        self._result: AggregationResult | None = None
+        ring = config.ring
+        self._max_message_bytes = 64 + max(
+            config.vector_length * ring.word_bytes + 8, len(config.clients) * (4 + 2 + 160) + 8
+        )
+
+    @property
+    def config(self) -> RoundConfig:
+        return self._config
+
+    @property
+    def stage(self) -> Stage:
+        return self._stage
+
+    @property
+    def dropped(self) -> Mapping[int, DropRecord]:
+        return MappingProxyType(self._dropped)
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message this round can legitimately carry; larger ones are refused unread."""
+        return self._max_message_bytes
+
+    def start(self) -> list[ServerMessage]:
+        """Begin the round: one :class:`RoundStart` per client in the cohort."""
+        if self._started:
+            raise LocalProtocolError("the round has already started")
+        self._started = True
+        return [RoundStart(round_id=self._config.round_id, recipient=c, config_digest=self._config.digest)
+                for c in self._config.clients]
+
+    def receive_bytes(self, data: bytes, *, sender: int) -> list[ServerMessage]:
+        """Decode bytes the transport received from ``sender`` and process them."""
+        try:
+            message = decode_message(data, sender=sender, max_bytes=self._max_message_bytes)
+        except DecodeError as error:
+            self._drop(sender, error.fault, error.detail)
+            raise
+        if getattr(message, "sender", None) != sender:
+            error = PeerProtocolError(PeerFault.WRONG_SENDER, peer=sender,
+                                      detail=f"claims to be {getattr(message, 'sender', 'the server')}")
+            self._drop(sender, error.fault)
+            raise error
+        return self.receive(message)
+
+    def receive(self, message: Message) -> list[ServerMessage]:
+        """Collect one client message for the current stage."""
+        sender = getattr(message, "sender", None)
+        if not isinstance(sender, int):
+            raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=None, detail="a server message sent to the server")
+        if not self._started or self._stage in (Stage.DONE, Stage.ABORTED):
+            raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=sender, detail="no stage is open")
+        if not self._config.in_cohort(sender):
+            raise PeerProtocolError(PeerFault.NOT_IN_COHORT, peer=sender)
+        if sender in self._dropped:
+            raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=sender,
+                                    detail=f"already dropped: {self._dropped[sender].reason}")
+        try:
+            if message.round_id != self._config.round_id:
+                raise PeerProtocolError(PeerFault.WRONG_ROUND, peer=sender,
+                                        detail=f"round {message.round_id}, expected {self._config.round_id}")
+            if type(message) is not self._rules[self._stage].accepts or sender not in self._active:
+                raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=sender,
+                                        detail=f"{type(message).__name__} during {self._stage.label}")
+            if sender in self._answered:
+                raise PeerProtocolError(PeerFault.DUPLICATE, peer=sender, detail=self._stage.label)
+            self._handle(message)  # type: ignore[arg-type]
+        except PeerProtocolError as error:
+            self._drop(sender, error.fault, error.detail)
+            raise
+        self._answered.add(sender)
+        return []
+
+    def close_stage(self) -> list[ServerMessage]:
+        """The stage's deadline: move on with whoever answered; the silent count as dropped."""
+        if self._abort is not None:
+            raise self._abort
+        if not self._started or self._stage is Stage.DONE:
+            raise LocalProtocolError("no stage is open")
+        for client in sorted(self._active - self._answered):
+            if client not in self._dropped:
+                self._dropped[client] = DropRecord(self._stage, "did not answer before the deadline")
+        responders = frozenset(self._answered - self._dropped.keys())
+        try:
+            messages = self._close(responders)
+        except RoundAborted as error:
+            self._abort = error
+            self._stage = Stage.ABORTED
+            self._discard_state()
+            raise
+        self._stage = self._rules[self._stage].next_stage
+        self._answered = set()
+        return messages
+
+    def result(self) -> AggregationResult:
+        """The round's result once every stage has closed."""
+        if self._abort is not None:
+            raise self._abort
+        if self._result is None:
+            raise LocalProtocolError(f"the round is not finished (stage {self._stage.label})")
+        return self._result
+
+    @property
+    def aborted(self) -> RoundAborted | None:
+        """The abort error, if the round aborted."""
+        return self._abort
+
+    def _drop(self, client: int, fault: PeerFault, detail: str = "") -> None:
+        if self._config.in_cohort(client) and client not in self._dropped:
+            reason = fault.value + (f" ({detail})" if detail else "")
+            self._dropped[client] = DropRecord(self._stage, reason, fault)
+            self._active.discard(client)
+            self._on_drop(client)
+
+    def _require(self, have: int, need: int, reason: str) -> None:
+        if have < need:
+            raise RoundAborted(reason, stage=self._stage.label, have=have, need=need)
+
+    def _finish(self, ring_sum: np.ndarray, survivors: frozenset[int]) -> None:
+        ring_sum.flags.writeable = False
+        self._result = AggregationResult(ring_sum=ring_sum, ring=self._config.ring, survivors=survivors,
+                                         dropped=MappingProxyType(dict(self._dropped)))
+
+    def _on_drop(self, client: int) -> None:
+        """Hook: forget what a dropped client sent in the current stage."""
+
+    def _discard_state(self) -> None:
+        """Hook: release buffers after an abort."""
+
+    @abc.abstractmethod
+    def _handle(self, message: ClientMessage) -> None:
+        """Validate and store one accepted message; raise PeerProtocolError to refuse it."""
+
+    @abc.abstractmethod
+    def _close(self, responders: frozenset[int]) -> list[ServerMessage]:
+        """Finish the current stage with ``responders``; raise RoundAborted below the threshold."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} round={self._config.round_id} stage={self._stage.label}>"

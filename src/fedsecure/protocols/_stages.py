@@ -1,0 +1,118 @@
+"""Theory of operation: the stages of every protocol, as data.
+
+SecAgg (Bonawitz et al., CCS 2017, §4, Figure 4, honest-but-curious variant)
+and SecAgg+ (Bell et al., CCS 2020, §3, the same rounds restricted to a sparse
+neighbour graph) run four client stages:
+
+0. **AdvertiseKeys**: each client sends two fresh X25519 public keys, c_u^PK for
+   encrypting shares and s_u^PK for pairwise masks. The server forwards each
+   client its neighbours' keys (U1).
+1. **ShareKeys**: each client draws a self-mask seed b_u, Shamir-shares b_u and
+   s_u^SK t-of-k among its neighbourhood, and sends each neighbour its shares
+   in an AES-GCM envelope through the server, which forwards them (U2).
+2. **MaskedInputCollection**: each client sends y_u = x_u + PRG(b_u) +
+   sum_{v in U2} (+/-) PRG(s_uv); the server adds it to a running sum (U3).
+3. **Unmasking**: the server tells each client which neighbours survived;
+   the client returns shares of b_v for survivors and of s_v^SK for the
+   dropped, never both for one v. The server reconstructs, removes the
+   self-masks of survivors and the pairwise masks of the dropped, and is left
+   with sum_{u in U3} x_u.
+
+The consistency-check round of the active-adversary variant (§4, round 3) is
+not part of this table yet. The plaintext baseline has one stage.
+
+A client's state only changes through :data:`CLIENT_TRANSITIONS`; a server
+stage only through :data:`SERVER_STAGES`. A message missing from the table is
+out of stage, which is one clear error.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ._config import ProtocolKind
+from ._messages import (
+    AdvertiseKeys,
+    KeysBroadcast,
+    MaskedInput,
+    PlaintextInput,
+    RoundStart,
+    ShareKeys,
+    SharesDelivery,
+    UnmaskingShares,
+    UnmaskRequest,
+)
+
+__all__ = ["Stage", "ClientState", "StageRule", "CLIENT_TRANSITIONS", "SERVER_STAGES", "FIRST_STAGE"]
+
+
+class Stage(enum.IntEnum):
+    """Server stages; the value is bound into envelope associated data and the transcript."""
+
+    ADVERTISE_KEYS = 0
+    SHARE_KEYS = 1
+    MASKED_INPUT = 2
+    UNMASKING = 3
+    PLAINTEXT_INPUT = 10
+    DONE = 20
+    ABORTED = 21
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+class ClientState(enum.Enum):
+    """Where a client session is: waiting for which server message."""
+
+    AWAIT_START = "await-start"
+    AWAIT_KEYS = "await-keys"
+    AWAIT_SHARES = "await-shares"
+    AWAIT_UNMASK = "await-unmask"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class StageRule:
+    """What the server accepts from clients in a stage, and where ``close_stage`` goes next."""
+
+    accepts: type
+    next_stage: Stage
+
+
+# (protocol, client state) -> {server message type accepted: (next state, stage the reply belongs to)}
+CLIENT_TRANSITIONS: Mapping[ProtocolKind, Mapping[ClientState, Mapping[type, tuple[ClientState, Stage]]]] = {
+    ProtocolKind.SECAGG: {
+        ClientState.AWAIT_START: {RoundStart: (ClientState.AWAIT_KEYS, Stage.ADVERTISE_KEYS)},
+        ClientState.AWAIT_KEYS: {KeysBroadcast: (ClientState.AWAIT_SHARES, Stage.SHARE_KEYS)},
+        ClientState.AWAIT_SHARES: {SharesDelivery: (ClientState.AWAIT_UNMASK, Stage.MASKED_INPUT)},
+        ClientState.AWAIT_UNMASK: {UnmaskRequest: (ClientState.DONE, Stage.UNMASKING)},
+    },
+    ProtocolKind.PLAINTEXT: {
+        ClientState.AWAIT_START: {RoundStart: (ClientState.DONE, Stage.PLAINTEXT_INPUT)},
+    },
+}
+CLIENT_TRANSITIONS = {**CLIENT_TRANSITIONS, ProtocolKind.SECAGG_PLUS: CLIENT_TRANSITIONS[ProtocolKind.SECAGG]}
+
+# (protocol, stage) -> rule
+SERVER_STAGES: Mapping[ProtocolKind, Mapping[Stage, StageRule]] = {
+    ProtocolKind.SECAGG: {
+        Stage.ADVERTISE_KEYS: StageRule(accepts=AdvertiseKeys, next_stage=Stage.SHARE_KEYS),
+        Stage.SHARE_KEYS: StageRule(accepts=ShareKeys, next_stage=Stage.MASKED_INPUT),
+        Stage.MASKED_INPUT: StageRule(accepts=MaskedInput, next_stage=Stage.UNMASKING),
+        Stage.UNMASKING: StageRule(accepts=UnmaskingShares, next_stage=Stage.DONE),
+    },
+    ProtocolKind.PLAINTEXT: {
+        Stage.PLAINTEXT_INPUT: StageRule(accepts=PlaintextInput, next_stage=Stage.DONE),
+    },
+}
+SERVER_STAGES = {**SERVER_STAGES, ProtocolKind.SECAGG_PLUS: SERVER_STAGES[ProtocolKind.SECAGG]}
+
+FIRST_STAGE: Mapping[ProtocolKind, Stage] = {
+    ProtocolKind.SECAGG: Stage.ADVERTISE_KEYS,
+    ProtocolKind.SECAGG_PLUS: Stage.ADVERTISE_KEYS,
+    ProtocolKind.PLAINTEXT: Stage.PLAINTEXT_INPUT,
+}

@@ -1,0 +1,188 @@
+"""An in-process transport: drives one server session and N client sessions.
+
+Every message goes through the wire codec (so byte counts and decoding are
+real), each send is recorded in a transcript, and client and server time is
+measured per stage. Masked inputs are folded into the server's running sum as
+they arrive, so the server's memory grows with the vector length, not with N.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from .._errors import FedSecureError, PeerProtocolError, RoundAborted
+from ..encoding import EncodedUpdate
+from ..protocols import (
+    SERVER,
+    AggregationResult,
+    RoundConfig,
+    Stage,
+    create_client_session,
+    create_server_session,
+    decode_message,
+    encode_message,
+)
+from ._schedule import DropoutSchedule
+
+__all__ = ["TranscriptRecord", "RoundReport", "Simulator", "Interceptor", "Progress"]
+
+Interceptor = Callable[[int, Stage, bytes], "bytes | None"]
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptRecord:
+    """One message on the wire: who sent what to whom, in which stage, and how many bytes.
+
+    It records only public facts (never contents), so a transcript can be
+    shared with an auditor.
+    """
+
+    stage: str
+    sender: int | str
+    receiver: int | str
+    message_type: str
+    size: int
+
+
+@dataclass
+class RoundReport:
+    """What happened in one simulated round."""
+
+    config: RoundConfig
+    result: AggregationResult | None
+    abort: RoundAborted | None
+    transcript: list[TranscriptRecord]
+    client_seconds: dict[int, float]
+    server_seconds: float
+    server_stage_seconds: dict[str, float]
+    client_stage_seconds: dict[str, float]
+    rejected: list[PeerProtocolError] = field(default_factory=list)
+    client_errors: dict[int, FedSecureError] = field(default_factory=dict)
+
+    @property
+    def aborted(self) -> bool:
+        return self.abort is not None
+
+    def bytes_sent(self, party: int | str) -> int:
+        return sum(r.size for r in self.transcript if r.sender == party)
+
+    def bytes_received(self, party: int | str) -> int:
+        return sum(r.size for r in self.transcript if r.receiver == party)
+
+    @property
+    def median_client_seconds(self) -> float:
+        return statistics.median(self.client_seconds.values()) if self.client_seconds else 0.0
+
+
+class Simulator:
+    """Runs one round of ``config`` over in-process sessions.
+
+    ``updates`` maps every client in the cohort to its encoded update;
+    ``schedule`` says who goes silent when; ``interceptor`` (for tests and
+    audits) may rewrite or swallow a client's outgoing bytes, standing in for a
+    misbehaving client; ``progress`` is called as ``(stage, done, total)``.
+    """
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        updates: Mapping[int, EncodedUpdate],
+        *,
+        schedule: DropoutSchedule | None = None,
+        interceptor: Interceptor | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        missing = set(config.clients) - updates.keys()
+        if missing:
+            raise ValueError(f"no update for clients {sorted(missing)[:5]}")
+        self._config = config
+        self._updates = updates
+        self._schedule = schedule or DropoutSchedule()
+        self._interceptor = interceptor
+        self._progress = progress
+
+    def run(self) -> RoundReport:
+        config = self._config
+        clock = time.perf_counter
+        transcript: list[TranscriptRecord] = []
+        client_seconds: dict[int, float] = defaultdict(float)
+        client_stage_seconds: dict[str, float] = defaultdict(float)
+        server_stage_seconds: dict[str, float] = defaultdict(float)
+        rejected: list[PeerProtocolError] = []
+        client_errors: dict[int, FedSecureError] = {}
+
+        started = clock()
+        server = create_server_session(config)
+        outgoing = server.start()
+        server_stage_seconds["setup"] += clock() - started
+        clients = {}
+        for c in config.clients:
+            started = clock()
+            clients[c] = create_client_session(config, c, self._updates[c])
+            client_seconds[c] += clock() - started
+
+        abort: RoundAborted | None = None
+        while True:
+            stage = server.stage
+            label = stage.label
+            total = len(outgoing)
+            for done, message in enumerate(outgoing, 1):
+                recipient = message.recipient
+                started = clock()
+                data = encode_message(message)
+                server_stage_seconds[label] += clock() - started
+                if self._progress is not None and (done == total or done % 50 == 0):
+                    self._progress(label, done, total)
+                if recipient in client_errors or self._schedule.is_silent(recipient, stage):
+                    continue
+                transcript.append(TranscriptRecord(label, SERVER, recipient, type(message).__name__, len(data)))
+                started = clock()
+                try:
+                    replies = clients[recipient].receive(decode_message(data, max_bytes=server.max_message_bytes))
+                    wire = [(type(reply).__name__, encode_message(reply)) for reply in replies]
+                except FedSecureError as error:
+                    # The client refused (an honest client aborting); it is silent from now on.
+                    client_errors[recipient] = error
+                    wire = []
+                elapsed = clock() - started
+                client_seconds[recipient] += elapsed
+                client_stage_seconds[label] += elapsed
+                for type_name, reply_bytes in wire:
+                    transcript.append(TranscriptRecord(label, recipient, SERVER, type_name, len(reply_bytes)))
+                    if self._interceptor is not None:
+                        tampered = self._interceptor(recipient, stage, reply_bytes)
+                        if tampered is None:
+                            continue
+                        reply_bytes = tampered
+                    started = clock()
+                    try:
+                        server.receive_bytes(reply_bytes, sender=recipient)
+                    except PeerProtocolError as error:
+                        rejected.append(error)
+                    server_stage_seconds[label] += clock() - started
+            started = clock()
+            try:
+                outgoing = server.close_stage()
+            except RoundAborted as error:
+                abort = error
+            server_stage_seconds[label] += clock() - started
+            if abort is not None or server.stage is Stage.DONE:
+                break
+
+        return RoundReport(
+            config=config,
+            result=None if abort is not None else server.result(),
+            abort=abort,
+            transcript=transcript,
+            client_seconds=dict(client_seconds),
+            server_seconds=sum(server_stage_seconds.values()),
+            server_stage_seconds=dict(server_stage_seconds),
+            client_stage_seconds=dict(client_stage_seconds),
+            rejected=rejected,
+            client_errors=client_errors,
+        )

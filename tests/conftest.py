@@ -1,0 +1,45 @@
+"""Shared fixtures: small rounds built from encoded random updates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+from fedsecure.encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
+from fedsecure.protocols import ProtocolKind, RoundConfig, ThreatModel
+
+settings.register_profile("default", deadline=None, max_examples=60)
+settings.load_profile("default")
+
+
+def make_round(
+    protocol: ProtocolKind = ProtocolKind.SECAGG,
+    clients: int = 8,
+    dimension: int = 64,
+    *,
+    threat: ThreatModel | None = None,
+    seed: int = 0,
+    round_id: int = 7,
+) -> tuple[RoundConfig, dict[int, EncodedUpdate], Quantizer]:
+    encoding = EncodingConfig.fit_scale(dimension=dimension, clients=clients, clip=1.0,
+                                        clip_mode=ClipMode.PER_COORDINATE)
+    quantizer = Quantizer(encoding)
+    config = RoundConfig.create(protocol=protocol, clients=range(clients), ring=encoding.ring,
+                                vector_length=encoding.vector_length, round_id=round_id, threat=threat)
+    rng = np.random.default_rng(seed)  # noqa: csprng-ok (test data)
+    updates = {c: quantizer.encode(rng.uniform(-1, 1, dimension)) for c in config.clients}
+    return config, updates, quantizer
+
+
+def ring_sum(config: RoundConfig, updates: dict[int, EncodedUpdate], clients: object) -> np.ndarray:
+    ring = config.ring
+    total = np.zeros(config.vector_length, dtype=ring.dtype)
+    for c in clients:  # type: ignore[attr-defined]
+        np.add(total, updates[c].values, out=total)
+    return ring.reduce(total)
+
+
+@pytest.fixture
+def small_round() -> tuple[RoundConfig, dict[int, EncodedUpdate], Quantizer]:
+    return make_round()

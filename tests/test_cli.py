@@ -1,0 +1,52 @@
+"""The ``fedsecure`` command, run as users run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fedsecure.cli import main
+
+REQUIRED_KEYS = {"protocol", "clients", "dim", "survivors", "correct", "max_abs_error", "bytes_up_per_client",
+                 "bytes_down_per_client", "bytes_per_param", "client_seconds", "server_seconds", "aborted",
+                 "abort_reason"}
+
+
+@pytest.mark.parametrize("protocol", ["plaintext", "secagg", "secagg+"])
+def test_simulate_json(protocol: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "--protocol", protocol, "--clients", "12", "--dim", "300", "--dropout", "0.2",
+                 "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert REQUIRED_KEYS <= summary.keys()
+    assert summary["protocol"] == protocol and summary["clients"] == 12 and summary["dim"] == 300
+    assert summary["correct"] is True and summary["aborted"] is False and summary["abort_reason"] is None
+    assert summary["survivors"] >= 12 - round(0.2 * 12)
+    assert 0 <= summary["max_abs_error"] < 12 / summary["scale"]
+    assert summary["bytes_per_param"] == pytest.approx(summary["bytes_up_per_client"] / 300)
+
+
+def test_simulate_reports_an_abort(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "--protocol", "secagg", "--clients", "10", "--dim", "20", "--dropout", "0.8",
+                 "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 3
+    assert summary["aborted"] is True and "round aborted" in summary["abort_reason"]
+    assert summary["correct"] is False
+
+
+def test_impossible_configuration_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "--clients", "9", "--tolerate-dropout", "0.45", "--tolerate-corrupt", "0.1",
+                 "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2 and out["error"] == "ConfigurationError"
+
+
+def test_console_script_default_run() -> None:
+    completed = subprocess.run([sys.executable, "-m", "fedsecure", "simulate", "--clients", "20", "--dim", "100"],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "exact sum         yes" in completed.stdout
