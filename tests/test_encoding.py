@@ -161,3 +161,13 @@ def test_ring_signed_round_trip(bits: int, values: list[int]) -> None:
     encoded = ring.from_signed(np.array(values, dtype=np.int64))
     assert ring.contains(encoded)
     assert ring.to_signed(encoded).tolist() == values
+
+
+@pytest.mark.parametrize("bits", range(2, 65))
+def test_ring_signed_extremes_for_every_width(bits: int) -> None:
+    ring = Ring(bits)
+    half = 1 << (bits - 1)
+    values = np.array([-half, -half + 1, -1, 0, 1, half - 1], dtype=np.int64)
+    encoded = ring.from_signed(values)
+    assert encoded.dtype == ring.dtype and ring.contains(encoded)
+    assert ring.to_signed(encoded).tolist() == values.tolist()

@@ -68,11 +68,9 @@ class Ring:
 
     def to_signed(self, values: np.ndarray) -> np.ndarray:
         """Map ring words to signed integers in [-2^(bits-1), 2^(bits-1)) as int64."""
-        as_int = values.astype(np.uint64).view(np.int64) if self.bits == 64 else values.astype(np.int64)
-        if self.bits < 64:
-            half = 1 << (self.bits - 1)
-            as_int = np.where(as_int >= half, as_int - (1 << self.bits), as_int)
-        return as_int
+        # Shift the ring's top bit into the int64 sign bit, then shift back arithmetically (sign-extending).
+        spare = np.uint64(64 - self.bits)
+        return (values.astype(np.uint64) << spare).view(np.int64) >> np.int64(64 - self.bits)
 
     def contains(self, values: np.ndarray) -> bool:
         """True if every word is already reduced modulo 2^bits."""

@@ -12,6 +12,7 @@ Sign convention: for a pair u < v, client u adds PRG(s_uv) and v subtracts it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from ..crypto import (
     split_secrets,
     validate_public_key,
 )
-from ..encoding import EncodedUpdate
+from ..encoding import EncodedUpdate, Ring
 from ._config import RoundConfig
 from ._messages import (
     AdvertiseKeys,
@@ -52,7 +53,7 @@ from ._messages import (
 from ._session import SERVER, ClientSession, ServerSession
 from ._stages import Stage
 
-__all__ = ["SecAggClientSession", "SecAggServerSession", "ENVELOPE_BYTES"]
+__all__ = ["SecAggClientSession", "SecAggServerSession", "ENVELOPE_BYTES", "apply_masks"]
 
 _SHARE_PLAINTEXT_BYTES = 2 * SHARE_BYTES
 ENVELOPE_BYTES = _SHARE_PLAINTEXT_BYTES + ENVELOPE_OVERHEAD
@@ -83,6 +84,25 @@ def _self_mask_key(config: RoundConfig, seed: bytes, u: int) -> bytes:
 
 def _server_fault(fault: PeerFault, detail: str) -> PeerProtocolError:
     return PeerProtocolError(fault, peer=SERVER, detail=detail)  # type: ignore[arg-type]
+
+
+def apply_masks(values: np.ndarray, ring: Ring, self_mask_key: bytes,
+                pairwise: Sequence[tuple[bytes, bool]]) -> np.ndarray:
+    """y = x + PRG(self_mask_key) + sum of (+/-) PRG(pairwise key), reduced into ``ring``.
+
+    This is the whole of MaskedInputCollection's arithmetic (Bonawitz et al.
+    2017, §4): each ``(key, add)`` pair adds its mask when ``add`` is true and
+    subtracts it otherwise. One AES-CTR pass and one vector addition per key.
+    """
+    masked = np.array(values, dtype=ring.dtype, copy=True)
+    expander = MaskExpander(masked.size, ring.dtype)
+    expander.add_into(masked, self_mask_key)
+    for key, add in pairwise:
+        if add:
+            expander.add_into(masked, key)
+        else:
+            expander.subtract_into(masked, key)
+    return ring.reduce(masked)
 
 
 class SecAggClientSession(ClientSession):
@@ -188,23 +208,17 @@ class SecAggClientSession(ClientSession):
                                         share_from_bytes(plaintext[SHARE_BYTES:]))
             except CryptoError:
                 raise PeerProtocolError(PeerFault.BAD_ENVELOPE, peer=v, detail="forwarded by the server") from None
-        # y_u = x_u + PRG(b_u) + sum over v in U2 of +/-PRG(s_uv)  (Bonawitz et al. 2017, §4, MaskedInputCollection).
-        ring = config.ring
-        masked = np.array(self._update.values, dtype=ring.dtype, copy=True)
-        expander = MaskExpander(config.vector_length, ring.dtype)
         if self._self_mask_seed is None:
             raise _server_fault(PeerFault.OUT_OF_STAGE, "no self-mask seed")
-        expander.add_into(masked, _self_mask_key(config, self._self_mask_seed, me))
+        pairwise: list[tuple[bytes, bool]] = []
         for v in senders:
             try:
                 key = _pairwise_mask_key(config, mask_key, self._peer_keys[v].mask_public_key, me, v)
             except CryptoError:
                 raise PeerProtocolError(PeerFault.BAD_PUBLIC_KEY, peer=v) from None
-            if me < v:
-                expander.add_into(masked, key)
-            else:
-                expander.subtract_into(masked, key)
-        ring.reduce(masked)
+            pairwise.append((key, me < v))
+        masked = apply_masks(self._update.values, config.ring,
+                             _self_mask_key(config, self._self_mask_seed, me), pairwise)
         return MaskedInput(round_id=config.round_id, sender=me, vector=masked)
 
     def _unmask(self, message: UnmaskRequest) -> UnmaskingShares:

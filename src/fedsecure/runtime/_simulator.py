@@ -20,6 +20,7 @@ from ..protocols import (
     SERVER,
     AggregationResult,
     RoundConfig,
+    ServerSession,
     Stage,
     create_client_session,
     create_server_session,
@@ -85,7 +86,9 @@ class Simulator:
     ``updates`` maps every client in the cohort to its encoded update;
     ``schedule`` says who goes silent when; ``interceptor`` (for tests and
     audits) may rewrite or swallow a client's outgoing bytes, standing in for a
-    misbehaving client; ``progress`` is called as ``(stage, done, total)``.
+    misbehaving client; ``progress`` is called as ``(stage, done, total)``;
+    ``wrap_server`` may wrap the server session (benchmarks use it to measure
+    the server's own memory).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Simulator:
         schedule: DropoutSchedule | None = None,
         interceptor: Interceptor | None = None,
         progress: Progress | None = None,
+        wrap_server: Callable[[ServerSession], ServerSession] | None = None,
     ) -> None:
         missing = set(config.clients) - updates.keys()
         if missing:
@@ -105,6 +109,7 @@ class Simulator:
         self._schedule = schedule or DropoutSchedule()
         self._interceptor = interceptor
         self._progress = progress
+        self._wrap_server = wrap_server
 
     def run(self) -> RoundReport:
         config = self._config
@@ -118,6 +123,8 @@ class Simulator:
 
         started = clock()
         server = create_server_session(config)
+        if self._wrap_server is not None:
+            server = self._wrap_server(server)
         outgoing = server.start()
         server_stage_seconds["setup"] += clock() - started
         clients = {}
