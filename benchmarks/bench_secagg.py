@@ -76,12 +76,50 @@ def make_updates(n: int, d: int, seed: int) -> tuple[EncodingConfig, dict[int, A
     return encoding, {c: quantizer.encode(rng.uniform(-1, 1, d).astype(np.float64)) for c in range(n)}
 
 
+def deep_size(root: object) -> int:
+    """Bytes held by an object graph: containers, slotted objects, bytes and numpy buffers."""
+    seen: set[int] = set()
+    stack = [root]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, (type, Callable.__class__)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            total += sys.getsizeof(obj) + (obj.nbytes if obj.base is None else 0)
+            if obj.base is not None:
+                stack.append(obj.base)
+            continue
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict) or type(obj).__name__ == "mappingproxy":
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif not isinstance(obj, (bytes, bytearray, str, int, float, bool)):
+            if hasattr(obj, "__dict__"):
+                stack.append(vars(obj))
+            for slot in getattr(type(obj), "__slots__", ()):
+                if hasattr(obj, slot):
+                    stack.append(getattr(obj, slot))
+    return total
+
+
 class ServerMemoryProbe:
-    """Wraps a server session; measures memory allocated by server calls only (tracemalloc)."""
+    """Wraps a server session and estimates its peak memory.
+
+    The server's retained state is the size of its live object graph, taken
+    before each ``close_stage`` (when a stage's state is largest). Transient
+    allocations inside each server call come from tracemalloc's peak during
+    that call (no client code runs inside a server call). Messages the server
+    returns are charged to it until the call returns; after that they belong to
+    the transport, which in a real server sends them as they are produced.
+    """
 
     def __init__(self, inner: ServerSession) -> None:
         self._inner = inner
-        self.retained = 0
+        self._retained = 0
         self.peak = 0
 
     def _measure(self, call: Callable[[], Any]) -> Any:
@@ -90,9 +128,8 @@ class ServerMemoryProbe:
         try:
             return call()
         finally:
-            after, peak = tracemalloc.get_traced_memory()
-            self.peak = max(self.peak, self.retained + peak - before)
-            self.retained += after - before
+            _, peak = tracemalloc.get_traced_memory()
+            self.peak = max(self.peak, self._retained + peak - before)
 
     def start(self) -> Any:
         return self._measure(self._inner.start)
@@ -101,6 +138,8 @@ class ServerMemoryProbe:
         return self._measure(lambda: self._inner.receive_bytes(data, sender=sender))
 
     def close_stage(self) -> Any:
+        self._retained = deep_size(self._inner)
+        self.peak = max(self.peak, self._retained)
         return self._measure(self._inner.close_stage)
 
     def __getattr__(self, name: str) -> Any:

@@ -232,3 +232,17 @@ def test_shamir_refuses_too_few_shares_and_bad_encodings() -> None:
         split_secrets([b"a" * 32], threshold=3, xs=[1, 1, 2])
     with pytest.raises(ValueError):
         split_secrets([b"a" * 31], threshold=2, xs=[1, 2])
+
+
+@pytest.mark.parametrize("length", [1, 1000, 32768, 32768 * 2 + 17])
+@pytest.mark.parametrize("dtype", [np.uint32, np.uint64])
+def test_fold_into_equals_adding_each_mask(length: int, dtype: type) -> None:
+    keys = [(bytes([i]) * 32, i % 3 != 0) for i in range(7)]
+    expander = MaskExpander(length, dtype)
+    start = np.arange(length, dtype=dtype)
+    expected = start.copy()
+    for key, add in keys:
+        (expander.add_into if add else expander.subtract_into)(expected, key)
+    folded = start.copy()
+    expander.fold_into(folded, keys)
+    np.testing.assert_array_equal(folded, expected)

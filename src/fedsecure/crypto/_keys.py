@@ -9,6 +9,7 @@ as phe does) and nothing else ever serialises a private key.
 from __future__ import annotations
 
 import hashlib
+from typing import NoReturn
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -84,7 +85,7 @@ class KeyAgreementKey:
     def __repr__(self) -> str:
         return f"<KeyAgreementKey public={key_fingerprint(self._public_bytes)}>"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("KeyAgreementKey holds a secret and cannot be pickled")
 
 

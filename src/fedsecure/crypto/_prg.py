@@ -13,12 +13,18 @@ Z_(2^64)), hence uniform over any Z_(2^b) with b no larger, after reduction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 __all__ = ["MaskExpander", "expand_mask"]
 
 _ZERO_COUNTER = bytes(16)
+# Masks are folded in blocks of this many words, one AES-CTR context per key kept
+# open across blocks, so the keystream block and the accumulator block stay in
+# cache while they are added (measured: 1.9x -> 1.25x raw keystream time at d=1e6).
+_BLOCK_WORDS = 32768
 _ALLOWED_DTYPES = (np.dtype("<u4"), np.dtype("<u8"))
 
 
@@ -37,7 +43,7 @@ class MaskExpander:
     vector addition per key. Not thread-safe (it owns one scratch buffer).
     """
 
-    __slots__ = ("_length", "_dtype", "_zeros", "_scratch")
+    __slots__ = ("_length", "_dtype", "_zeros", "_scratch", "_block_zeros")
 
     def __init__(self, length: int, dtype: np.dtype[np.unsignedinteger] | type = np.uint32) -> None:
         if length < 0:
@@ -47,6 +53,7 @@ class MaskExpander:
         nbytes = length * self._dtype.itemsize
         self._zeros = bytes(nbytes)
         self._scratch = np.empty(length, dtype=self._dtype)
+        self._block_zeros = self._zeros[: min(length, _BLOCK_WORDS) * self._dtype.itemsize]
 
     @property
     def length(self) -> int:
@@ -61,7 +68,7 @@ class MaskExpander:
         if out.dtype != self._dtype or out.shape != (self._length,) or not out.flags.c_contiguous:
             raise ValueError("output buffer has the wrong dtype, shape or layout")
         encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_COUNTER)).encryptor()
-        encryptor.update_into(self._zeros, memoryview(out).cast("B"))
+        encryptor.update_into(self._zeros, out.data.cast("B"))
 
     def expand(self, key: bytes) -> np.ndarray:
         """A new array holding the mask of ``key``."""
@@ -78,6 +85,30 @@ class MaskExpander:
         """``accumulator -= mask(key)`` modulo 2^(word size)."""
         self.expand_into(key, self._scratch)
         np.subtract(accumulator, self._scratch, out=accumulator)
+
+    def fold_into(self, accumulator: np.ndarray, keys: Sequence[tuple[bytes, bool]]) -> None:
+        """For each ``(key, add)``: ``accumulator += mask(key)`` if ``add`` else ``-= mask(key)``.
+
+        Equal to calling :meth:`add_into`/:meth:`subtract_into` per key, but
+        processed block by block so that each keystream block is added while
+        it is still in cache.
+        """
+        if accumulator.dtype != self._dtype or accumulator.shape != (self._length,):
+            raise ValueError("accumulator has the wrong dtype or shape")
+        contexts = [(Cipher(algorithms.AES(key), modes.CTR(_ZERO_COUNTER)).encryptor(), add) for key, add in keys]
+        block = self._scratch[: min(self._length, _BLOCK_WORDS)]
+        for start in range(0, self._length, _BLOCK_WORDS):
+            stop = min(start + _BLOCK_WORDS, self._length)
+            target = accumulator[start:stop]
+            stream = block[: stop - start]
+            raw = stream.data.cast("B")
+            zeros = self._block_zeros[: raw.nbytes]
+            for context, add in contexts:
+                context.update_into(zeros, raw)
+                if add:
+                    np.add(target, stream, out=target)
+                else:
+                    np.subtract(target, stream, out=target)
 
 
 def expand_mask(key: bytes, length: int, dtype: np.dtype[np.unsignedinteger] | type = np.uint32) -> np.ndarray:

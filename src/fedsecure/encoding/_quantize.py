@@ -278,7 +278,7 @@ class Quantizer:
         limit = config.max_coordinate
         integers = np.clip(rounded, -limit, limit).astype(np.int64)
         if config.weighted:
-            integers = np.append(integers, np.int64(weight))
+            integers = np.append(integers, np.int64(int(weight)))  # type: ignore[arg-type]
         return EncodedUpdate(values=config.ring.from_signed(integers), ring=config.ring,
                              encoding_digest=config.digest())
 

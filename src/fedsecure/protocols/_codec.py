@@ -62,7 +62,7 @@ _DTYPES = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
 def _party(message: Message) -> int:
-    return message.sender if hasattr(message, "sender") else message.recipient  # type: ignore[union-attr]
+    return message.sender if hasattr(message, "sender") else message.recipient
 
 
 def _encode_shares(shares: tuple[EncryptedShare, ...]) -> list[bytes]:
@@ -96,7 +96,7 @@ def encode_message(message: Message) -> bytes:
     elif isinstance(message, (MaskedInput, PlaintextInput)):
         vector = message.vector
         parts.append(_VECTOR_HEADER.pack(vector.dtype.itemsize, vector.size))
-        parts.append(memoryview(np.ascontiguousarray(vector)).cast("B"))
+        parts.append(np.ascontiguousarray(vector).data.cast("B"))
     elif isinstance(message, UnmaskRequest):
         parts.append(_U32.pack(len(message.survivors)))
         parts.append(np.asarray(message.survivors, dtype="<u4").tobytes())
@@ -125,7 +125,8 @@ class _Reader:
         return layout.unpack(self.take(layout.size))
 
     def count(self, entry_size: int) -> int:
-        count = int(self.unpack(_U32)[0])  # type: ignore[call-overload]
+        (count,) = _U32.unpack(self.take(_U32.size))
+        count = int(count)
         if count * entry_size > len(self.data) - self.offset:
             raise ValueError("declared count exceeds the bytes present")
         return count

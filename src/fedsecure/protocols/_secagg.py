@@ -95,13 +95,7 @@ def apply_masks(values: np.ndarray, ring: Ring, self_mask_key: bytes,
     subtracts it otherwise. One AES-CTR pass and one vector addition per key.
     """
     masked = np.array(values, dtype=ring.dtype, copy=True)
-    expander = MaskExpander(masked.size, ring.dtype)
-    expander.add_into(masked, self_mask_key)
-    for key, add in pairwise:
-        if add:
-            expander.add_into(masked, key)
-        else:
-            expander.subtract_into(masked, key)
+    MaskExpander(masked.size, ring.dtype).fold_into(masked, [(self_mask_key, True), *pairwise])
     return ring.reduce(masked)
 
 
@@ -399,11 +393,11 @@ class SecAggServerSession(ServerSession):
         if self._running_sum is None:
             raise RuntimeError("unreachable: masked inputs were required above")  # pragma: no cover
         total = self._running_sum
-        expander = MaskExpander(config.vector_length, config.ring.dtype)
+        removals: list[tuple[bytes, bool]] = []
         # Remove the self-masks of survivors (Bonawitz et al. 2017, §4, Unmasking).
         for v in sorted(self_shares):
             seed = reconstruct_secret(self_shares[v], threshold=t)
-            expander.subtract_into(total, _self_mask_key(config, seed, v))
+            removals.append((_self_mask_key(config, seed, v), False))
         # Remove the pairwise masks that survivors shared with clients that dropped after ShareKeys.
         for v in sorted(key_shares):
             try:
@@ -416,11 +410,9 @@ class SecAggServerSession(ServerSession):
                                    stage=self._stage.label, have=len(key_shares[v]), need=t)
             for u in sorted(config.neighbours(v) & self._u3):
                 key = _pairwise_mask_key(config, private, self._keys[u].mask_public_key, u, v)
-                # Survivor u added +PRG(s_uv) when u < v and -PRG(s_uv) otherwise.
-                if u < v:
-                    expander.subtract_into(total, key)
-                else:
-                    expander.add_into(total, key)
+                # Survivor u added +PRG(s_uv) when u < v and -PRG(s_uv) otherwise; undo it.
+                removals.append((key, u > v))
+        MaskExpander(config.vector_length, config.ring.dtype).fold_into(total, removals)
         config.ring.reduce(total)
         self._running_sum = None
         self._finish(total, self._u3)

@@ -12,6 +12,7 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NoReturn
 
 import numpy as np
 
@@ -120,7 +121,7 @@ class ClientSession(abc.ABC):
     def _discard_secrets(self) -> None:
         """Drop references to secret material once it can no longer be needed."""
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("client sessions hold secrets and cannot be pickled")
 
     def __repr__(self) -> str:
@@ -184,10 +185,10 @@ class ServerSession(abc.ABC):
             self._drop(sender, error.fault, error.detail)
             raise
         if getattr(message, "sender", None) != sender:
-            error = PeerProtocolError(PeerFault.WRONG_SENDER, peer=sender,
-                                      detail=f"claims to be {getattr(message, 'sender', 'the server')}")
-            self._drop(sender, error.fault)
-            raise error
+            mismatch = PeerProtocolError(PeerFault.WRONG_SENDER, peer=sender,
+                                         detail=f"claims to be {getattr(message, 'sender', 'the server')}")
+            self._drop(sender, mismatch.fault)
+            raise mismatch
         return self.receive(message)
 
     def receive(self, message: Message) -> list[ServerMessage]:

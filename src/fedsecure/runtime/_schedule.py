@@ -69,7 +69,7 @@ class DropoutSchedule:
         silent: dict[int, Stage] = {}
         for stage, fraction in sorted(fractions.items()):
             count = min(len(remaining), round(fraction * len(clients)))
-            chosen = rng.choice(np.asarray(remaining), size=count, replace=False) if count else []
+            chosen: list[int] = rng.choice(np.asarray(remaining), size=count, replace=False).tolist() if count else []
             for client in chosen:
                 silent[int(client)] = stage
             remaining = [c for c in remaining if c not in silent]
