@@ -183,3 +183,10 @@ def test_transcript_records_public_facts_only() -> None:
     assert all(r.size > 0 for r in report.transcript)
     assert report.bytes_sent(0) > 4 * config.vector_length
     assert set(report.client_seconds) == set(config.clients)
+
+
+@pytest.mark.slow
+def test_secagg_plus_thousand_clients_with_dropouts() -> None:
+    report = simulate(protocol=ProtocolKind.SECAGG_PLUS, clients=1000, dimension=1000, dropout=0.1, seed=9)
+    assert not report.round.aborted and report.correct
+    assert report.round.config.degree < 200

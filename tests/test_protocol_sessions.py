@@ -235,3 +235,16 @@ def test_graph_is_fresh_per_round_but_shared_by_all_parties() -> None:
     copy = RoundConfig(protocol=a.protocol, round_id=a.round_id, clients=a.clients, vector_length=4,
                        ring_bits=a.ring_bits, threshold=a.threshold, degree=a.degree, graph_seed=a.graph_seed)
     assert copy.digest == a.digest and copy.neighbours(5) == a.neighbours(5)
+
+
+def test_client_refuses_an_update_outside_the_ring() -> None:
+    from fedsecure import InvalidUpdateError
+    from fedsecure.encoding import EncodedUpdate, Ring
+
+    ring = Ring(20)
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(4), ring=ring, vector_length=8)
+    bad = np.full(8, ring.modulus, dtype=ring.dtype)
+    with pytest.raises(InvalidUpdateError):
+        create_client_session(config, 0, EncodedUpdate(values=bad, ring=ring, encoding_digest=bytes(32)))
+    good = np.full(8, ring.modulus - 1, dtype=ring.dtype)
+    create_client_session(config, 0, EncodedUpdate(values=good, ring=ring, encoding_digest=bytes(32)))

@@ -21,8 +21,10 @@ clients are placed uniformly at random by the graph's random order):
   needs two runs of ``h`` consecutive removed clients, so
   ``n^2/2 * C(B, 2h) / C(n, 2h)`` with ``B = (gamma+delta)*n`` bounds it;
 * **correctness** (failure <= 2^-eta): every client keeps at least ``t``
-  surviving neighbours to reconstruct from,
-  ``n * P[Hyp(n-1, delta*n, k-1) > k-1-t]``;
+  surviving neighbours to reconstruct from, both when exactly ``delta*n``
+  clients drop (``n * P[Hyp(n-1, delta*n, k-1) > k-1-t]``) and when each
+  client drops independently with probability ``delta``
+  (``n * P[Bin(k-1, delta) > k-1-t]``), which is how real dropouts behave;
 * ``t >= k/2``: against an honest-but-curious server the proof of Bonawitz
   et al. (2017, Theorem 6.3) only needs ``t`` above the number of colluding
   clients; the half-neighbourhood floor is a safety margin. The
@@ -97,6 +99,10 @@ def _hypergeometric_pmf(population: int, marked: int, draws: int) -> list[float]
     ]
 
 
+def _binomial_pmf(draws: int, probability: float) -> list[float]:
+    return [math.comb(draws, i) * probability**i * (1 - probability) ** (draws - i) for i in range(draws + 1)]
+
+
 def _upper_tails(pmf: list[float]) -> list[float]:
     # tails[i] = P[X >= i], accumulated from the top so small tails keep their precision.
     tails = [0.0] * (len(pmf) + 1)
@@ -116,8 +122,10 @@ def complete_graph_parameters(clients: int, threat: ThreatModel) -> GraphParamet
             "`dropout_fraction` or add clients",
             parameter="dropout_fraction",
         )
+    # Exactly ceil(delta*n) dropouts always leave t survivors; independent dropouts may not.
+    independent = _upper_tails(_binomial_pmf(clients, threat.dropout_fraction))[clients - threshold + 1]
     return GraphParameters(clients=clients, degree=clients, threshold=threshold,
-                           security_failure=0.0, correctness_failure=0.0)
+                           security_failure=0.0, correctness_failure=independent)
 
 
 def choose_parameters(clients: int, threat: ThreatModel) -> GraphParameters:
@@ -137,7 +145,9 @@ def choose_parameters(clients: int, threat: ThreatModel) -> GraphParameters:
         if disconnect > security_target:
             continue
         corrupt_tails = _upper_tails(_hypergeometric_pmf(n - 1, corrupt, others))
-        dropped_tails = _upper_tails(_hypergeometric_pmf(n - 1, dropped, others))
+        exact_tails = _upper_tails(_hypergeometric_pmf(n - 1, dropped, others))
+        independent_tails = _upper_tails(_binomial_pmf(others, threat.dropout_fraction))
+        dropped_tails = [max(a, b) for a, b in zip(exact_tails, independent_tails)]
         for threshold in range((degree + 1) // 2, degree + 1):
             security = n * corrupt_tails[threshold] + disconnect
             if security > security_target:

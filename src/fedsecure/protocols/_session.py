@@ -18,6 +18,7 @@ import numpy as np
 
 from .._errors import (
     DecodeError,
+    InvalidUpdateError,
     LocalProtocolError,
     PeerFault,
     PeerProtocolError,
@@ -70,6 +71,8 @@ class ClientSession(abc.ABC):
                 f"the encoded update (length {update.values.size}, {update.ring.bits}-bit ring) does not match the "
                 f"round (length {config.vector_length}, {config.ring_bits}-bit ring)"
             )
+        if not update.ring.contains(update.values):
+            raise InvalidUpdateError("the encoded update has words outside its ring")
         self._config = config
         self._client_id = client_id
         self._update = update

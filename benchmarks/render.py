@@ -1,0 +1,58 @@
+"""Render benchmark JSON results into the tables of benchmarks/README.md (never typed by hand).
+
+Usage::
+
+    python benchmarks/render.py benchmarks/results/secagg.json benchmarks/results/aborts.json > benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def _machine(machine: dict[str, Any]) -> str:
+    return (f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, numpy "
+            f"{machine['numpy']}, cryptography {machine['cryptography']}, fedsecure {machine['fedsecure']}; "
+            f"run {machine['date']}.")
+
+
+def grid_table(records: list[dict[str, Any]]) -> str:
+    lines = [
+        "| protocol | n | d | dropout | k | t | round s | client s (median) | server s | bytes/param | "
+        "server peak MiB | mask / keystream | mask / per-key keystream | correct |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in records:
+        memory = f"{r['server_peak_mib']:.1f}" if "server_peak_mib" in r else ""
+        per_key = f"{r['mask_s'] / r['keystream_per_key_s']:.2f}" if "keystream_per_key_s" in r else ""
+        status = "aborted" if r["aborted"] else ("yes" if r["correct"] else "NO")
+        lines.append(
+            f"| {r['protocol']} | {r['clients']} | {r['dim']} | {r['dropout']} | {r['degree']} | {r['threshold']} | "
+            f"{r['round_s']:.3f} | {r['client_s']:.4f} | {r['server_s']:.3f} | {r['bytes_per_param']:.3f} | "
+            f"{memory} | {r['mask_ratio']:.2f} | {per_key} | {status} |")
+    return "\n".join(lines)
+
+
+def aborts_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| dropout model | rounds | n | k | t | aborted rounds | wrong sums |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['dropout_model']} | {r['rounds']} | {r['clients']} | {r['degree']} | {r['threshold']} | "
+                     f"{r['aborted']} | {r['wrong_sums']} |")
+    return "\n".join(lines)
+
+
+def main(paths: list[str]) -> None:
+    for path in paths:
+        with open(path) as handle:
+            data = json.load(handle)
+        print(f"### `{path}`\n\n{_machine(data['machine'])}\n")
+        if "records" in data:
+            print(grid_table(data["records"]) + "\n")
+        if "aborts" in data:
+            print(aborts_table(data["aborts"]) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
