@@ -178,8 +178,8 @@ def mask_ratio(d: int, keys: int, repeats: int = 5) -> dict[str, float]:
 def run_round(protocol: ProtocolKind, n: int, d: int, dropout: float, seed: int, *,
               measure_memory: bool) -> dict[str, Any]:
     encoding, updates = make_updates(n, d, seed)
-    config = RoundConfig.create(protocol=protocol, clients=range(n), ring=encoding.ring,
-                                vector_length=encoding.vector_length, threat=THREAT, round_id=seed)
+    config = RoundConfig.create(protocol=protocol, clients=range(n), encoding=encoding, threat=THREAT,
+                                round_id=seed)
     rng = np.random.default_rng([seed, 1])  # noqa: csprng-ok (dropout schedule)
     schedule = DropoutSchedule.random(config.clients, dropout, protocol=protocol, rng=rng)
     probe: list[ServerMemoryProbe] = []
@@ -251,8 +251,8 @@ def aborts(rounds: int, seed: int, *, bernoulli: bool) -> dict[str, Any]:
     aborted = wrong = 0
     config = None
     for r in range(rounds):
-        config = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(n), ring=encoding.ring,
-                                    vector_length=encoding.vector_length, threat=THREAT, round_id=r)
+        config = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(n), encoding=encoding,
+                                    threat=THREAT, round_id=r)
         rng = np.random.default_rng([seed, r])  # noqa: csprng-ok (dropout schedule)
         if bernoulli:
             # Each client drops independently with probability 0.1, at a random stage.

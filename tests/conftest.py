@@ -25,8 +25,8 @@ def make_round(
     encoding = EncodingConfig.fit_scale(dimension=dimension, clients=clients, clip=1.0,
                                         clip_mode=ClipMode.PER_COORDINATE)
     quantizer = Quantizer(encoding)
-    config = RoundConfig.create(protocol=protocol, clients=range(clients), ring=encoding.ring,
-                                vector_length=encoding.vector_length, round_id=round_id, threat=threat)
+    config = RoundConfig.create(protocol=protocol, clients=range(clients), encoding=encoding, round_id=round_id,
+                                threat=threat)
     rng = np.random.default_rng(seed)  # noqa: csprng-ok (test data)
     updates = {c: quantizer.encode(rng.uniform(-1, 1, dimension)) for c in config.clients}
     return config, updates, quantizer

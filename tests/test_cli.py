@@ -50,3 +50,11 @@ def test_console_script_default_run() -> None:
                                capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     assert "exact sum         yes" in completed.stdout
+
+
+@pytest.mark.parametrize("argv", [["--dropout", "2"], ["--dropout", "-0.1"], ["--clients", "0"], ["--dim", "x"]])
+def test_out_of_range_arguments_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", *argv])
+    assert info.value.code == 2
+    assert "usage" in capsys.readouterr().err

@@ -103,44 +103,26 @@ def test_a_client_sending_garbage_is_dropped_and_the_round_completes() -> None:
 
 
 def test_a_duplicated_masked_input_is_counted_once() -> None:
-    config, updates, _ = make_round(ProtocolKind.SECAGG, 8)
-
-    class Duplicate:
-        def __call__(self, sender: int, stage: Stage, data: bytes) -> bytes:
-            return data
-
-    # Send every masked input of client 2 twice by wrapping the simulator's interceptor.
-    sent: list[bytes] = []
-
-    def capture(sender: int, stage: Stage, data: bytes) -> bytes:
-        if sender == 2 and stage is Stage.MASKED_INPUT:
-            sent.append(data)
-        return data
-
-    simulator = Simulator(config, updates, interceptor=capture)
-    report = simulator.run()
-    assert report.abort is None and sent
-    # Replay the captured masked input against a fresh server at the same stage: refused as a duplicate.
+    from fedsecure import PeerProtocolError
     from fedsecure.protocols import create_client_session, create_server_session
 
+    config, updates, _ = make_round(ProtocolKind.SECAGG, 8)
     server = create_server_session(config)
     sessions = {c: create_client_session(config, c, updates[c]) for c in config.clients}
     outbox = server.start()
-    while server.stage is not Stage.UNMASKING:
+    while server.stage is not Stage.DONE:
         for message in outbox:
             for reply in sessions[message.recipient].receive(message):
                 server.receive(reply)
-                if server.stage is Stage.MASKED_INPUT and reply.sender == 2:
-                    with pytest.raises(Exception) as info:
+                if isinstance(reply, MaskedInput) and reply.sender == 2:
+                    # The same masked input again: refused, and the sender is dropped from later stages.
+                    with pytest.raises(PeerProtocolError) as info:
                         server.receive(reply)
-                    assert getattr(info.value, "fault", None) is PeerFault.DUPLICATE
+                    assert info.value.fault is PeerFault.DUPLICATE and info.value.peer == 2
         outbox = server.close_stage()
-    for message in outbox:
-        for reply in sessions[message.recipient].receive(message):
-            server.receive(reply)
-    server.close_stage()
     result = server.result()
-    assert 2 in result.survivors and 2 in result.dropped
+    # Its input was already in the running sum, so it counts once; its self-mask came off via the others' shares.
+    assert 2 in result.survivors and result.dropped[2].stage is Stage.MASKED_INPUT
     np.testing.assert_array_equal(result.ring_sum, ring_sum(config, updates, result.survivors))
 
 
@@ -154,8 +136,7 @@ def test_plaintext_baseline_sums_too() -> None:
 def test_masked_vector_is_uniform_even_for_an_all_zero_input() -> None:
     encoding = EncodingConfig(dimension=1 << 14, clients=5, clip=1.0, scale=4.0, ring_bits=12)
     quantizer = Quantizer(encoding)
-    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(5), ring=encoding.ring,
-                                vector_length=encoding.vector_length)
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(5), encoding=encoding)
     updates = {c: quantizer.encode(np.zeros(encoding.dimension)) for c in config.clients}
     captured: dict[int, np.ndarray] = {}
 
@@ -190,3 +171,46 @@ def test_secagg_plus_thousand_clients_with_dropouts() -> None:
     report = simulate(protocol=ProtocolKind.SECAGG_PLUS, clients=1000, dimension=1000, dropout=0.1, seed=9)
     assert not report.round.aborted and report.correct
     assert report.round.config.degree < 200
+
+
+def test_garbage_envelopes_do_not_take_honest_clients_down() -> None:
+    import os
+
+    from fedsecure.protocols import EncryptedShare, ShareKeys, encode_message
+
+    config, updates, _ = make_round(ProtocolKind.SECAGG, 8)
+
+    def garble(sender: int, stage: Stage, data: bytes) -> bytes:
+        if sender == 3 and stage is Stage.SHARE_KEYS:
+            message = decode_message(data)
+            assert isinstance(message, ShareKeys)
+            junk = tuple(EncryptedShare(s.peer, os.urandom(len(s.envelope))) for s in message.shares)
+            return encode_message(ShareKeys(round_id=message.round_id, sender=3,
+                                            seed_commitment=message.seed_commitment, shares=junk))
+        return data
+
+    report = Simulator(config, updates, interceptor=garble).run()
+    # Every honest client carried on; the round cannot unmask client 3 and says so, naming it.
+    assert report.client_errors == {}
+    assert report.abort is not None and "survivor 3" in report.abort.reason
+    assert report.abort.stage == "unmasking"
+
+
+def test_a_corrupted_share_aborts_instead_of_returning_a_wrong_sum() -> None:
+    from fedsecure.protocols import ShareValue, UnmaskingShares, encode_message
+
+    config, updates, _ = make_round(ProtocolKind.SECAGG, 6)
+
+    def corrupt(sender: int, stage: Stage, data: bytes) -> bytes:
+        if sender == 0 and stage is Stage.UNMASKING:
+            message = decode_message(data)
+            assert isinstance(message, UnmaskingShares)
+            first, *rest = message.self_mask_shares
+            forged = (ShareValue(first.owner, (first.value + 1) % (2**256)), *rest)
+            return encode_message(UnmaskingShares(round_id=message.round_id, sender=0, self_mask_shares=forged,
+                                                  key_shares=message.key_shares))
+        return data
+
+    report = Simulator(config, updates, interceptor=corrupt).run()
+    assert report.result is None and report.abort is not None
+    assert "commitment" in report.abort.reason

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import make_round, ring_sum
+from fedsecure.encoding import EncodingConfig, Quantizer
 from fedsecure import LocalProtocolError, PeerFault, PeerProtocolError, RoundAborted
 from fedsecure.protocols import (
     AdvertiseKeys,
@@ -83,17 +84,40 @@ def test_client_checks_round_recipient_and_config(message, fault) -> None:
     assert info.value.fault is fault
 
 
-def test_client_refuses_key_list_below_threshold_or_with_repeated_keys() -> None:
+def test_client_refuses_a_key_list_below_the_threshold() -> None:
     config, updates, server, sessions, outbox = _drive_to(Stage.SHARE_KEYS)
     broadcast = next(m for m in outbox if isinstance(m, KeysBroadcast) and m.recipient == 0)
     own = next(k for k in broadcast.keys if k.owner == 0)
-    short = KeysBroadcast(round_id=config.round_id, recipient=0,
-                          keys=(own,) + tuple(k for k in broadcast.keys if k.owner != 0)[: config.threshold - 2])
-    client = create_client_session(config, 0, updates[0])
-    client.receive(RoundStart(round_id=config.round_id, recipient=0, config_digest=config.digest))
+    others = tuple(k for k in broadcast.keys if k.owner != 0)
+    short = KeysBroadcast(round_id=config.round_id, recipient=0, keys=(own,) + others[: config.threshold - 2])
     with pytest.raises(PeerProtocolError) as info:
-        client.receive(short)
-    assert info.value.fault in (PeerFault.BAD_SURVIVOR_SET, PeerFault.BAD_PUBLIC_KEY)
+        sessions[0].receive(short)
+    assert info.value.fault is PeerFault.BAD_SURVIVOR_SET
+
+
+def test_client_refuses_a_key_list_with_a_repeated_key() -> None:
+    from fedsecure.protocols import PublicKeys
+
+    config, updates, server, sessions, outbox = _drive_to(Stage.SHARE_KEYS)
+    broadcast = next(m for m in outbox if isinstance(m, KeysBroadcast) and m.recipient == 0)
+    keys = list(broadcast.keys)
+    victim = next(i for i, k in enumerate(keys) if k.owner != 0)
+    copied = next(k for k in keys if k.owner not in (0, keys[victim].owner))
+    keys[victim] = PublicKeys(keys[victim].owner, copied.cipher_public_key, keys[victim].mask_public_key)
+    with pytest.raises(PeerProtocolError) as info:
+        sessions[0].receive(KeysBroadcast(round_id=config.round_id, recipient=0, keys=tuple(keys)))
+    assert info.value.fault is PeerFault.BAD_PUBLIC_KEY and "twice" in str(info.value)
+
+
+def test_client_refuses_a_key_list_that_alters_its_own_keys() -> None:
+    from fedsecure.protocols import PublicKeys
+
+    config, updates, server, sessions, outbox = _drive_to(Stage.SHARE_KEYS)
+    broadcast = next(m for m in outbox if isinstance(m, KeysBroadcast) and m.recipient == 0)
+    keys = tuple(PublicKeys(0, b"\x09" * 32, k.mask_public_key) if k.owner == 0 else k for k in broadcast.keys)
+    with pytest.raises(PeerProtocolError) as info:
+        sessions[0].receive(KeysBroadcast(round_id=config.round_id, recipient=0, keys=keys))
+    assert info.value.fault is PeerFault.BAD_PUBLIC_KEY and "own keys" in str(info.value)
 
 
 def test_honest_client_never_reveals_both_share_kinds_and_refuses_below_threshold() -> None:
@@ -193,15 +217,26 @@ def test_result_before_the_end_is_a_local_error() -> None:
         server.start()
 
 
-def test_shares_delivery_from_unknown_peer_is_refused() -> None:
+def test_an_unreadable_envelope_is_recorded_and_the_client_carries_on() -> None:
     config, updates, server, sessions, outbox = _drive_to(Stage.MASKED_INPUT)
     delivery = next(m for m in outbox if isinstance(m, SharesDelivery) and m.recipient == 0)
+    first = delivery.shares[0]
     tampered = SharesDelivery(round_id=config.round_id, recipient=0,
-                              shares=tuple(s if i else type(s)(peer=s.peer, envelope=s.envelope[:-1] + b"\x00")
-                                           for i, s in enumerate(delivery.shares)))
+                              shares=(type(first)(peer=first.peer, envelope=first.envelope[:-1] + b"\x00"),
+                                      *delivery.shares[1:]))
+    replies = sessions[0].receive(tampered)
+    assert isinstance(replies[0], MaskedInput)
+    assert sessions[0].unreadable_envelopes == {first.peer}
+
+
+def test_shares_from_a_client_that_advertised_no_keys_are_refused() -> None:
+    config, updates, server, sessions, outbox = _drive_to(Stage.MASKED_INPUT, clients=6)
+    delivery = next(m for m in outbox if isinstance(m, SharesDelivery) and m.recipient == 0)
+    stranger = type(delivery.shares[0])(peer=99, envelope=delivery.shares[0].envelope)
     with pytest.raises(PeerProtocolError) as info:
-        sessions[0].receive(tampered)
-    assert info.value.fault is PeerFault.BAD_ENVELOPE
+        sessions[0].receive(SharesDelivery(round_id=config.round_id, recipient=0,
+                                           shares=(*delivery.shares, stranger)))
+    assert info.value.fault is PeerFault.BAD_SHARE
 
 
 def test_sessions_cannot_be_pickled_and_hide_secrets() -> None:
@@ -209,7 +244,10 @@ def test_sessions_cannot_be_pickled_and_hide_secrets() -> None:
     client = create_client_session(config, 0, updates[0])
     with pytest.raises(TypeError):
         pickle.dumps(client)
-    assert "key" not in repr(client).lower()
+    secrets = [client._cipher_key.raw_private_bytes().hex(), client._mask_key.raw_private_bytes().hex()]
+    assert not any(secret in repr(client) for secret in secrets)
+    client.abort()
+    assert client._cipher_key is None and client._update is None and client.state is ClientState.ABORTED
 
 
 def test_secagg_plus_parameters_meet_their_bounds() -> None:
@@ -220,31 +258,60 @@ def test_secagg_plus_parameters_meet_their_bounds() -> None:
         assert params.security_failure <= 2.0**-40 and params.correctness_failure <= 2.0**-30
     sparse = choose_parameters(1000, threat)
     assert sparse.degree < 200 and not sparse.complete
-    config = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(1000),
-                                ring=make_round()[0].ring, vector_length=10, threat=threat)
+    encoding = EncodingConfig.fit_scale(dimension=10, clients=1000, clip=1.0)
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(1000), encoding=encoding,
+                                threat=threat)
     degrees = {len(config.neighbours(c)) for c in config.clients}
     assert degrees == {config.degree - 1}
-    assert all(v in config.neighbours(u) for u in range(0, 1000, 97) for v in config.neighbours(u))
+    # The graph is undirected: v is u's neighbour exactly when u is v's.
+    assert all(u in config.neighbours(v) for u in config.clients for v in config.neighbours(u))
 
 
 def test_graph_is_fresh_per_round_but_shared_by_all_parties() -> None:
-    ring = make_round()[0].ring
-    a = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(300), ring=ring, vector_length=4)
-    b = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(300), ring=ring, vector_length=4)
+    encoding = EncodingConfig.fit_scale(dimension=4, clients=300, clip=1.0)
+    a = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(300), encoding=encoding)
+    b = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(300), encoding=encoding)
     assert a.graph_seed != b.graph_seed and a.digest != b.digest
     copy = RoundConfig(protocol=a.protocol, round_id=a.round_id, clients=a.clients, vector_length=4,
-                       ring_bits=a.ring_bits, threshold=a.threshold, degree=a.degree, graph_seed=a.graph_seed)
+                       ring_bits=a.ring_bits, threshold=a.threshold, degree=a.degree, graph_seed=a.graph_seed,
+                       encoding_digest=a.encoding_digest)
     assert copy.digest == a.digest and copy.neighbours(5) == a.neighbours(5)
 
 
-def test_client_refuses_an_update_outside_the_ring() -> None:
+def test_client_refuses_an_update_outside_the_ring_or_from_another_encoding() -> None:
     from fedsecure import InvalidUpdateError
-    from fedsecure.encoding import EncodedUpdate, Ring
+    from fedsecure.encoding import EncodedUpdate
 
-    ring = Ring(20)
-    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(4), ring=ring, vector_length=8)
+    encoding = EncodingConfig(dimension=8, clients=4, clip=1.0, scale=16.0)
+    ring = encoding.ring
+    assert ring.bits < 32
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(4), encoding=encoding)
     bad = np.full(8, ring.modulus, dtype=ring.dtype)
-    with pytest.raises(InvalidUpdateError):
-        create_client_session(config, 0, EncodedUpdate(values=bad, ring=ring, encoding_digest=bytes(32)))
-    good = np.full(8, ring.modulus - 1, dtype=ring.dtype)
-    create_client_session(config, 0, EncodedUpdate(values=good, ring=ring, encoding_digest=bytes(32)))
+    with pytest.raises(InvalidUpdateError, match="outside"):
+        create_client_session(config, 0, EncodedUpdate(values=bad, ring=ring, encoding_digest=encoding.digest()))
+    good = Quantizer(encoding).encode(np.zeros(8))
+    create_client_session(config, 0, good)
+    # Same ring and length, another scale: refused, since the sum would decode wrongly.
+    other = EncodingConfig(dimension=8, clients=4, clip=1.0, scale=8.0, ring_bits=ring.bits)
+    with pytest.raises(InvalidUpdateError, match="another EncodingConfig"):
+        create_client_session(config, 0, Quantizer(other).encode(np.zeros(8)))
+
+
+def test_a_cohort_larger_than_the_encoding_allows_is_refused() -> None:
+    from fedsecure import ConfigurationError
+
+    encoding = EncodingConfig(dimension=8, clients=4, clip=1.0, scale=16.0)
+    with pytest.raises(ConfigurationError) as info:
+        RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(40), encoding=encoding)
+    assert info.value.parameter == "clients"
+
+
+def test_secure_rounds_need_two_clients_and_a_threshold_of_two() -> None:
+    from fedsecure import ConfigurationError
+
+    encoding = EncodingConfig(dimension=8, clients=4, clip=1.0, scale=16.0)
+    with pytest.raises(ConfigurationError):
+        RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=[0], encoding=encoding)
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(2), encoding=encoding,
+                                threat=ThreatModel(dropout_fraction=0.0))
+    assert config.threshold == 2

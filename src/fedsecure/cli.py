@@ -16,6 +16,20 @@ __all__ = ["main"]
 _PROTOCOLS = {kind.value: kind for kind in ProtocolKind}
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text}")
+    return value
+
+
 class _Progress:
     """A one-line progress display on stderr, shown only when stderr is a terminal."""
 
@@ -86,16 +100,17 @@ def _build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser(
         "simulate",
         help="run one secure-aggregation round in process and check it against the plaintext sum",
-        description="Run one round over simulated clients. Exit status: 0 exact, 1 wrong sum, 3 aborted.",
+        description="Run one round over simulated clients. Exit status: 0 exact sum, 1 wrong sum, "
+        "2 invalid configuration, 3 round aborted.",
     )
     sim.add_argument("--protocol", choices=sorted(_PROTOCOLS), default="secagg+")
-    sim.add_argument("--clients", type=int, default=100, help="cohort size (default 100)")
-    sim.add_argument("--dim", type=int, default=10_000, help="update length (default 10000)")
-    sim.add_argument("--dropout", type=float, default=0.1,
+    sim.add_argument("--clients", type=_count, default=100, help="cohort size (default 100)")
+    sim.add_argument("--dim", type=_count, default=10_000, help="update length (default 10000)")
+    sim.add_argument("--dropout", type=_fraction, default=0.1,
                      help="fraction of clients that go silent, each from a random stage (default 0.1)")
-    sim.add_argument("--tolerate-dropout", type=float, default=0.1,
+    sim.add_argument("--tolerate-dropout", type=_fraction, default=0.1,
                      help="dropout fraction the threshold and graph are chosen for (default 0.1)")
-    sim.add_argument("--tolerate-corrupt", type=float, default=0.2,
+    sim.add_argument("--tolerate-corrupt", type=_fraction, default=0.2,
                      help="fraction of clients that may collude with the server (default 0.2)")
     sim.add_argument("--ring-bits", type=int, default=32, help="ring size in bits (default 32)")
     sim.add_argument("--seed", type=int, default=0,

@@ -5,7 +5,7 @@ safely; use them directly only if you know why the protocol needs each step.
 """
 
 from ._envelope import ENVELOPE_OVERHEAD, open_envelope, seal
-from ._kdf import Purpose, derive_key
+from ._kdf import Purpose, derive_key, seed_commitment
 from ._keys import PUBLIC_KEY_BYTES, KeyAgreementKey, key_fingerprint, validate_public_key
 from ._prg import MaskExpander, expand_mask
 from ._shamir import (
@@ -35,6 +35,7 @@ __all__ = [
     "open_envelope",
     "reconstruct_secret",
     "seal",
+    "seed_commitment",
     "share_from_bytes",
     "share_to_bytes",
     "split_secrets",

@@ -11,12 +11,13 @@ key to the exact public parameters of its round.
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["Purpose", "derive_key"]
+__all__ = ["Purpose", "derive_key", "seed_commitment"]
 
 KEY_BYTES = 32
 
@@ -69,3 +70,17 @@ def derive_key(
         info=_info(purpose, round_id, context),
     )
     return hkdf.derive(secret)
+
+
+_COMMITMENT_LABEL = b"fedsecure/v1/seed-commitment"
+
+
+def seed_commitment(seed: bytes, *, salt: bytes, round_id: int, owner: int) -> bytes:
+    """SHA-256 commitment to a 256-bit seed, bound to the round and its owner.
+
+    The server checks a reconstructed self-mask seed against it, so corrupted
+    shares abort the round instead of silently corrupting the sum. Hiding: the
+    seed is uniform and 256 bits long, so the digest reveals nothing usable about it.
+    """
+    header = struct.pack("<H", len(_COMMITMENT_LABEL)) + _COMMITMENT_LABEL + struct.pack("<QQ", round_id, owner)
+    return hashlib.sha256(header + salt + seed).digest()

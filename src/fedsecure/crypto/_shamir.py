@@ -125,8 +125,11 @@ def reconstruct_secret(shares: Sequence[tuple[int, int]], *, threshold: int) -> 
     """Recover a 32-byte secret from at least ``threshold`` (x, y) shares.
 
     Uses the first ``threshold`` shares. Raises :class:`CryptoError` when there
-    are too few shares or the interpolated value is not a 32-byte secret (which
-    happens, with overwhelming probability, when a share was corrupted).
+    are too few shares or the interpolated value does not fit in 32 bytes.
+    Shamir sharing does not authenticate shares: a corrupted share usually yields
+    a wrong 32-byte value, so callers must check the result against a
+    commitment (SecAgg checks seeds against their commitment and private keys
+    against their advertised public key).
     """
     if len(shares) < threshold:
         raise CryptoError("not enough shares to reconstruct")

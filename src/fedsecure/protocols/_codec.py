@@ -91,7 +91,10 @@ def encode_message(message: Message) -> bytes:
     elif isinstance(message, KeysBroadcast):
         parts.append(_U32.pack(len(message.keys)))
         parts.extend(_KEY_ENTRY.pack(k.owner, k.cipher_public_key, k.mask_public_key) for k in message.keys)
-    elif isinstance(message, (ShareKeys, SharesDelivery)):
+    elif isinstance(message, ShareKeys):
+        parts.append(message.seed_commitment)
+        parts.extend(_encode_shares(message.shares))
+    elif isinstance(message, SharesDelivery):
         parts.extend(_encode_shares(message.shares))
     elif isinstance(message, (MaskedInput, PlaintextInput)):
         vector = message.vector
@@ -149,13 +152,14 @@ def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Messa
             keys.append(PublicKeys(owner=owner, cipher_public_key=cipher_key, mask_public_key=mask_key))  # type: ignore[arg-type]
         return KeysBroadcast(round_id=round_id, recipient=party, keys=tuple(keys))
     if code in (4, 5):
+        commitment = reader.take(32) if code == 4 else b""
         shares = []
         for _ in range(reader.count(_U32.size + _U16.size)):
             (peer,) = reader.unpack(_U32)
             (length,) = reader.unpack(_U16)
             shares.append(EncryptedShare(peer=peer, envelope=reader.take(length)))  # type: ignore[arg-type]
         if code == 4:
-            return ShareKeys(round_id=round_id, sender=party, shares=tuple(shares))
+            return ShareKeys(round_id=round_id, sender=party, seed_commitment=commitment, shares=tuple(shares))
         return SharesDelivery(round_id=round_id, recipient=party, shares=tuple(shares))
     if code in (6, 9):
         width, count = reader.unpack(_VECTOR_HEADER)

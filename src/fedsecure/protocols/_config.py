@@ -13,7 +13,7 @@ import numpy as np
 
 from .._errors import ConfigurationError
 from ..crypto import MaskExpander, Purpose, derive_key
-from ..encoding import Ring
+from ..encoding import EncodingConfig, Ring
 from ._parameters import GraphParameters, ThreatModel, choose_parameters, complete_graph_parameters
 
 __all__ = ["ProtocolKind", "RoundConfig", "MAX_CLIENT_ID"]
@@ -54,6 +54,7 @@ class RoundConfig:
     threshold: int
     degree: int
     graph_seed: bytes
+    encoding_digest: bytes
     _positions: dict[int, int] = field(init=False, repr=False, compare=False)
     _order: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _digest: bytes = field(init=False, repr=False, compare=False)
@@ -78,6 +79,11 @@ class RoundConfig:
             raise ConfigurationError("a sparse neighbourhood size must be odd", parameter="degree")
         if len(self.graph_seed) != _GRAPH_SEED_BYTES:
             raise ConfigurationError("graph_seed must be 32 bytes", parameter="graph_seed")
+        if len(self.encoding_digest) != 32:
+            raise ConfigurationError("encoding_digest must be 32 bytes", parameter="encoding_digest")
+        if self.protocol is not ProtocolKind.PLAINTEXT and self.threshold < 2:
+            # With t >= 2 every sum the server can ever unmask holds at least two inputs.
+            raise ConfigurationError("secure aggregation needs a threshold of at least 2", parameter="threshold")
         order = self._ring_order(clients) if self.degree < len(clients) else clients
         object.__setattr__(self, "clients", clients)
         object.__setattr__(self, "_order", order)
@@ -91,8 +97,7 @@ class RoundConfig:
         *,
         protocol: ProtocolKind,
         clients: Iterable[int],
-        ring: Ring,
-        vector_length: int,
+        encoding: EncodingConfig,
         round_id: int = 0,
         threat: ThreatModel | None = None,
     ) -> RoundConfig:
@@ -100,9 +105,17 @@ class RoundConfig:
 
         SecAgg uses the complete graph; SecAgg+ the smallest random Harary graph
         meeting the bounds of :func:`~fedsecure.protocols.choose_parameters`;
-        the plaintext baseline needs one client.
+        the plaintext baseline needs one client. The round is bound to
+        ``encoding`` (its digest is part of the configuration), and a cohort
+        larger than the encoding was sized for is refused, since its sum could wrap.
         """
         cohort = tuple(sorted(set(int(c) for c in clients)))
+        if len(cohort) > encoding.clients:
+            raise ConfigurationError(
+                f"the encoding is sized for {encoding.clients} clients; a cohort of {len(cohort)} could wrap the "
+                "ring: raise `clients` in the EncodingConfig",
+                parameter="clients",
+            )
         threat = threat or ThreatModel()
         params: GraphParameters
         if protocol is ProtocolKind.PLAINTEXT:
@@ -112,9 +125,9 @@ class RoundConfig:
         else:
             params = choose_parameters(len(cohort), threat)
         seed = os.urandom(_GRAPH_SEED_BYTES) if params.degree < len(cohort) else bytes(_GRAPH_SEED_BYTES)
-        return cls(protocol=protocol, round_id=round_id, clients=cohort, vector_length=vector_length,
-                   ring_bits=ring.bits, threshold=params.threshold, degree=min(params.degree, len(cohort)),
-                   graph_seed=seed)
+        return cls(protocol=protocol, round_id=round_id, clients=cohort, vector_length=encoding.vector_length,
+                   ring_bits=encoding.ring.bits, threshold=params.threshold,
+                   degree=min(params.degree, len(cohort)), graph_seed=seed, encoding_digest=encoding.digest())
 
     @property
     def ring(self) -> Ring:
@@ -140,6 +153,7 @@ class RoundConfig:
                             self.threshold, self.degree),
                 np.asarray(self.clients, dtype="<u4").tobytes(),
                 self.graph_seed,
+                self.encoding_digest,
             )
         )
 

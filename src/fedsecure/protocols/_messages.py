@@ -154,15 +154,21 @@ def _check_shares(shares: object) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ShareKeys:
-    """Client to server, stage ShareKeys: one envelope per neighbour, for the server to forward."""
+    """Client to server, stage ShareKeys: one envelope per neighbour, for the server to forward.
+
+    ``seed_commitment`` commits to the self-mask seed b_u, so that the server can
+    check the seed it reconstructs at unmasking.
+    """
 
     round_id: int
     sender: int
+    seed_commitment: bytes
     shares: tuple[EncryptedShare, ...]
 
     def __post_init__(self) -> None:
         _check_round(self.round_id)
         _check_id(self.sender, "sender")
+        _check_bytes(self.seed_commitment, DIGEST_BYTES, "seed_commitment")
         _check_shares(self.shares)
 
 

@@ -115,7 +115,9 @@ def complete_graph_parameters(clients: int, threat: ThreatModel) -> GraphParamet
     """SecAgg's complete graph: ``t`` at least half the cohort and above the corrupt count."""
     corrupt = math.floor(threat.corrupt_fraction * clients)
     dropped = math.ceil(threat.dropout_fraction * clients)
-    threshold = min(max((clients + 1) // 2, corrupt + 1), clients)
+    if clients < 2:
+        raise ConfigurationError("secure aggregation needs at least 2 clients", parameter="clients")
+    threshold = min(max((clients + 1) // 2, corrupt + 1, 2), clients)
     if threshold > clients - dropped:
         raise ConfigurationError(
             f"with {clients} clients, a threshold of {threshold} cannot survive {dropped} dropouts: lower "

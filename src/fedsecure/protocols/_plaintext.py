@@ -20,7 +20,7 @@ class PlaintextClientSession(ClientSession):
     """Sends the encoded update unprotected. Threat model: the server sees every input."""
 
     def _handle(self, message: Message) -> list[ClientMessage]:
-        return [PlaintextInput(round_id=self._config.round_id, sender=self._client_id, vector=self._update.values)]
+        return [PlaintextInput(round_id=self._config.round_id, sender=self._client_id, vector=self._encoded_values())]
 
 
 class PlaintextServerSession(ServerSession):

@@ -27,6 +27,7 @@ from ..crypto import (
     open_envelope,
     reconstruct_secret,
     seal,
+    seed_commitment,
     share_from_bytes,
     share_to_bytes,
     split_secrets,
@@ -120,6 +121,8 @@ class SecAggClientSession(ClientSession):
         self._peer_keys: dict[int, PublicKeys] = {}
         self._own_shares: tuple[int, int] | None = None
         self._held_shares: dict[int, tuple[int, int]] = {}
+        self._sharing_peers: frozenset[int] = frozenset()
+        self._unreadable: set[int] = set()
         # c_uv for each neighbour, derived once in ShareKeys and reused to open v's envelope.
         self._envelope_keys: dict[int, bytes] = {}
 
@@ -180,7 +183,8 @@ class SecAggClientSession(ClientSession):
             envelope = seal(key, plaintext, sender=me, recipient=holder, round_id=config.round_id,
                             stage=int(Stage.SHARE_KEYS))
             envelopes.append(EncryptedShare(peer=holder, envelope=envelope))
-        return ShareKeys(round_id=config.round_id, sender=me, shares=tuple(envelopes))
+        commitment = seed_commitment(self._self_mask_seed, salt=config.digest, round_id=config.round_id, owner=me)
+        return ShareKeys(round_id=config.round_id, sender=me, seed_commitment=commitment, shares=tuple(envelopes))
 
     def _masked_input(self, message: SharesDelivery) -> MaskedInput:
         config, me = self._config, self._client_id
@@ -191,17 +195,21 @@ class SecAggClientSession(ClientSession):
         if len(senders) + 1 < config.threshold:
             raise _server_fault(PeerFault.BAD_SURVIVOR_SET,
                                 f"{len(senders) + 1} clients shared keys, threshold {config.threshold}")
+        self._sharing_peers = frozenset(senders)
         for share in message.shares:
             v = share.peer
             try:
-                plaintext = open_envelope(self._envelope_keys[v], share.envelope, sender=v, recipient=me, round_id=config.round_id,
-                                          stage=int(Stage.SHARE_KEYS))
+                plaintext = open_envelope(self._envelope_keys[v], share.envelope, sender=v, recipient=me,
+                                          round_id=config.round_id, stage=int(Stage.SHARE_KEYS))
                 if len(plaintext) != _SHARE_PLAINTEXT_BYTES:
                     raise CryptoError("envelope failed to authenticate")
                 self._held_shares[v] = (share_from_bytes(plaintext[:SHARE_BYTES]),
                                         share_from_bytes(plaintext[SHARE_BYTES:]))
             except CryptoError:
-                raise PeerProtocolError(PeerFault.BAD_ENVELOPE, peer=v, detail="forwarded by the server") from None
+                # One bad envelope must not take this honest client down with it: it still masks
+                # with v (the server counts v in U2) but holds no share of v's secrets. If those
+                # are needed, the server aborts naming v (too few shares).
+                self._unreadable.add(v)
         if self._self_mask_seed is None:
             raise _server_fault(PeerFault.OUT_OF_STAGE, "no self-mask seed")
         pairwise: list[tuple[bytes, bool]] = []
@@ -211,13 +219,13 @@ class SecAggClientSession(ClientSession):
             except CryptoError:
                 raise PeerProtocolError(PeerFault.BAD_PUBLIC_KEY, peer=v) from None
             pairwise.append((key, me < v))
-        masked = apply_masks(self._update.values, config.ring,
+        masked = apply_masks(self._encoded_values(), config.ring,
                              _self_mask_key(config, self._self_mask_seed, me), pairwise)
         return MaskedInput(round_id=config.round_id, sender=me, vector=masked)
 
     def _unmask(self, message: UnmaskRequest) -> UnmaskingShares:
         config, me = self._config, self._client_id
-        holdings = set(self._held_shares) | {me}
+        holdings = set(self._sharing_peers) | {me}
         survivors = set(message.survivors)
         if me not in survivors or not survivors <= holdings:
             raise _server_fault(PeerFault.BAD_SURVIVOR_SET, "survivors must include this client and only its peers")
@@ -230,12 +238,18 @@ class SecAggClientSession(ClientSession):
         held = dict(self._held_shares)
         held[me] = self._own_shares
         # Survivors get their self-mask seed share revealed; the dropped, their key share. Never both.
-        self_mask_shares = tuple(ShareValue(owner=v, value=held[v][0]) for v in sorted(survivors))
-        key_shares = tuple(ShareValue(owner=v, value=held[v][1]) for v in sorted(holdings - survivors))
+        self_mask_shares = tuple(ShareValue(owner=v, value=held[v][0]) for v in sorted(survivors) if v in held)
+        key_shares = tuple(ShareValue(owner=v, value=held[v][1]) for v in sorted(holdings - survivors) if v in held)
         return UnmaskingShares(round_id=config.round_id, sender=me, self_mask_shares=self_mask_shares,
                                key_shares=key_shares)
 
+    @property
+    def unreadable_envelopes(self) -> frozenset[int]:
+        """Peers whose share envelope failed to authenticate (this client holds no shares of theirs)."""
+        return frozenset(self._unreadable)
+
     def _discard_secrets(self) -> None:
+        super()._discard_secrets()
         self._cipher_key = None
         self._mask_key = None
         self._self_mask_seed = None
@@ -257,6 +271,7 @@ class SecAggServerSession(ServerSession):
         self._keys: dict[int, AdvertiseKeys] = {}
         self._seen_public_keys: set[bytes] = set()
         self._envelopes: dict[int, dict[int, bytes]] = {}
+        self._commitments: dict[int, bytes] = {}
         self._u1: frozenset[int] = frozenset()
         self._u2: frozenset[int] = frozenset()
         self._u3: frozenset[int] = frozenset()
@@ -298,6 +313,7 @@ class SecAggServerSession(ServerSession):
         if any(len(s.envelope) != ENVELOPE_BYTES for s in message.shares):
             raise PeerProtocolError(PeerFault.BAD_SHARE, peer=u, detail="envelope of the wrong size")
         self._envelopes[u] = {s.peer: s.envelope for s in message.shares}
+        self._commitments[u] = message.seed_commitment
 
     def _on_masked_input(self, message: MaskedInput) -> None:
         ring = self._config.ring
@@ -319,7 +335,8 @@ class SecAggServerSession(ServerSession):
         expected_self = holdings & self._u3
         self_owners = {s.owner for s in message.self_mask_shares}
         key_owners = {s.owner for s in message.key_shares}
-        if self_owners != expected_self or key_owners != holdings - self._u3:
+        # A client may lack a peer's shares (an unreadable envelope), never hold extra or misfiled ones.
+        if not self_owners <= expected_self or not key_owners <= holdings - self._u3:
             raise PeerProtocolError(PeerFault.BAD_SHARE, peer=u, detail="share lists do not match the survivor set")
         self._unmasking[u] = message
 
@@ -330,6 +347,7 @@ class SecAggServerSession(ServerSession):
             self._keys.pop(client, None)
         elif self._stage is Stage.SHARE_KEYS:
             self._envelopes.pop(client, None)
+            self._commitments.pop(client, None)
         elif self._stage is Stage.UNMASKING:
             self._unmasking.pop(client, None)
 
@@ -337,6 +355,7 @@ class SecAggServerSession(ServerSession):
         self._running_sum = None
         self._envelopes = {}
         self._unmasking = {}
+        self._holdings = {}
 
     # ---- closing stages ----------------------------------------------------------------------------
     def _close(self, responders: frozenset[int]) -> list[ServerMessage]:
@@ -396,7 +415,14 @@ class SecAggServerSession(ServerSession):
         removals: list[tuple[bytes, bool]] = []
         # Remove the self-masks of survivors (Bonawitz et al. 2017, §4, Unmasking).
         for v in sorted(self_shares):
-            seed = reconstruct_secret(self_shares[v], threshold=t)
+            try:
+                seed = reconstruct_secret(self_shares[v], threshold=t)
+            except CryptoError:
+                seed = b""
+            if seed_commitment(seed, salt=config.digest, round_id=config.round_id, owner=v) != self._commitments[v]:
+                # Corrupted shares: abort rather than return a wrong sum.
+                raise RoundAborted(f"shares of survivor {v}'s self-mask seed do not match its commitment",
+                                   stage=self._stage.label, have=len(self_shares[v]), need=t)
             removals.append((_self_mask_key(config, seed, v), False))
         # Remove the pairwise masks that survivors shared with clients that dropped after ShareKeys.
         for v in sorted(key_shares):
@@ -414,5 +440,5 @@ class SecAggServerSession(ServerSession):
                 removals.append((key, u > v))
         MaskExpander(config.vector_length, config.ring.dtype).fold_into(total, removals)
         config.ring.reduce(total)
-        self._running_sum = None
         self._finish(total, self._u3)
+        self._discard_state()

@@ -71,11 +71,13 @@ class ClientSession(abc.ABC):
                 f"the encoded update (length {update.values.size}, {update.ring.bits}-bit ring) does not match the "
                 f"round (length {config.vector_length}, {config.ring_bits}-bit ring)"
             )
+        if update.encoding_digest != config.encoding_digest:
+            raise InvalidUpdateError("the update was encoded with another EncodingConfig than the round's")
         if not update.ring.contains(update.values):
             raise InvalidUpdateError("the encoded update has words outside its ring")
         self._config = config
         self._client_id = client_id
-        self._update = update
+        self._update: EncodedUpdate | None = update
         self._state = ClientState.AWAIT_START
         self._transitions = CLIENT_TRANSITIONS[config.protocol]
 
@@ -117,12 +119,27 @@ class ClientSession(abc.ABC):
             self._discard_secrets()
         return replies
 
+    def abort(self) -> None:
+        """Abandon the round (for example when the transport learns the server aborted).
+
+        The session forgets its keys, seeds, shares and input, and refuses every later message.
+        """
+        if self._state is not ClientState.DONE:
+            self._state = ClientState.ABORTED
+        self._discard_secrets()
+
+    def _encoded_values(self) -> np.ndarray:
+        if self._update is None:
+            raise LocalProtocolError("this session's input has been discarded")
+        return self._update.values
+
     @abc.abstractmethod
     def _handle(self, message: Message) -> list[ClientMessage]:
         """Protocol-specific work for an allowed message."""
 
     def _discard_secrets(self) -> None:
-        """Drop references to secret material once it can no longer be needed."""
+        """Drop references to secret material (and the input) once they can no longer be needed."""
+        self._update = None
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("client sessions hold secrets and cannot be pickled")
@@ -257,7 +274,9 @@ class ServerSession(abc.ABC):
         return self._abort
 
     def _drop(self, client: int, fault: PeerFault, detail: str = "") -> None:
-        if self._config.in_cohort(client) and client not in self._dropped:
+        # Only an open stage records drops: junk before start() or after the end changes nothing.
+        open_stage = self._started and self._stage not in (Stage.DONE, Stage.ABORTED)
+        if open_stage and self._config.in_cohort(client) and client not in self._dropped:
             reason = fault.value + (f" ({detail})" if detail else "")
             self._dropped[client] = DropRecord(self._stage, reason, fault)
             self._active.discard(client)

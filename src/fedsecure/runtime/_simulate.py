@@ -90,8 +90,8 @@ def simulate(
     encoding = EncodingConfig.fit_scale(dimension=dimension, clients=clients, clip=CLIP, ring_bits=ring_bits,
                                         clip_mode=ClipMode.PER_COORDINATE)
     quantizer = Quantizer(encoding)
-    config = RoundConfig.create(protocol=protocol, clients=range(clients), ring=encoding.ring,
-                                vector_length=encoding.vector_length, round_id=round_id, threat=threat)
+    config = RoundConfig.create(protocol=protocol, clients=range(clients), encoding=encoding, round_id=round_id,
+                                threat=threat)
     if schedule is None:
         rng = np.random.default_rng([seed, 2**31 - 1])  # noqa: csprng-ok (dropout schedule, not a secret)
         schedule = DropoutSchedule.random(config.clients, dropout, protocol=protocol, rng=rng)

@@ -180,6 +180,10 @@ class Simulator:
             server_stage_seconds[label] += clock() - started
             if abort is not None or server.stage is Stage.DONE:
                 break
+        if abort is not None:
+            # Tell every client the round is over, so that none keeps its keys, seeds or input.
+            for session in clients.values():
+                session.abort()
 
         return RoundReport(
             config=config,
