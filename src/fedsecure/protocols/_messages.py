@@ -187,8 +187,8 @@ class SharesDelivery:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class MaskedInput:
-    """Client to server, stage MaskedInputCollection: y_u = x_u + PRG(b_u) + sum of signed PRG(s_uv)."""
+class _VectorMessage:
+    """A client's vector of ring words; read-only once constructed."""
 
     round_id: int
     sender: int
@@ -198,6 +198,11 @@ class MaskedInput:
         _check_round(self.round_id)
         _check_id(self.sender, "sender")
         object.__setattr__(self, "vector", _readonly_vector(self.vector))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MaskedInput(_VectorMessage):
+    """Client to server, stage MaskedInputCollection: y_u = x_u + PRG(b_u) + sum of signed PRG(s_uv)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,17 +264,8 @@ class UnmaskingShares:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class PlaintextInput:
+class PlaintextInput(_VectorMessage):
     """Client to server, plaintext baseline: the encoded update in the clear (no protection)."""
-
-    round_id: int
-    sender: int
-    vector: np.ndarray
-
-    def __post_init__(self) -> None:
-        _check_round(self.round_id)
-        _check_id(self.sender, "sender")
-        object.__setattr__(self, "vector", _readonly_vector(self.vector))
 
 
 ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, UnmaskingShares, PlaintextInput]
