@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 __all__ = ["MaskExpander", "expand_mask"]
 
-_ZERO_COUNTER = bytes(16)
+# The mode object only holds the (public, fixed) initial counter block, so one instance serves every key.
+_ZERO_COUNTER_MODE = modes.CTR(bytes(16))
 # Masks are folded in blocks of this many words, one AES-CTR context per key kept
 # open across blocks, so the keystream block and the accumulator block stay in
 # cache while they are added (measured: 1.9x -> 1.25x raw keystream time at d=1e6).
@@ -67,7 +68,7 @@ class MaskExpander:
         """Write the keystream of ``key`` into ``out`` (contiguous, this expander's length and dtype)."""
         if out.dtype != self._dtype or out.shape != (self._length,) or not out.flags.c_contiguous:
             raise ValueError("output buffer has the wrong dtype, shape or layout")
-        encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_COUNTER)).encryptor()
+        encryptor = Cipher(algorithms.AES(key), _ZERO_COUNTER_MODE).encryptor()
         encryptor.update_into(self._zeros, out.data.cast("B"))
 
     def expand(self, key: bytes) -> np.ndarray:
@@ -95,7 +96,7 @@ class MaskExpander:
         """
         if accumulator.dtype != self._dtype or accumulator.shape != (self._length,):
             raise ValueError("accumulator has the wrong dtype or shape")
-        contexts = [(Cipher(algorithms.AES(key), modes.CTR(_ZERO_COUNTER)).encryptor(), add) for key, add in keys]
+        contexts = [(Cipher(algorithms.AES(key), _ZERO_COUNTER_MODE).encryptor(), add) for key, add in keys]
         block = self._scratch[: min(self._length, _BLOCK_WORDS)]
         for start in range(0, self._length, _BLOCK_WORDS):
             stop = min(start + _BLOCK_WORDS, self._length)
