@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -41,7 +42,7 @@ import fedsecure
 from fedsecure.encoding import ClipMode, EncodingConfig, Quantizer, Ring
 from fedsecure.protocols import ProtocolKind, RoundConfig, ServerSession, ThreatModel
 from fedsecure.protocols._secagg import apply_masks
-from fedsecure.runtime import DropoutSchedule, Simulator
+from fedsecure.runtime import DropoutSchedule, Simulator, client_stages
 
 THREAT = ThreatModel(dropout_fraction=0.1, corrupt_fraction=0.2)
 FULL_GRID = dict(clients=[10, 50, 100, 500, 1000], dims=[10_000, 100_000, 1_000_000], dropouts=[0.0, 0.1, 0.3])
@@ -90,7 +91,7 @@ def deep_size(root: object) -> int:
     total = 0
     while stack:
         obj = stack.pop()
-        if id(obj) in seen or obj is None or isinstance(obj, (type, Callable.__class__)):
+        if id(obj) in seen or obj is None or isinstance(obj, type) or callable(obj):
             continue
         seen.add(id(obj))
         if isinstance(obj, np.ndarray):
@@ -265,9 +266,7 @@ def aborts(rounds: int, seed: int, *, bernoulli: bool) -> dict[str, Any]:
             # Each client drops independently with probability 0.1, at a random stage.
             dropped = [c for c in range(n) if rng.random() < 0.1]
             stages = rng.integers(0, 4, size=len(dropped))
-            from fedsecure.protocols import Stage
-
-            order = [Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT, Stage.UNMASKING]
+            order = client_stages(ProtocolKind.SECAGG_PLUS)
             schedule = DropoutSchedule({c: order[int(s)] for c, s in zip(dropped, stages)})
         else:
             schedule = DropoutSchedule.random(config.clients, 0.1, protocol=ProtocolKind.SECAGG_PLUS, rng=rng)
@@ -295,9 +294,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write all records to this file")
     args = parser.parse_args()
-    output: dict[str, Any] = {"machine": machine(), "threat": vars(THREAT) if hasattr(THREAT, "__dict__") else {
-        "dropout_fraction": THREAT.dropout_fraction, "corrupt_fraction": THREAT.corrupt_fraction,
-        "security_bits": THREAT.security_bits, "correctness_bits": THREAT.correctness_bits}}
+    output: dict[str, Any] = {"machine": machine(), "threat": dataclasses.asdict(THREAT)}
     if args.only:
         name, n, d, dropout = args.only.split(",")
         protocol = ProtocolKind(name)

@@ -14,7 +14,7 @@ from typing import Any
 
 def _machine(machine: dict[str, Any]) -> str:
     return (f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, numpy "
-            f"{machine['numpy']}, cryptography {machine['cryptography']}, fedsecure {machine['fedsecure']}; "
+            f"{machine['numpy']}, cryptography {machine['cryptography']}, fedsecure {machine['fedsecure']} (commit {machine.get('commit') or 'unrecorded'}); "
             f"run {machine['date']}.")
 
 
