@@ -94,6 +94,77 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0 if summary["correct"] else 1
 
 
+def _train(args: argparse.Namespace) -> int:
+    try:
+        from .fl import train_federated
+        from .fl.examples import EXAMPLES
+    except ImportError as error:  # pragma: no cover - depends on the installed extras
+        raise SystemExit(f"fedsecure train needs the torch and examples extras: {error}") from None
+
+    builder = EXAMPLES[args.example]
+    options: dict[str, Any] = {"protocol": _PROTOCOLS[args.protocol], "seed": args.seed}
+    if args.clients is not None:
+        options["clients"] = args.clients
+    if args.dropout is not None:
+        options["dropout"] = args.dropout
+    experiment = builder(**options)
+    show = sys.stderr.isatty() and not args.quiet
+
+    def on_round(record: Any) -> None:
+        if show or not args.json:
+            status = f"ABORTED ({record.abort_reason})" if record.aborted else f"survivors {record.survivors}/{record.cohort}"
+            line = (f"round {record.round + 1:>3}/{args.rounds}  loss {record.loss:.4f}  accuracy "
+                    f"{100 * record.accuracy:5.1f}%  {status}")
+            print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    result = train_federated(experiment.federation, rounds=args.rounds, evaluate=experiment.evaluate,
+                             out=args.out, resume=args.resume, on_round=on_round, stop=experiment.stop)
+    if args.plot:
+        _plot_history(result.history, args.plot, title=f"{args.example} ({args.protocol})")
+    summary = {
+        "example": args.example,
+        "protocol": args.protocol,
+        "rounds": len(result.history),
+        "final_accuracy": result.final_accuracy,
+        "final_loss": result.final_loss,
+        "seconds": result.seconds,
+        "metrics": experiment.metrics(experiment.federation.model) if experiment.metrics else {},
+        "history": [{"round": r.round, "loss": r.loss, "accuracy": r.accuracy, "survivors": r.survivors,
+                     "aborted": r.aborted, "abort_reason": r.abort_reason, "seconds": r.seconds,
+                     "aggregation_seconds": r.aggregation_seconds} for r in result.history],
+    }
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        extra = "".join(f"  {name} {value:.4f}" for name, value in summary["metrics"].items())
+        print(f"final accuracy {100 * (result.final_accuracy or 0):.1f}%  loss {result.final_loss:.4f}{extra}  "
+              f"in {result.seconds:.1f}s")
+    return 0
+
+
+def _plot_history(history: Sequence[Any], path: str, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [r.round + 1 for r in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(rounds, [r.loss for r in history], marker="o")
+    left.set_xlabel("round")
+    left.set_ylabel("test loss")
+    right.plot(rounds, [100 * (r.accuracy or 0) for r in history], marker="o", color="tab:green")
+    right.set_xlabel("round")
+    right.set_ylabel("test accuracy (%)")
+    for r in history:
+        if r.aborted:
+            right.axvline(r.round + 1, color="tab:red", alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedsecure", description="Secure aggregation for federated learning.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +189,26 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--quiet", action="store_true", help="no progress display")
     sim.set_defaults(handler=_simulate)
+
+    train = commands.add_parser(
+        "train",
+        help="federated training of a seed example with secure aggregation",
+        description="Train one of the seed examples over simulated clients; aborted rounds leave the model "
+        "unchanged. Needs the torch and examples extras.",
+    )
+    train.add_argument("--example", choices=["linear784", "logistic", "cnn-digits"], default="linear784")
+    train.add_argument("--protocol", choices=sorted(_PROTOCOLS), default="secagg+")
+    train.add_argument("--clients", type=_count, default=None, help="number of clients (example default)")
+    train.add_argument("--rounds", type=_count, default=10)
+    train.add_argument("--dropout", type=_fraction, default=None,
+                       help="fraction of each cohort that drops out (example default)")
+    train.add_argument("--seed", type=int, default=0, help="data, sampling and dropouts; never keys")
+    train.add_argument("--out", help="save the global model and history here after every round")
+    train.add_argument("--resume", help="continue from a directory written by --out")
+    train.add_argument("--plot", help="write a PNG of loss and accuracy per round")
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    train.add_argument("--quiet", action="store_true", help="no per-round progress")
+    train.set_defaults(handler=_train)
     return parser
 
 

@@ -1,0 +1,12 @@
+"""The `logistic` seed example, runnable as a script: `python examples/logistic_gradients.py [--protocol secagg+] [--rounds R] ...`.
+
+It is `fedsecure train --example logistic` with the same options; the experiment itself lives in
+`fedsecure.fl.examples` so the CLI, this script and the tests share one definition.
+"""
+
+import sys
+
+from fedsecure.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", "--example", "logistic", *sys.argv[1:]]))

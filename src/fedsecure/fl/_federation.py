@@ -1,0 +1,234 @@
+"""Federate an existing PyTorch training loop with secure aggregation.
+
+The user keeps their model and their local training function
+``train(model, data) -> None``. For each round fedsecure samples a cohort, runs
+the user's function on a copy of the global model per client, computes each
+update (local minus global weights), clips and encodes it together with the
+client's example count (so weights stay inside the protected vector), runs the
+chosen protocol over the cohort, decodes the weighted mean update and applies
+the server optimizer. A round that aborts leaves the global model untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._errors import ConfigurationError, InvalidUpdateError
+from ..encoding import ClipMode, EncodingConfig, Quantizer, VectorSpec
+from ..protocols import ProtocolKind, RoundConfig, ThreatModel
+from ..runtime import DropoutSchedule, Simulator
+from ._optimizers import ServerOptimizer
+
+__all__ = ["FederatedClient", "RoundRecord", "Federation", "TrainFunction", "MODULE_PREFIX"]
+
+LOGGER = logging.getLogger("fedsecure.fl")
+MODULE_PREFIX = "_module."  # Opacus' GradSampleModule prefixes every state-dict key with it.
+TrainFunction = Callable[[Any, Any], None]
+
+
+@dataclass(frozen=True)
+class FederatedClient:
+    """One client: its id, the data handed to the training function, and its example count (its weight)."""
+
+    client_id: int
+    data: Any
+    num_examples: int
+
+
+@dataclass
+class RoundRecord:
+    """What one round did. ``loss`` and ``accuracy`` come from the evaluation function, when given."""
+
+    round: int
+    cohort: int
+    survivors: int
+    aborted: bool
+    abort_reason: str | None
+    seconds: float
+    aggregation_seconds: float
+    loss: float | None = None
+    accuracy: float | None = None
+
+
+def _strip_prefix(name: str) -> str:
+    return name[len(MODULE_PREFIX):] if name.startswith(MODULE_PREFIX) else name
+
+
+def _float_state(model: Any) -> dict[str, Any]:
+    """The model's floating-point state (parameters and float buffers), keys without Opacus' prefix."""
+    return {_strip_prefix(name): tensor for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point()}
+
+
+def _local_copy(model: Any) -> Any:
+    """A client's private copy of the global model.
+
+    An Opacus ``GradSampleModule`` cannot be deep-copied with its per-sample
+    hooks attached, so its hooks are lifted while the wrapped module is copied,
+    put back, and the copy is wrapped afresh with the same settings.
+    """
+    if type(model).__module__.startswith("opacus"):
+        from opacus import GradSampleModule
+
+        if isinstance(model, GradSampleModule):
+            settings = dict(batch_first=model.batch_first, loss_reduction=model.loss_reduction,
+                            force_functorch=model.force_functorch)
+            model.remove_hooks()
+            try:
+                inner = copy.deepcopy(model._module)
+            finally:
+                model.add_hooks(**settings)
+            return GradSampleModule(inner, strict=False, **settings)
+    return copy.deepcopy(model)
+
+
+def _write_into(model: Any, values: Mapping[str, Any]) -> None:
+    """Copy ``values`` into the model's tensors in place, whether or not its keys carry Opacus' prefix."""
+    import torch
+
+    targets = {_strip_prefix(name): tensor for name, tensor in model.state_dict().items()}
+    with torch.no_grad():
+        for name, value in values.items():
+            targets[name].copy_(value)
+
+
+@dataclass
+class Federation:
+    """Federated training of ``model`` with the user's ``train`` function over ``clients``.
+
+    Keyword-only. ``protocol`` is any :class:`ProtocolKind`; ``clip`` bounds the
+    L2 norm of each client's update; ``fraction`` of the clients is sampled each
+    round, reproducibly from ``seed``; ``dropout`` is the fraction of the
+    sampled cohort that the simulated transport makes vanish at a random stage.
+    ``seed`` never touches key material.
+    """
+
+    model: Any
+    train: TrainFunction
+    clients: Sequence[FederatedClient]
+    protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS
+    server_optimizer: ServerOptimizer = field(default_factory=ServerOptimizer)
+    clip: float = 10.0
+    fraction: float = 1.0
+    dropout: float = 0.0
+    seed: int = 0
+    threat: ThreatModel | None = None
+    ring_bits: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.clients:
+            raise ConfigurationError("a federation needs clients", parameter="clients")
+        if not 0 < self.fraction <= 1:
+            raise ConfigurationError("fraction must be in (0, 1]", parameter="fraction")
+        self._spec = VectorSpec.from_parameters(_float_state(self.model))
+        self._max_weight = max(c.num_examples for c in self.clients)
+
+    @property
+    def spec(self) -> VectorSpec:
+        return self._spec
+
+    def global_vector(self) -> np.ndarray:
+        """The global model's floating-point state as one float64 vector."""
+        return self._spec.flatten(_float_state(self.model))
+
+    def set_global_vector(self, vector: np.ndarray) -> None:
+        """Write a flat vector back into the global model (in place)."""
+        _write_into(self.model, self._spec.unflatten(vector))  # type: ignore[arg-type]
+
+    def sample_cohort(self, round_index: int) -> list[FederatedClient]:
+        """The clients of round ``round_index``: a ``fraction`` of them, reproducible from the seed."""
+        rng = np.random.default_rng([self.seed, round_index, 1])  # noqa: csprng-ok (client sampling)
+        size = max(1, round(self.fraction * len(self.clients)))
+        chosen = sorted(rng.choice(len(self.clients), size=size, replace=False).tolist())
+        return [self.clients[i] for i in chosen]
+
+    def run_round(self, round_index: int) -> RoundRecord:
+        """One federated round. The global model changes only if the round completes."""
+        started = time.perf_counter()
+        cohort = self.sample_cohort(round_index)
+        before = self.global_vector()
+        updates: dict[int, np.ndarray] = {}
+        weights: dict[int, int] = {}
+        for client in cohort:
+            local = _local_copy(self.model)
+            self.train(local, client.data)
+            updates[client.client_id] = self._spec.flatten(_float_state(local)) - before
+            weights[client.client_id] = client.num_examples
+
+        aggregation_started = time.perf_counter()
+        record = self._aggregate(round_index, cohort, updates, weights, before)
+        record.aggregation_seconds = time.perf_counter() - aggregation_started
+        record.seconds = time.perf_counter() - started
+        return record
+
+    def _aggregate(self, round_index: int, cohort: Sequence[FederatedClient], updates: dict[int, np.ndarray],
+                   weights: dict[int, int], before: np.ndarray) -> RoundRecord:
+        def aborted(reason: str, survivors: int = 0) -> RoundRecord:
+            LOGGER.warning("round %d aborted, global model unchanged: %s", round_index, reason)
+            return RoundRecord(round_index, len(cohort), survivors, True, reason, 0.0, 0.0)
+
+        encoding = EncodingConfig.fit_scale(dimension=self._spec.size, clients=max(2, len(cohort)), clip=self.clip,
+                                            ring_bits=self.ring_bits, clip_mode=ClipMode.L2,
+                                            max_weight=self._max_weight)
+        quantizer = Quantizer(encoding)
+        encoded = {}
+        for client_id, update in updates.items():
+            try:
+                encoded[client_id] = quantizer.encode(update, weight=weights[client_id])
+            except InvalidUpdateError as error:
+                # A client whose update is unusable (NaN, Inf) refuses the round; the others go on.
+                LOGGER.warning("round %d: client %d refused: %s", round_index, client_id, error)
+        if not encoded:
+            return aborted("every client refused")
+        try:
+            config = RoundConfig.create(protocol=self.protocol, clients=encoded, encoding=encoding,
+                                        round_id=round_index, threat=self.threat)
+        except ConfigurationError as error:
+            return aborted(str(error))
+        rng = np.random.default_rng([self.seed, round_index, 2])  # noqa: csprng-ok (simulated dropouts)
+        schedule = DropoutSchedule.random(config.clients, self.dropout, protocol=self.protocol, rng=rng)
+        report = Simulator(config, encoded, schedule=schedule).run()
+        if report.result is None:
+            return aborted(str(report.abort))
+        decoded = quantizer.decode_sum(report.result.ring_sum)
+        if not decoded.total_weight:
+            return aborted("the survivors' total weight is zero", len(report.result.survivors))
+        self.set_global_vector(self.server_optimizer.step(before, decoded.mean()))
+        return RoundRecord(round_index, len(cohort), len(report.result.survivors), False, None, 0.0, 0.0)
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def save(self, directory: str, history: Sequence[RoundRecord]) -> None:
+        """Write the global model, optimizer state and history; each file is replaced atomically."""
+        os.makedirs(directory, exist_ok=True)
+        _atomic_savez(os.path.join(directory, "model.npz"), {"global": self.global_vector()})
+        _atomic_savez(os.path.join(directory, "optimizer.npz"), self.server_optimizer.state)
+        payload = {"version": 1, "rounds_done": len(history), "history": [asdict(r) for r in history]}
+        temporary = os.path.join(directory, "history.json.tmp")
+        with open(temporary, "w") as handle:
+            json.dump(payload, handle, indent=1)
+        os.replace(temporary, os.path.join(directory, "history.json"))
+
+    def restore(self, directory: str) -> list[RoundRecord]:
+        """Load what :meth:`save` wrote; returns the history so far."""
+        with np.load(os.path.join(directory, "model.npz"), allow_pickle=False) as data:
+            self.set_global_vector(data["global"])
+        with np.load(os.path.join(directory, "optimizer.npz"), allow_pickle=False) as data:
+            self.server_optimizer.state = {name: data[name] for name in data.files}
+        with open(os.path.join(directory, "history.json")) as handle:
+            payload = json.load(handle)
+        return [RoundRecord(**record) for record in payload["history"]]
+
+
+def _atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+    temporary = path + ".tmp.npz"
+    np.savez(temporary, **dict(arrays))  # type: ignore[arg-type]
+    os.replace(temporary, path)
