@@ -35,6 +35,15 @@ def grid_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def train_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| protocol | round ms (median) | aggregation ms (median) | round / plaintext | final accuracy |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['protocol']} | {1e3 * r['round_s']:.1f} | {1e3 * r['aggregation_s']:.1f} | "
+                     f"{r['ratio_to_plaintext']:.3f} | {100 * r['final_accuracy']:.1f}% |")
+    return "\n".join(lines)
+
+
 def aborts_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| dropout model | rounds | n | k | t | aborted rounds | wrong sums |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -48,7 +57,9 @@ def main(paths: list[str]) -> None:
         with open(path) as handle:
             data = json.load(handle)
         print(f"### `{path}`\n\n{_machine(data['machine'])}\n")
-        if "records" in data:
+        if "example" in data:
+            print(train_table(data["records"]) + "\n")
+        elif "records" in data:
             print(grid_table(data["records"]) + "\n")
         if "aborts" in data:
             print(aborts_table(data["aborts"]) + "\n")

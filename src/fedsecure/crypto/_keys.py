@@ -89,11 +89,13 @@ class KeyAgreementKey:
         raise TypeError("KeyAgreementKey holds a secret and cannot be pickled")
 
 
-def validate_public_key(public_key: bytes) -> None:
+def validate_public_key(public_key: bytes, *, probe: KeyAgreementKey | None = None) -> None:
     """Raise :class:`CryptoError` unless ``public_key`` is a usable X25519 public key.
 
     A low-order point makes every shared secret all-zero, which would turn a
     pairwise mask into a public constant; checking once, when the key is
-    advertised, spares every peer the surprise.
+    advertised, spares every peer the surprise. ``probe`` is a throwaway key to
+    test against (a verifier may reuse one for many checks: the result only
+    depends on whether the point has low order).
     """
-    KeyAgreementKey.generate().exchange(public_key)
+    (probe or KeyAgreementKey.generate()).exchange(public_key)
