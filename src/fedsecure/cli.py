@@ -96,10 +96,15 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     try:
+        import sklearn  # noqa: F401
+        import torch  # noqa: F401
+
         from .fl import train_federated
         from .fl.examples import EXAMPLES
     except ImportError as error:  # pragma: no cover - depends on the installed extras
-        raise SystemExit(f"fedsecure train needs the torch and examples extras: {error}") from None
+        print(f"fedsecure train needs the torch and examples extras ({error}); install them with\n"
+              "  .venv/bin/pip install -c constraints.txt -e '.[torch,examples]'", file=sys.stderr)
+        return 2
 
     builder = EXAMPLES[args.example]
     options: dict[str, Any] = {"protocol": _PROTOCOLS[args.protocol], "seed": args.seed}
@@ -111,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty() and not args.quiet
 
     def on_round(record: Any) -> None:
-        if show or not args.json:
+        if not args.quiet and (show or not args.json):
             status = f"ABORTED ({record.abort_reason})" if record.aborted else f"survivors {record.survivors}/{record.cohort}"
             line = (f"round {record.round + 1:>3}/{args.rounds}  loss {record.loss:.4f}  accuracy "
                     f"{100 * record.accuracy:5.1f}%  {status}")
