@@ -106,6 +106,13 @@ def _train(args: argparse.Namespace) -> int:
               "  .venv/bin/pip install -c constraints.txt -e '.[torch,examples]'", file=sys.stderr)
         return 2
 
+    import logging
+    import os
+
+    # This command reports aborted rounds itself, one line per round.
+    logging.getLogger("fedsecure.fl").setLevel(logging.ERROR)
+    if args.plot and os.path.dirname(args.plot):
+        os.makedirs(os.path.dirname(args.plot), exist_ok=True)
     builder = EXAMPLES[args.example]
     options: dict[str, Any] = {"protocol": _PROTOCOLS[args.protocol], "seed": args.seed}
     if args.clients is not None:
@@ -140,11 +147,12 @@ def _train(args: argparse.Namespace) -> int:
     }
     if args.json:
         print(json.dumps(summary, sort_keys=True))
+        return 3 if result.history and all(r.aborted for r in result.history) else 0
     else:
         extra = "".join(f"  {name} {value:.4f}" for name, value in summary["metrics"].items())
         print(f"final accuracy {100 * (result.final_accuracy or 0):.1f}%  loss {result.final_loss:.4f}{extra}  "
               f"in {result.seconds:.1f}s")
-    return 0
+    return 3 if result.history and all(r.aborted for r in result.history) else 0
 
 
 def _plot_history(history: Sequence[Any], path: str, *, title: str) -> None:
@@ -199,12 +207,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "train",
         help="federated training of a seed example with secure aggregation",
         description="Train one of the seed examples over simulated clients; aborted rounds leave the model "
-        "unchanged. Needs the torch and examples extras.",
+        "unchanged. Needs the torch and examples extras. Exit status: 0 trained, 2 invalid arguments or "
+        "configuration, 3 every round aborted.",
     )
     train.add_argument("--example", choices=["linear784", "logistic", "cnn-digits"], default="linear784")
     train.add_argument("--protocol", choices=sorted(_PROTOCOLS), default="secagg+")
     train.add_argument("--clients", type=_count, default=None, help="number of clients (example default)")
-    train.add_argument("--rounds", type=_count, default=10)
+    train.add_argument("--rounds", type=_count, default=10,
+                       help="total rounds, counting rounds already done in a --resume directory (default 10)")
     train.add_argument("--dropout", type=_fraction, default=None,
                        help="fraction of each cohort that drops out (example default)")
     train.add_argument("--seed", type=int, default=0, help="data, sampling and dropouts; never keys")

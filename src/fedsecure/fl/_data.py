@@ -88,7 +88,8 @@ def partition(
         order = np.argsort(labels, kind="stable")
         shards = np.array_split(order, clients * shards_per_client)
         picks = rng.permutation(len(shards))
-        parts = [np.concatenate([shards[s] for s in picks[c::clients]]) for c in range(clients)]
+        parts = [np.concatenate([shards[s] for s in picks[c::clients]]).astype(np.int64) for c in range(clients)]
+        parts = _rebalance_empty(parts, rng)
     else:
         if not alpha > 0:
             raise ValueError("alpha must be positive")
@@ -99,17 +100,18 @@ def partition(
             cuts = (np.cumsum(proportions)[:-1] * len(members)).astype(int)
             for c, chunk in enumerate(np.split(members, cuts)):
                 buckets[c].extend(chunk.tolist())
-        parts = [np.array(b, dtype=np.int64) for b in buckets]
-        _rebalance_empty(parts, rng)
+        parts = _rebalance_empty([np.array(b, dtype=np.int64) for b in buckets], rng)
     return [np.sort(p).astype(np.int64) for p in parts]
 
 
-def _rebalance_empty(parts: Sequence[np.ndarray], rng: np.random.Generator) -> None:
-    # A client left empty by a very skewed draw takes one example from the largest client.
-    lists = parts if isinstance(parts, list) else list(parts)
+def _rebalance_empty(parts: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    # A client left empty by a very skewed draw (or by more shards than examples) takes one
+    # example from the largest client.
+    lists = list(parts)
     for index, part in enumerate(lists):
         if part.size == 0:
             donor = int(np.argmax([p.size for p in lists]))
             take = int(rng.integers(lists[donor].size))
             lists[index] = lists[donor][take : take + 1]
             lists[donor] = np.delete(lists[donor], take)
+    return lists

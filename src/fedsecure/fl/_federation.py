@@ -55,6 +55,7 @@ class RoundRecord:
     abort_reason: str | None
     seconds: float
     aggregation_seconds: float
+    clipped: int = 0
     loss: float | None = None
     accuracy: float | None = None
 
@@ -64,9 +65,22 @@ def _strip_prefix(name: str) -> str:
 
 
 def _float_state(model: Any) -> dict[str, Any]:
-    """The model's floating-point state (parameters and float buffers), keys without Opacus' prefix."""
-    return {_strip_prefix(name): tensor for name, tensor in model.state_dict().items()
-            if tensor.is_floating_point()}
+    """The model's floating-point state (parameters and float buffers), keys without Opacus' prefix.
+
+    A tensor that appears under two names (tied weights) is kept once, under its first name.
+    """
+    state: dict[str, Any] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, tensor in model.state_dict().items():
+        identity = (tensor.data_ptr(), tensor.numel())
+        if tensor.is_floating_point() and identity not in seen:
+            seen.add(identity)
+            state[_strip_prefix(name)] = tensor
+    return state
+
+
+def _parameter_names(model: Any) -> set[str]:
+    return {_strip_prefix(name) for name, _ in model.named_parameters()}
 
 
 def _local_copy(model: Any) -> Any:
@@ -88,6 +102,11 @@ def _local_copy(model: Any) -> Any:
             finally:
                 model.add_hooks(**settings)
             return GradSampleModule(inner, strict=False, **settings)
+        raise ConfigurationError(
+            f"cannot copy an Opacus {type(model).__name__} as the global model: pass the unwrapped module "
+            "and wrap it inside your train function",
+            parameter="model",
+        )
     return copy.deepcopy(model)
 
 
@@ -123,14 +142,31 @@ class Federation:
     seed: int = 0
     threat: ThreatModel | None = None
     ring_bits: int = 32
+    max_weight: int = 4096
 
     def __post_init__(self) -> None:
         if not self.clients:
             raise ConfigurationError("a federation needs clients", parameter="clients")
         if not 0 < self.fraction <= 1:
             raise ConfigurationError("fraction must be in (0, 1]", parameter="fraction")
-        self._spec = VectorSpec.from_parameters(_float_state(self.model))
-        self._max_weight = max(c.num_examples for c in self.clients)
+        # max_weight is public (it sizes the ring), so it is an operator's bound, never a client's count.
+        largest = max(c.num_examples for c in self.clients)
+        if largest > self.max_weight:
+            raise ConfigurationError(f"a client has {largest} examples, above max_weight={self.max_weight}: "
+                                     "raise `max_weight`", parameter="max_weight")
+        state = _float_state(self.model)
+        self._spec = VectorSpec.from_parameters(state)
+        parameters = _parameter_names(self.model)
+        self._parameter_mask = np.concatenate(
+            [np.full(t.size, t.name in parameters) for t in self._spec.tensors]) if state else np.zeros(0, bool)
+        # Refuse, now rather than every round, a cohort the protocol can never aggregate.
+        cohort = self.sample_cohort(0)
+        RoundConfig.create(protocol=self.protocol, clients=range(len(cohort)), encoding=self._encoding(len(cohort)),
+                           threat=self.threat)
+
+    def _encoding(self, cohort: int) -> EncodingConfig:
+        return EncodingConfig.fit_scale(dimension=self._spec.size, clients=max(2, cohort), clip=self.clip,
+                                        ring_bits=self.ring_bits, clip_mode=ClipMode.L2, max_weight=self.max_weight)
 
     @property
     def spec(self) -> VectorSpec:
@@ -172,13 +208,15 @@ class Federation:
 
     def _aggregate(self, round_index: int, cohort: Sequence[FederatedClient], updates: dict[int, np.ndarray],
                    weights: dict[int, int], before: np.ndarray) -> RoundRecord:
-        def aborted(reason: str, survivors: int = 0) -> RoundRecord:
-            LOGGER.warning("round %d aborted, global model unchanged: %s", round_index, reason)
-            return RoundRecord(round_index, len(cohort), survivors, True, reason, 0.0, 0.0)
+        clipped = sum(1 for u in updates.values() if np.isfinite(u).all() and np.linalg.norm(u) > self.clip)
 
-        encoding = EncodingConfig.fit_scale(dimension=self._spec.size, clients=max(2, len(cohort)), clip=self.clip,
-                                            ring_bits=self.ring_bits, clip_mode=ClipMode.L2,
-                                            max_weight=self._max_weight)
+        def aborted(reason: str, survivors: int = 0) -> RoundRecord:
+            LOGGER.warning("round %d aborted, global model unchanged: %s", round_index + 1, reason)
+            return RoundRecord(round_index, len(cohort), survivors, True, reason, 0.0, 0.0, clipped)
+
+        if clipped:
+            LOGGER.info("round %d: %d client updates clipped to L2 norm %g", round_index + 1, clipped, self.clip)
+        encoding = self._encoding(len(cohort))
         quantizer = Quantizer(encoding)
         encoded = {}
         for client_id, update in updates.items():
@@ -186,7 +224,7 @@ class Federation:
                 encoded[client_id] = quantizer.encode(update, weight=weights[client_id])
             except InvalidUpdateError as error:
                 # A client whose update is unusable (NaN, Inf) refuses the round; the others go on.
-                LOGGER.warning("round %d: client %d refused: %s", round_index, client_id, error)
+                LOGGER.warning("round %d: client %d refused: %s", round_index + 1, client_id, error)
         if not encoded:
             return aborted("every client refused")
         try:
@@ -202,30 +240,60 @@ class Federation:
         decoded = quantizer.decode_sum(report.result.ring_sum)
         if not decoded.total_weight:
             return aborted("the survivors' total weight is zero", len(report.result.survivors))
-        self.set_global_vector(self.server_optimizer.step(before, decoded.mean()))
-        return RoundRecord(round_index, len(cohort), len(report.result.survivors), False, None, 0.0, 0.0)
+        mean = decoded.mean()
+        # Float buffers (say, BatchNorm statistics) are averaged; only parameters go through the optimizer.
+        after = before + mean
+        mask = self._parameter_mask
+        after[mask] = self.server_optimizer.step(before[mask], mean[mask])
+        self.set_global_vector(after)
+        return RoundRecord(round_index, len(cohort), len(report.result.survivors), False, None, 0.0, 0.0, clipped)
 
     # ---- checkpoints ----------------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: protocol, cohort, seed and the model's layout."""
+        return {"protocol": self.protocol.value, "clients": len(self.clients), "fraction": self.fraction,
+                "seed": self.seed, "optimizer": self.server_optimizer.kind.value,
+                "layout": [[t.name, list(t.shape)] for t in self._spec.tensors]}
+
     def save(self, directory: str, history: Sequence[RoundRecord]) -> None:
-        """Write the global model, optimizer state and history; each file is replaced atomically."""
+        """Write model, optimizer state and history as one file, replaced atomically.
+
+        A crash leaves either the previous checkpoint or this one, never a mix.
+        ``history.json`` beside it is a readable copy; resuming reads only ``checkpoint.npz``.
+        """
         os.makedirs(directory, exist_ok=True)
-        _atomic_savez(os.path.join(directory, "model.npz"), {"global": self.global_vector()})
-        _atomic_savez(os.path.join(directory, "optimizer.npz"), self.server_optimizer.state)
-        payload = {"version": 1, "rounds_done": len(history), "history": [asdict(r) for r in history]}
+        meta = {"version": 1, "fingerprint": self.fingerprint(), "rounds_done": len(history),
+                "history": [asdict(r) for r in history]}
+        text = json.dumps(meta, indent=1)
+        arrays = {"global": self.global_vector(), "meta": np.frombuffer(text.encode(), dtype=np.uint8)}
+        arrays.update({f"optimizer/{k}": v for k, v in self.server_optimizer.state.items()})
+        _atomic_savez(os.path.join(directory, "checkpoint.npz"), arrays)
         temporary = os.path.join(directory, "history.json.tmp")
         with open(temporary, "w") as handle:
-            json.dump(payload, handle, indent=1)
+            handle.write(text)
         os.replace(temporary, os.path.join(directory, "history.json"))
 
     def restore(self, directory: str) -> list[RoundRecord]:
-        """Load what :meth:`save` wrote; returns the history so far."""
-        with np.load(os.path.join(directory, "model.npz"), allow_pickle=False) as data:
+        """Load what :meth:`save` wrote and return the history so far.
+
+        Refuses a checkpoint written for another model, protocol, cohort or seed.
+        The model, optimizer state and history are restored; the random state of
+        the user's data loaders is not, so a resumed run is not bit-identical to
+        an uninterrupted one.
+        """
+        path = os.path.join(directory, "checkpoint.npz")
+        if not os.path.exists(path):
+            raise ConfigurationError(f"no checkpoint at {path}", parameter="resume")
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(data["meta"].tobytes().decode())
+            mismatched = [k for k, v in self.fingerprint().items() if meta["fingerprint"].get(k) != v]
+            if mismatched:
+                raise ConfigurationError(f"the checkpoint in {directory} was written for a different "
+                                         f"{', '.join(mismatched)}", parameter="resume")
             self.set_global_vector(data["global"])
-        with np.load(os.path.join(directory, "optimizer.npz"), allow_pickle=False) as data:
-            self.server_optimizer.state = {name: data[name] for name in data.files}
-        with open(os.path.join(directory, "history.json")) as handle:
-            payload = json.load(handle)
-        return [RoundRecord(**record) for record in payload["history"]]
+            self.server_optimizer.state = {name.split("/", 1)[1]: data[name] for name in data.files
+                                           if name.startswith("optimizer/")}
+        return [RoundRecord(**record) for record in meta["history"]]
 
 
 def _atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:

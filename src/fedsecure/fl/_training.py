@@ -39,6 +39,8 @@ def train_federated(
     """
     started = time.perf_counter()
     history = federation.restore(resume) if resume else []
+    if history and stop is not None and stop(history[-1]):
+        rounds = len(history)  # The restored run had already met its stopping rule.
     for round_index in range(len(history), rounds):
         record = federation.run_round(round_index)
         if evaluate is not None:

@@ -119,7 +119,8 @@ def cnn_digits(*, protocol: ProtocolKind, clients: int = 20, dropout: float = 0.
                             protocol=protocol,
                             clients=_clients(_loaders(data.x_train, data.y_train, parts, 16, seed), parts),
                             clip=10.0, dropout=dropout, seed=seed,
-                            threat=threat or ThreatModel(dropout_fraction=max(0.1, dropout), corrupt_fraction=0.2))
+                            threat=threat or ThreatModel(dropout_fraction=min(max(0.1, dropout), 0.45),
+                                                         corrupt_fraction=0.2))
     return Experiment(federation, _classifier_evaluation(data.x_test, data.y_test))
 
 
