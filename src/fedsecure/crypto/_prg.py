@@ -37,24 +37,24 @@ def _check_dtype(dtype: np.dtype[np.unsignedinteger]) -> np.dtype[np.unsignedint
 
 
 class MaskExpander:
-    """Expands keys into mask vectors of one fixed length and dtype, reusing buffers.
+    """Expands keys into mask vectors of one fixed length and dtype.
 
-    ``add_into``/``subtract_into`` fold a mask into an accumulator in place,
-    which is the whole hot path of SecAgg masking: one AES-CTR pass and one
-    vector addition per key. Not thread-safe (it owns one scratch buffer).
+    :meth:`fold_into` is the whole hot path of SecAgg masking and unmasking:
+    one AES-CTR pass and one vector addition per key, block by block. It only
+    ever holds one block of keystream, whatever the vector length. Not
+    thread-safe (it owns that block).
     """
 
-    __slots__ = ("_length", "_dtype", "_zeros", "_scratch", "_block_zeros")
+    __slots__ = ("_length", "_dtype", "_block", "_block_zeros")
 
     def __init__(self, length: int, dtype: np.dtype[np.unsignedinteger] | type = np.uint32) -> None:
         if length < 0:
             raise ValueError("length must be non-negative")
         self._length = length
         self._dtype = _check_dtype(np.dtype(dtype))
-        nbytes = length * self._dtype.itemsize
-        self._zeros = bytes(nbytes)
-        self._scratch = np.empty(length, dtype=self._dtype)
-        self._block_zeros = self._zeros[: min(length, _BLOCK_WORDS) * self._dtype.itemsize]
+        words = min(length, _BLOCK_WORDS)
+        self._block = np.empty(words, dtype=self._dtype)
+        self._block_zeros = bytes(words * self._dtype.itemsize)
 
     @property
     def length(self) -> int:
@@ -64,12 +64,17 @@ class MaskExpander:
     def dtype(self) -> np.dtype[np.unsignedinteger]:
         return self._dtype
 
+    def _blocks(self) -> range:
+        return range(0, self._length, _BLOCK_WORDS)
+
     def expand_into(self, key: bytes, out: np.ndarray) -> None:
         """Write the keystream of ``key`` into ``out`` (contiguous, this expander's length and dtype)."""
         if out.dtype != self._dtype or out.shape != (self._length,) or not out.flags.c_contiguous:
             raise ValueError("output buffer has the wrong dtype, shape or layout")
-        encryptor = Cipher(algorithms.AES(key), _ZERO_COUNTER_MODE).encryptor()
-        encryptor.update_into(self._zeros, out.data.cast("B"))
+        context = Cipher(algorithms.AES(key), _ZERO_COUNTER_MODE).encryptor()
+        for start in self._blocks():
+            raw = out[start : start + _BLOCK_WORDS].data.cast("B")
+            context.update_into(self._block_zeros[: raw.nbytes], raw)
 
     def expand(self, key: bytes) -> np.ndarray:
         """A new array holding the mask of ``key``."""
@@ -79,29 +84,24 @@ class MaskExpander:
 
     def add_into(self, accumulator: np.ndarray, key: bytes) -> None:
         """``accumulator += mask(key)`` modulo 2^(word size)."""
-        self.expand_into(key, self._scratch)
-        np.add(accumulator, self._scratch, out=accumulator)
+        self.fold_into(accumulator, [(key, True)])
 
     def subtract_into(self, accumulator: np.ndarray, key: bytes) -> None:
         """``accumulator -= mask(key)`` modulo 2^(word size)."""
-        self.expand_into(key, self._scratch)
-        np.subtract(accumulator, self._scratch, out=accumulator)
+        self.fold_into(accumulator, [(key, False)])
 
     def fold_into(self, accumulator: np.ndarray, keys: Sequence[tuple[bytes, bool]]) -> None:
         """For each ``(key, add)``: ``accumulator += mask(key)`` if ``add`` else ``-= mask(key)``.
 
-        Equal to calling :meth:`add_into`/:meth:`subtract_into` per key, but
-        processed block by block so that each keystream block is added while
-        it is still in cache.
+        Processed block by block, one AES-CTR context per key kept open across
+        blocks, so that each keystream block is added while it is still in cache.
         """
         if accumulator.dtype != self._dtype or accumulator.shape != (self._length,):
             raise ValueError("accumulator has the wrong dtype or shape")
         contexts = [(Cipher(algorithms.AES(key), _ZERO_COUNTER_MODE).encryptor(), add) for key, add in keys]
-        block = self._scratch[: min(self._length, _BLOCK_WORDS)]
-        for start in range(0, self._length, _BLOCK_WORDS):
-            stop = min(start + _BLOCK_WORDS, self._length)
-            target = accumulator[start:stop]
-            stream = block[: stop - start]
+        for start in self._blocks():
+            target = accumulator[start : start + _BLOCK_WORDS]
+            stream = self._block[: target.size]
             raw = stream.data.cast("B")
             zeros = self._block_zeros[: raw.nbytes]
             for context, add in contexts:
