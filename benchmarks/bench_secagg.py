@@ -42,7 +42,7 @@ import fedsecure
 from fedsecure.encoding import ClipMode, EncodingConfig, Quantizer, Ring
 from fedsecure.protocols import ProtocolKind, RoundConfig, ServerSession, ThreatModel
 from fedsecure.protocols._secagg import apply_masks
-from fedsecure.runtime import DropoutSchedule, Simulator, client_stages
+from fedsecure.runtime import DropoutSchedule, Simulator, client_stages, plaintext_ring_sum
 
 THREAT = ThreatModel(dropout_fraction=0.1, corrupt_fraction=0.2)
 FULL_GRID = dict(clients=[10, 50, 100, 500, 1000], dims=[10_000, 100_000, 1_000_000], dropouts=[0.0, 0.1, 0.3])
@@ -206,10 +206,7 @@ def run_round(protocol: ProtocolKind, n: int, d: int, dropout: float, seed: int,
     result = report.result
     correct = False
     if result is not None:
-        expected = np.zeros(config.vector_length, dtype=encoding.ring.dtype)
-        for c in result.survivors:
-            np.add(expected, updates[c].values, out=expected)
-        correct = bool(np.array_equal(encoding.ring.reduce(expected), result.ring_sum))
+        correct = bool(np.array_equal(plaintext_ring_sum(updates, result.survivors), result.ring_sum))
     survivors = sorted(result.survivors) if result else []
     up = statistics.mean(report.bytes_sent(c) for c in survivors) if survivors else 0.0
     record: dict[str, Any] = {
@@ -274,10 +271,8 @@ def aborts(rounds: int, seed: int, *, bernoulli: bool) -> dict[str, Any]:
         if report.aborted:
             aborted += 1
         else:
-            expected = np.zeros(config.vector_length, dtype=encoding.ring.dtype)
-            for c in report.result.survivors:
-                np.add(expected, updates[c].values, out=expected)
-            wrong += not np.array_equal(encoding.ring.reduce(expected), report.result.ring_sum)
+            wrong += not np.array_equal(plaintext_ring_sum(updates, report.result.survivors),
+                                        report.result.ring_sum)
         if (r + 1) % 100 == 0:
             log(f"  {'bernoulli' if bernoulli else 'exact-10%'} rounds {r + 1}/{rounds}: aborted {aborted}")
     return {"rounds": rounds, "clients": n, "dropout_model": "bernoulli(0.1)" if bernoulli else "exactly 10%",

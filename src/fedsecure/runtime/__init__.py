@@ -1,7 +1,7 @@
 """Transports that drive the sans-IO sessions: the in-process simulator (Flower comes later)."""
 
 from ._schedule import DropoutSchedule, client_stages
-from ._simulate import SimulationReport, client_data, simulate
+from ._simulate import SimulationReport, client_data, plaintext_ring_sum, simulate
 from ._simulator import Interceptor, RoundReport, Simulator, TranscriptRecord
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "TranscriptRecord",
     "client_data",
     "client_stages",
+    "plaintext_ring_sum",
     "simulate",
 ]

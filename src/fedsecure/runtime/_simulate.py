@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from ..protocols import ProtocolKind, RoundConfig, ThreatModel
 from ._schedule import DropoutSchedule
 from ._simulator import Progress, RoundReport, Simulator
 
-__all__ = ["SimulationReport", "simulate", "client_data"]
+__all__ = ["SimulationReport", "simulate", "client_data", "plaintext_ring_sum"]
 
 CLIP = 1.0
 
@@ -21,6 +22,16 @@ def client_data(seed: int, client: int, dimension: int) -> np.ndarray:
     """The simulated update of one client: uniform in [-CLIP, CLIP], reproducible from (seed, client)."""
     rng = np.random.default_rng([seed, client])  # noqa: csprng-ok (simulated data, not a secret)
     return rng.uniform(-CLIP, CLIP, size=dimension)
+
+
+def plaintext_ring_sum(updates: Mapping[int, EncodedUpdate], clients: Iterable[int]) -> np.ndarray:
+    """The ring sum of ``clients``' encoded updates, computed in the clear: what a secure round must return."""
+    first = next(iter(updates.values()))
+    ring = first.ring
+    total = np.zeros(first.values.size, dtype=ring.dtype)
+    for client in clients:
+        np.add(total, updates[client].values, out=total)
+    return ring.reduce(total)
 
 
 @dataclass
@@ -105,14 +116,11 @@ def simulate(
     correct = False
     max_abs_error = float("nan")
     if report.result is not None:
-        ring = encoding.ring
-        expected = np.zeros(encoding.vector_length, dtype=ring.dtype)
+        survivors = sorted(report.result.survivors)
+        correct = bool(np.array_equal(plaintext_ring_sum(updates, survivors), report.result.ring_sum))
         float_sum = np.zeros(dimension)
-        for c in sorted(report.result.survivors):
-            np.add(expected, updates[c].values, out=expected)
+        for c in survivors:
             float_sum += client_data(seed, c, dimension)
-        ring.reduce(expected)
-        correct = bool(np.array_equal(expected, report.result.ring_sum))
         decoded = quantizer.decode_sum(report.result.ring_sum).total
         max_abs_error = float(np.max(np.abs(decoded - float_sum)))
     return SimulationReport(round=report, encoding=encoding, correct=correct, max_abs_error=max_abs_error)
