@@ -59,6 +59,37 @@ def test_x25519_refuses_low_order_and_malformed_points() -> None:
     validate_public_key(KeyAgreementKey.generate().public_bytes)
 
 
+def test_small_order_table_agrees_with_openssl() -> None:
+    # Every listed encoding, with and without the ignored top bit, must make OpenSSL's
+    # X25519 refuse (an all-zero shared secret) and be refused by the table check.
+    from fedsecure.crypto._keys import _SMALL_ORDER_POINTS
+
+    key = KeyAgreementKey.generate()
+    assert len(_SMALL_ORDER_POINTS) == 7
+    for point in _SMALL_ORDER_POINTS:
+        for variant in (point, point[:31] + bytes([point[31] | 0x80])):
+            with pytest.raises(CryptoError):
+                key.exchange(variant)
+            with pytest.raises(CryptoError, match="small order"):
+                validate_public_key(variant)
+    # Near the encodings that matter (small u, u around p, where non-canonical encodings live)
+    # the table refuses exactly what OpenSSL refuses.
+    p = 2**255 - 19
+    for u in [*range(64), *range(p - 64, 2**255)]:
+        encoded = u.to_bytes(32, "little")
+        try:
+            key.exchange(encoded)
+            openssl_accepts = True
+        except CryptoError:
+            openssl_accepts = False
+        try:
+            validate_public_key(encoded)
+            table_accepts = True
+        except CryptoError:
+            table_accepts = False
+        assert table_accepts == openssl_accepts, u
+
+
 def test_private_key_never_leaks_through_repr_or_pickle() -> None:
     key = KeyAgreementKey.from_raw_private_bytes(ALICE_PRIVATE)
     assert ALICE_PRIVATE.hex() not in repr(key)

@@ -89,13 +89,38 @@ class KeyAgreementKey:
         raise TypeError("KeyAgreementKey holds a secret and cannot be pickled")
 
 
-def validate_public_key(public_key: bytes, *, probe: KeyAgreementKey | None = None) -> None:
+# The u-coordinates of every point of small order on Curve25519, as listed by
+# libsodium (crypto_scalarmult/curve25519/ref10, ``has_small_order``): 0 and 1,
+# the two points of order 8, p-1 (order 2), and the non-canonical encodings p
+# and p+1. X25519 ignores the top bit of a public key (RFC 7748 §5), so keys are
+# compared with that bit cleared. tests/test_crypto.py checks every entry against
+# OpenSSL (each yields the all-zero shared secret, which it refuses).
+_P = 2**255 - 19
+_SMALL_ORDER_POINTS = frozenset(
+    u.to_bytes(32, "little")
+    for u in (
+        0,
+        1,
+        int.from_bytes(bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"), "little"),
+        int.from_bytes(bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"), "little"),
+        _P - 1,
+        _P,
+        _P + 1,
+    )
+)
+
+
+def validate_public_key(public_key: bytes) -> None:
     """Raise :class:`CryptoError` unless ``public_key`` is a usable X25519 public key.
 
-    A low-order point makes every shared secret all-zero, which would turn a
-    pairwise mask into a public constant; checking once, when the key is
-    advertised, spares every peer the surprise. ``probe`` is a throwaway key to
-    test against (a verifier may reuse one for many checks: the result only
-    depends on whether the point has low order).
+    A point of small order makes every shared secret all-zero, which would turn
+    a pairwise mask into a public constant; checking once, when the key is
+    advertised, spares every peer the surprise. Every other 32-byte string is a
+    valid X25519 public key (RFC 7748 §5), so a table of the seven small-order
+    encodings is a complete check and costs no scalar multiplication.
     """
-    (probe or KeyAgreementKey.generate()).exchange(public_key)
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        raise CryptoError("invalid public key: not 32 bytes")
+    canonical_top = bytes([public_key[31] & 0x7F])
+    if public_key[:31] + canonical_top in _SMALL_ORDER_POINTS:
+        raise CryptoError("invalid public key: a point of small order")

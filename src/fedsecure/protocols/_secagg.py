@@ -272,7 +272,6 @@ class SecAggServerSession(ServerSession):
         self._seen_public_keys: set[bytes] = set()
         self._envelopes: dict[int, dict[int, bytes]] = {}
         self._commitments: dict[int, bytes] = {}
-        self._probe_key = KeyAgreementKey.generate()
         self._u1: frozenset[int] = frozenset()
         self._u2: frozenset[int] = frozenset()
         self._u3: frozenset[int] = frozenset()
@@ -297,7 +296,7 @@ class SecAggServerSession(ServerSession):
             if key in self._seen_public_keys:
                 raise PeerProtocolError(PeerFault.BAD_PUBLIC_KEY, peer=message.sender, detail="key reused")
             try:
-                validate_public_key(key, probe=self._probe_key)
+                validate_public_key(key)
             except CryptoError:
                 raise PeerProtocolError(PeerFault.BAD_PUBLIC_KEY, peer=message.sender,
                                         detail="not a valid X25519 key") from None
