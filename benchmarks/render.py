@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/render.py benchmarks/results/secagg.json benchmarks/results/aborts.json > benchmarks/RESULTS.md
+    python benchmarks/render.py benchmarks/results/secagg.json benchmarks/results/aborts.json \
+        benchmarks/results/train.json > benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ def grid_table(records: list[dict[str, Any]]) -> str:
 
 
 def train_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| protocol | round ms (median) | aggregation ms (median) | round / plaintext | final accuracy |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| protocol | round ms (median) | aggregation ms (median) | round / plaintext "
+             "| aggregation adds to a round | final accuracy |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
+        added = f"{100 * r['added_fraction']:.1f}%" if "added_fraction" in r else "n/a"
         lines.append(f"| {r['protocol']} | {1e3 * r['round_s']:.1f} | {1e3 * r['aggregation_s']:.1f} | "
-                     f"{r['ratio_to_plaintext']:.3f} | {100 * r['final_accuracy']:.1f}% |")
+                     f"{r['ratio_to_plaintext']:.3f} | {added} | {100 * r['final_accuracy']:.1f}% |")
     return "\n".join(lines)
 
 
@@ -59,6 +62,11 @@ def main(paths: list[str]) -> None:
         print(f"### `{path}`\n\n{_machine(data['machine'])}\n")
         if "example" in data:
             print(train_table(data["records"]) + "\n")
+            if "secagg_crypto_floor_s" in data:
+                floor = data["secagg_crypto_floor_s"]
+                parts = ", ".join(f"{name} {1e3 * seconds:.2f} ms" for name, seconds in floor.items())
+                print(f"Cryptographic floor of one SecAgg round at these settings: {1e3 * sum(floor.values()):.1f} ms, "
+                      f"{100 * data['floor_fraction_of_round']:.1f}% of a plaintext round ({parts}).\n")
         elif "records" in data:
             print(grid_table(data["records"]) + "\n")
         if "aborts" in data:
