@@ -7,6 +7,21 @@ safely; use them directly only if you know why the protocol needs each step.
 from ._envelope import ENVELOPE_OVERHEAD, open_envelope, seal
 from ._kdf import Purpose, derive_key, seed_commitment
 from ._keys import PUBLIC_KEY_BYTES, KeyAgreementKey, key_fingerprint, validate_public_key
+from ._paillier import (
+    MIN_SECURE_KEY_BITS,
+    PaillierDecryptor,
+    PaillierEncryptor,
+    PaillierKeyShare,
+    ThresholdPaillierKey,
+    ciphertext_bytes,
+    ciphertexts_from_bytes,
+    ciphertexts_to_bytes,
+    combine_partial_decryptions,
+    deal_threshold_paillier,
+    generate_paillier_keypair,
+    multiply_ciphertexts,
+    safe_prime,
+)
 from ._prg import MaskExpander, expand_mask
 from ._shamir import (
     FIELD_PRIME,
@@ -20,6 +35,19 @@ from ._shamir import (
 )
 
 __all__ = [
+    "MIN_SECURE_KEY_BITS",
+    "PaillierDecryptor",
+    "PaillierEncryptor",
+    "PaillierKeyShare",
+    "ThresholdPaillierKey",
+    "ciphertext_bytes",
+    "ciphertexts_from_bytes",
+    "ciphertexts_to_bytes",
+    "combine_partial_decryptions",
+    "deal_threshold_paillier",
+    "generate_paillier_keypair",
+    "multiply_ciphertexts",
+    "safe_prime",
     "ENVELOPE_OVERHEAD",
     "FIELD_PRIME",
     "KeyAgreementKey",

@@ -2,6 +2,7 @@
 
 from ._clip import ClipMode, clip, clip_l2, clip_per_coordinate
 from ._quantize import MAX_RING_BITS, DecodedSum, EncodedUpdate, EncodingConfig, Quantizer, Ring
+from ._packing import SlotLayout
 from ._vector import TensorSpec, VectorSpec
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "MAX_RING_BITS",
     "Quantizer",
     "Ring",
+    "SlotLayout",
     "TensorSpec",
     "VectorSpec",
     "clip",
