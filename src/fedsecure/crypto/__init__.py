@@ -22,6 +22,7 @@ from ._paillier import (
     multiply_ciphertexts,
     safe_prime,
 )
+from ._signing import SIGNATURE_BYTES, VERIFY_KEY_BYTES, SigningKey, verify_signature
 from ._prg import MaskExpander, expand_mask
 from ._shamir import (
     FIELD_PRIME,
@@ -35,6 +36,10 @@ from ._shamir import (
 )
 
 __all__ = [
+    "SIGNATURE_BYTES",
+    "VERIFY_KEY_BYTES",
+    "SigningKey",
+    "verify_signature",
     "MIN_SECURE_KEY_BITS",
     "PaillierDecryptor",
     "PaillierEncryptor",

@@ -21,7 +21,12 @@ import numpy as np
 from .._errors import DecodeError, PeerFault
 from ..crypto import PUBLIC_KEY_BYTES, SHARE_BYTES
 from ._messages import (
+    SIGNATURE_BYTES,
     AdvertiseKeys,
+    DecryptedAggregate,
+    DecryptionRequest,
+    EncryptedInput,
+    PartialDecryption,
     EncryptedShare,
     KeysBroadcast,
     MaskedInput,
@@ -57,6 +62,10 @@ _TYPE_CODES: dict[type, int] = {
     UnmaskRequest: 7,
     UnmaskingShares: 8,
     PlaintextInput: 9,
+    EncryptedInput: 10,
+    DecryptionRequest: 11,
+    DecryptedAggregate: 12,
+    PartialDecryption: 13,
 }
 _DTYPES = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
@@ -80,6 +89,15 @@ def _encode_share_values(values: tuple[ShareValue, ...]) -> list[bytes]:
     return parts
 
 
+def _encode_contribution(contribution: EncryptedInput) -> list[bytes]:
+    return [_U32.pack(contribution.sender), _U32.pack(len(contribution.ciphertexts)), contribution.ciphertexts,
+            contribution.signature]
+
+
+def _encode_vector(vector: np.ndarray) -> list[bytes | memoryview]:
+    return [_VECTOR_HEADER.pack(vector.dtype.itemsize, vector.size), np.ascontiguousarray(vector).data.cast("B")]
+
+
 def encode_message(message: Message) -> bytes:
     """Serialise a message to bytes."""
     code = _TYPE_CODES[type(message)]
@@ -97,9 +115,20 @@ def encode_message(message: Message) -> bytes:
     elif isinstance(message, SharesDelivery):
         parts.extend(_encode_shares(message.shares))
     elif isinstance(message, (MaskedInput, PlaintextInput)):
-        vector = message.vector
-        parts.append(_VECTOR_HEADER.pack(vector.dtype.itemsize, vector.size))
-        parts.append(np.ascontiguousarray(vector).data.cast("B"))
+        parts.extend(_encode_vector(message.vector))
+    elif isinstance(message, EncryptedInput):
+        parts.extend(_encode_contribution(message)[1:])
+    elif isinstance(message, DecryptionRequest):
+        parts.append(_U32.pack(len(message.contributions)))
+        for contribution in message.contributions:
+            parts.extend(_encode_contribution(contribution))
+        parts += [_U32.pack(len(message.aggregate)), message.aggregate]
+    elif isinstance(message, DecryptedAggregate):
+        parts.append(_U32.pack(len(message.contributors)))
+        parts.append(np.asarray(message.contributors, dtype="<u4").tobytes())
+        parts.extend(_encode_vector(message.vector))
+    elif isinstance(message, PartialDecryption):
+        parts += [message.aggregate_digest, _U32.pack(len(message.partials)), message.partials]
     elif isinstance(message, UnmaskRequest):
         parts.append(_U32.pack(len(message.survivors)))
         parts.append(np.asarray(message.survivors, dtype="<u4").tobytes())
@@ -139,6 +168,25 @@ class _Reader:
             raise ValueError("trailing bytes after the message")
 
 
+def _decode_vector(reader: _Reader) -> np.ndarray:
+    width, count = reader.unpack(_VECTOR_HEADER)
+    dtype = _DTYPES.get(width)  # type: ignore[call-overload]
+    if dtype is None:
+        raise ValueError("vector word width must be 4 or 8 bytes")
+    return np.frombuffer(reader.take(count * width), dtype=dtype)  # type: ignore[operator]
+
+
+def _decode_blob(reader: _Reader) -> bytes:
+    (length,) = reader.unpack(_U32)
+    return reader.take(length)  # type: ignore[arg-type]
+
+
+def _decode_contribution(round_id: int, sender: int, reader: _Reader) -> EncryptedInput:
+    ciphertexts = _decode_blob(reader)
+    return EncryptedInput(round_id=round_id, sender=sender, ciphertexts=ciphertexts,
+                          signature=reader.take(SIGNATURE_BYTES))
+
+
 def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Message:
     if code == 1:
         return RoundStart(round_id=round_id, recipient=party, config_digest=reader.take(32))
@@ -162,14 +210,25 @@ def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Messa
             return ShareKeys(round_id=round_id, sender=party, seed_commitment=commitment, shares=tuple(shares))
         return SharesDelivery(round_id=round_id, recipient=party, shares=tuple(shares))
     if code in (6, 9):
-        width, count = reader.unpack(_VECTOR_HEADER)
-        dtype = _DTYPES.get(width)  # type: ignore[call-overload]
-        if dtype is None:
-            raise ValueError("vector word width must be 4 or 8 bytes")
-        raw = reader.take(count * width)  # type: ignore[operator]
-        vector = np.frombuffer(raw, dtype=dtype)
         cls = MaskedInput if code == 6 else PlaintextInput
-        return cls(round_id=round_id, sender=party, vector=vector)
+        return cls(round_id=round_id, sender=party, vector=_decode_vector(reader))
+    if code == 10:
+        return _decode_contribution(round_id, party, reader)
+    if code == 11:
+        contributions = []
+        for _ in range(reader.count(2 * _U32.size + SIGNATURE_BYTES)):
+            (sender,) = reader.unpack(_U32)
+            contributions.append(_decode_contribution(round_id, sender, reader))  # type: ignore[arg-type]
+        return DecryptionRequest(round_id=round_id, recipient=party, contributions=tuple(contributions),
+                                 aggregate=_decode_blob(reader))
+    if code == 12:
+        count = reader.count(_U32.size)
+        contributors = tuple(int(c) for c in np.frombuffer(reader.take(4 * count), dtype="<u4"))
+        return DecryptedAggregate(round_id=round_id, sender=party, contributors=contributors,
+                                  vector=_decode_vector(reader))
+    if code == 13:
+        digest = reader.take(32)
+        return PartialDecryption(round_id=round_id, sender=party, aggregate_digest=digest, partials=_decode_blob(reader))
     if code == 7:
         count = reader.count(_U32.size)
         survivors = tuple(int(s) for s in np.frombuffer(reader.take(4 * count), dtype="<u4"))

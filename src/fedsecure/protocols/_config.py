@@ -6,17 +6,19 @@ import enum
 import hashlib
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
+import phe
 
 from .._errors import ConfigurationError
-from ..crypto import MaskExpander, Purpose, derive_key
-from ..encoding import EncodingConfig, Ring
+from ..crypto import MIN_SECURE_KEY_BITS, VERIFY_KEY_BYTES, MaskExpander, Purpose, derive_key
+from ..encoding import EncodingConfig, Ring, SlotLayout
 from ._parameters import GraphParameters, ThreatModel, choose_parameters, complete_graph_parameters
 
-__all__ = ["ProtocolKind", "RoundConfig", "MAX_CLIENT_ID"]
+__all__ = ["ProtocolKind", "RoundConfig", "MAX_CLIENT_ID", "PaillierKeys", "PaillierParameters"]
 
 MAX_CLIENT_ID = 2**32 - 2
 _GRAPH_SEED_BYTES = 32
@@ -28,6 +30,76 @@ class ProtocolKind(enum.Enum):
     PLAINTEXT = "plaintext"
     SECAGG = "secagg"
     SECAGG_PLUS = "secagg+"
+    PAILLIER = "paillier"
+    PAILLIER_THRESHOLD = "paillier-threshold"
+
+    @property
+    def is_paillier(self) -> bool:
+        return self in (ProtocolKind.PAILLIER, ProtocolKind.PAILLIER_THRESHOLD)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PaillierKeys:
+    """The public key material of a Paillier deployment, set up once and reused across rounds.
+
+    ``signing_keys`` is the registry of every client's Ed25519 verification key
+    (distributed out of band, a PKI). For threshold decryption, ``key_holders``
+    lists who holds shares of the decryption key, in share order, and any
+    ``decryption_threshold`` of them can decrypt; for a separate decryptor both
+    are empty. ``insecure`` must be set to use a modulus below 2048 bits (tests only).
+    """
+
+    public_key: phe.PaillierPublicKey
+    signing_keys: Mapping[int, bytes]
+    key_holders: tuple[int, ...] = ()
+    decryption_threshold: int = 0
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.public_key, phe.PaillierPublicKey):
+            raise ConfigurationError("public_key must be a phe.PaillierPublicKey", parameter="public_key")
+        bits = int(self.public_key.n).bit_length()
+        if bits < MIN_SECURE_KEY_BITS and not self.insecure:
+            raise ConfigurationError(f"a {bits}-bit Paillier modulus is insecure; use key_bits >= "
+                                     f"{MIN_SECURE_KEY_BITS}", parameter="key_bits")
+        if any(type(k) is not bytes or len(k) != VERIFY_KEY_BYTES for k in self.signing_keys.values()):
+            raise ConfigurationError("signing keys must be 32-byte Ed25519 keys", parameter="signing_keys")
+        object.__setattr__(self, "signing_keys", MappingProxyType(dict(self.signing_keys)))
+        if self.key_holders and not 1 <= self.decryption_threshold <= len(self.key_holders):
+            raise ConfigurationError("decryption_threshold must lie in [1, number of key holders]",
+                                     parameter="decryption_threshold")
+
+    @property
+    def key_bits(self) -> int:
+        return int(self.public_key.n).bit_length()
+
+    @property
+    def threshold_decryption(self) -> bool:
+        return bool(self.key_holders)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PaillierParameters:
+    """The Paillier part of one round's public configuration: keys, slot layout and the contributor minimum."""
+
+    keys: PaillierKeys
+    layout: SlotLayout
+    ciphertexts: int
+    min_contributors: int
+
+    def canonical_bytes(self) -> bytes:
+        keys, layout = self.keys, self.layout
+        n = int(keys.public_key.n)
+        registry = b"".join(struct.pack("<I", c) + keys.signing_keys[c] for c in sorted(keys.signing_keys))
+        return b"".join((
+            b"fedsecure/v1/paillier",
+            struct.pack("<I", (n.bit_length() + 7) // 8), n.to_bytes((n.bit_length() + 7) // 8, "little"),
+            struct.pack("<IIIQIII", layout.value_bits, layout.headroom_bits, layout.slots, layout.offset,
+                        layout.max_contributors, self.ciphertexts, self.min_contributors),
+            struct.pack("<I", len(keys.signing_keys)), registry,
+            struct.pack("<II", keys.decryption_threshold, len(keys.key_holders)),
+            np.asarray(keys.key_holders, dtype="<u4").tobytes(),
+        ))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +127,7 @@ class RoundConfig:
     degree: int
     graph_seed: bytes
     encoding_digest: bytes
+    paillier: PaillierParameters | None = None
     _positions: dict[int, int] = field(init=False, repr=False, compare=False)
     _order: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _digest: bytes = field(init=False, repr=False, compare=False)
@@ -81,6 +154,8 @@ class RoundConfig:
             raise ConfigurationError("graph_seed must be 32 bytes", parameter="graph_seed")
         if len(self.encoding_digest) != 32:
             raise ConfigurationError("encoding_digest must be 32 bytes", parameter="encoding_digest")
+        if self.protocol.is_paillier != (self.paillier is not None):
+            raise ConfigurationError("Paillier rounds, and only they, carry Paillier parameters", parameter="paillier")
         if self.protocol is not ProtocolKind.PLAINTEXT and self.threshold < 2:
             # With t >= 2 every sum the server can ever unmask holds at least two inputs.
             raise ConfigurationError("secure aggregation needs a threshold of at least 2", parameter="threshold")
@@ -100,12 +175,16 @@ class RoundConfig:
         encoding: EncodingConfig,
         round_id: int = 0,
         threat: ThreatModel | None = None,
+        paillier: PaillierKeys | None = None,
     ) -> RoundConfig:
         """A configuration with the threshold and graph derived from ``threat``.
 
         SecAgg uses the complete graph; SecAgg+ the smallest random Harary graph
         meeting the bounds of :func:`~fedsecure.protocols.choose_parameters`;
-        the plaintext baseline needs one client. The round is bound to
+        the plaintext baseline needs one client. Paillier rounds need ``paillier``
+        (the deployment's public keys); their contributor minimum is the threshold
+        SecAgg would use for the same cohort and ``threat``, and their slot
+        layout comes from ``encoding``. The round is bound to
         ``encoding`` (its digest is part of the configuration), and a cohort
         larger than the encoding was sized for is refused, since its sum could wrap.
         """
@@ -118,8 +197,26 @@ class RoundConfig:
             )
         threat = threat or ThreatModel()
         params: GraphParameters
+        parameters: PaillierParameters | None = None
         if protocol is ProtocolKind.PLAINTEXT:
             params = GraphParameters(len(cohort), len(cohort), 1, 0.0, 0.0)
+        elif protocol.is_paillier:
+            if paillier is None:
+                raise ConfigurationError(f"protocol {protocol.value} needs the deployment's Paillier keys",
+                                         parameter="paillier")
+            if paillier.threshold_decryption != (protocol is ProtocolKind.PAILLIER_THRESHOLD):
+                raise ConfigurationError(f"protocol {protocol.value} does not match the keys' trust arrangement",
+                                         parameter="paillier")
+            missing = [c for c in cohort if c not in paillier.signing_keys]
+            if missing:
+                raise ConfigurationError(f"clients {missing[:5]} have no registered signing key",
+                                         parameter="signing_keys")
+            params = complete_graph_parameters(len(cohort), threat)
+            layout = SlotLayout.create(max_coordinate=encoding.max_coordinate, clients=encoding.clients,
+                                       plaintext_bits=paillier.key_bits - 1)
+            parameters = PaillierParameters(keys=paillier, layout=layout,
+                                            ciphertexts=layout.plaintexts_for(encoding.vector_length),
+                                            min_contributors=params.threshold)
         elif protocol is ProtocolKind.SECAGG:
             params = complete_graph_parameters(len(cohort), threat)
         else:
@@ -127,7 +224,8 @@ class RoundConfig:
         seed = os.urandom(_GRAPH_SEED_BYTES) if params.degree < len(cohort) else bytes(_GRAPH_SEED_BYTES)
         return cls(protocol=protocol, round_id=round_id, clients=cohort, vector_length=encoding.vector_length,
                    ring_bits=encoding.ring.bits, threshold=params.threshold,
-                   degree=min(params.degree, len(cohort)), graph_seed=seed, encoding_digest=encoding.digest())
+                   degree=min(params.degree, len(cohort)), graph_seed=seed, encoding_digest=encoding.digest(),
+                   paillier=parameters)
 
     @property
     def ring(self) -> Ring:
@@ -154,6 +252,7 @@ class RoundConfig:
                 np.asarray(self.clients, dtype="<u4").tobytes(),
                 self.graph_seed,
                 self.encoding_digest,
+                self.paillier.canonical_bytes() if self.paillier is not None else b"",
             )
         )
 

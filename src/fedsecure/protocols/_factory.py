@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..encoding import EncodedUpdate
 from ._config import ProtocolKind, RoundConfig
+from ._paillier import PaillierClientSession, PaillierCredentials, PaillierServerSession
 from ._plaintext import PlaintextClientSession, PlaintextServerSession
 from ._secagg import SecAggClientSession, SecAggServerSession
 from ._session import ClientSession, ServerSession
@@ -15,15 +16,24 @@ _CLIENTS: dict[ProtocolKind, type[ClientSession]] = {
     ProtocolKind.SECAGG: SecAggClientSession,
     ProtocolKind.SECAGG_PLUS: SecAggClientSession,
 }
+_PAILLIER = (ProtocolKind.PAILLIER, ProtocolKind.PAILLIER_THRESHOLD)
 _SERVERS: dict[ProtocolKind, type[ServerSession]] = {
     ProtocolKind.PLAINTEXT: PlaintextServerSession,
     ProtocolKind.SECAGG: SecAggServerSession,
     ProtocolKind.SECAGG_PLUS: SecAggServerSession,
+    ProtocolKind.PAILLIER: PaillierServerSession,
+    ProtocolKind.PAILLIER_THRESHOLD: PaillierServerSession,
 }
 
 
-def create_client_session(config: RoundConfig, client_id: int, update: EncodedUpdate) -> ClientSession:
-    """The client session of ``config.protocol`` for one client and its encoded update."""
+def create_client_session(config: RoundConfig, client_id: int, update: EncodedUpdate,
+                          credentials: PaillierCredentials | None = None) -> ClientSession:
+    """The client session of ``config.protocol`` for one client and its encoded update.
+
+    Paillier clients also need their long-lived ``credentials`` (signing key, and key share if any).
+    """
+    if config.protocol in _PAILLIER:
+        return PaillierClientSession(config, client_id, update, credentials)
     return _CLIENTS[config.protocol](config, client_id, update)
 
 

@@ -32,11 +32,21 @@ __all__ = [
     "ShareValue",
     "UnmaskingShares",
     "PlaintextInput",
+    "EncryptedInput",
+    "DecryptionRequest",
+    "DecryptedAggregate",
+    "PartialDecryption",
     "MAX_ID",
+    "DECRYPTOR",
 ]
 
 MAX_ID = 2**32 - 1
 DIGEST_BYTES = 32
+SIGNATURE_BYTES = 64
+#: The party id of a separate Paillier decryptor on the wire (client ids stop one below it).
+DECRYPTOR = MAX_ID
+#: The largest ciphertext list one message may carry (a 1e8-parameter update at 2048 bits is ~2e8 bytes).
+MAX_CIPHERTEXT_BYTES = 1 << 31
 
 
 def _check_id(value: object, what: str) -> None:
@@ -268,6 +278,107 @@ class PlaintextInput(_VectorMessage):
     """Client to server, plaintext baseline: the encoded update in the clear (no protection)."""
 
 
-ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, UnmaskingShares, PlaintextInput]
-ServerMessage = Union[RoundStart, KeysBroadcast, SharesDelivery, UnmaskRequest]
+def _check_blob(value: object, what: str) -> None:
+    if type(value) is not bytes or not 0 < len(value) <= MAX_CIPHERTEXT_BYTES:
+        raise ValueError(f"{what} must be 1 to 2^31 bytes")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EncryptedInput:
+    """Client to server, Paillier: the client's packed, encrypted update and its Ed25519 signature.
+
+    The signature covers the round configuration digest, the round, the sender
+    and a SHA-256 of ``ciphertexts``, so a contribution cannot be attributed to
+    another client, replayed in another round or altered.
+    """
+
+    round_id: int
+    sender: int
+    ciphertexts: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        _check_blob(self.ciphertexts, "ciphertexts")
+        _check_bytes(self.signature, SIGNATURE_BYTES, "signature")
+
+    def __repr__(self) -> str:
+        return f"EncryptedInput(round_id={self.round_id}, sender={self.sender}, <{len(self.ciphertexts)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DecryptionRequest:
+    """Server to decryptor (or, for threshold decryption, to each client): every signed contribution and their product.
+
+    The recipient recomputes the product from the contributions and refuses an
+    aggregate that does not match, so it only ever decrypts a sum of signed inputs.
+    """
+
+    round_id: int
+    recipient: int
+    contributions: tuple[EncryptedInput, ...]
+    aggregate: bytes
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.recipient, "recipient")
+        if type(self.contributions) is not tuple or not all(isinstance(c, EncryptedInput) for c in self.contributions):
+            raise ValueError("contributions must be a tuple of EncryptedInput")
+        if any(c.round_id != self.round_id for c in self.contributions):
+            raise ValueError("a contribution belongs to another round")
+        _check_unique([c.sender for c in self.contributions], "contributions")
+        _check_blob(self.aggregate, "aggregate")
+
+    def __repr__(self) -> str:
+        return (f"DecryptionRequest(round_id={self.round_id}, recipient={self.recipient}, "
+                f"contributors={[c.sender for c in self.contributions]})")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DecryptedAggregate:
+    """Separate decryptor to server: the decrypted total as ring words, and whose inputs it sums."""
+
+    round_id: int
+    sender: int
+    contributors: tuple[int, ...]
+    vector: np.ndarray
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        if type(self.contributors) is not tuple:
+            raise ValueError("contributors must be a tuple")
+        for c in self.contributors:
+            _check_id(c, "contributor")
+        _check_unique(list(self.contributors), "contributors")
+        object.__setattr__(self, "vector", _readonly_vector(self.vector))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PartialDecryption:
+    """Client to server, threshold Paillier: c^(2 Delta s_i) for each aggregate ciphertext.
+
+    ``aggregate_digest`` is the SHA-256 of the aggregate the client recomputed
+    and decrypted, so the server can tell which aggregate a partial belongs to.
+    """
+
+    round_id: int
+    sender: int
+    aggregate_digest: bytes
+    partials: bytes
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        _check_bytes(self.aggregate_digest, DIGEST_BYTES, "aggregate_digest")
+        _check_blob(self.partials, "partials")
+
+    def __repr__(self) -> str:
+        return f"PartialDecryption(round_id={self.round_id}, sender={self.sender}, <{len(self.partials)} bytes>)"
+
+
+ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, UnmaskingShares, PlaintextInput, EncryptedInput,
+                      PartialDecryption, DecryptedAggregate]
+ServerMessage = Union[RoundStart, KeysBroadcast, SharesDelivery, UnmaskRequest, DecryptionRequest]
 Message = Union[ClientMessage, ServerMessage]

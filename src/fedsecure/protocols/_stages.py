@@ -21,6 +21,14 @@ neighbour graph) run four client stages:
 The consistency-check round of the active-adversary variant (§4, round 3) is
 not part of this table yet. The plaintext baseline has one stage.
 
+Paillier with a separate decryptor (like FATE's arbiter) has two: clients send
+signed, packed ciphertexts (**CiphertextInput**), then the server forwards all
+of them and their product to the key holder, which checks and decrypts only the
+total (**Decryption**; the decryptor answers, not the clients). Threshold
+Paillier (Damgård–Jurik, PKC 2001) replaces the second stage with
+**PartialDecryption**: each contributing key-share holder checks the
+contributions, recomputes the product and returns its partial decryption.
+
 A client's state only changes through :data:`CLIENT_TRANSITIONS`; a server
 stage only through :data:`SERVER_STAGES`. A message missing from the table is
 out of stage, which is one clear error.
@@ -35,6 +43,10 @@ from dataclasses import dataclass
 from ._config import ProtocolKind
 from ._messages import (
     AdvertiseKeys,
+    DecryptedAggregate,
+    DecryptionRequest,
+    EncryptedInput,
+    PartialDecryption,
     KeysBroadcast,
     MaskedInput,
     PlaintextInput,
@@ -56,6 +68,9 @@ class Stage(enum.IntEnum):
     MASKED_INPUT = 2
     UNMASKING = 3
     PLAINTEXT_INPUT = 10
+    CIPHERTEXT_INPUT = 11
+    DECRYPTION = 12
+    PARTIAL_DECRYPTION = 13
     DONE = 20
     ABORTED = 21
 
@@ -71,6 +86,7 @@ class ClientState(enum.Enum):
     AWAIT_KEYS = "await-keys"
     AWAIT_SHARES = "await-shares"
     AWAIT_UNMASK = "await-unmask"
+    AWAIT_DECRYPTION = "await-decryption"
     DONE = "done"
     ABORTED = "aborted"
 
@@ -94,6 +110,13 @@ CLIENT_TRANSITIONS: Mapping[ProtocolKind, Mapping[ClientState, Mapping[type, tup
     ProtocolKind.PLAINTEXT: {
         ClientState.AWAIT_START: {RoundStart: (ClientState.DONE, Stage.PLAINTEXT_INPUT)},
     },
+    ProtocolKind.PAILLIER: {
+        ClientState.AWAIT_START: {RoundStart: (ClientState.DONE, Stage.CIPHERTEXT_INPUT)},
+    },
+    ProtocolKind.PAILLIER_THRESHOLD: {
+        ClientState.AWAIT_START: {RoundStart: (ClientState.AWAIT_DECRYPTION, Stage.CIPHERTEXT_INPUT)},
+        ClientState.AWAIT_DECRYPTION: {DecryptionRequest: (ClientState.DONE, Stage.PARTIAL_DECRYPTION)},
+    },
 }
 CLIENT_TRANSITIONS = {**CLIENT_TRANSITIONS, ProtocolKind.SECAGG_PLUS: CLIENT_TRANSITIONS[ProtocolKind.SECAGG]}
 
@@ -108,6 +131,14 @@ SERVER_STAGES: Mapping[ProtocolKind, Mapping[Stage, StageRule]] = {
     ProtocolKind.PLAINTEXT: {
         Stage.PLAINTEXT_INPUT: StageRule(accepts=PlaintextInput, next_stage=Stage.DONE),
     },
+    ProtocolKind.PAILLIER: {
+        Stage.CIPHERTEXT_INPUT: StageRule(accepts=EncryptedInput, next_stage=Stage.DECRYPTION),
+        Stage.DECRYPTION: StageRule(accepts=DecryptedAggregate, next_stage=Stage.DONE),
+    },
+    ProtocolKind.PAILLIER_THRESHOLD: {
+        Stage.CIPHERTEXT_INPUT: StageRule(accepts=EncryptedInput, next_stage=Stage.PARTIAL_DECRYPTION),
+        Stage.PARTIAL_DECRYPTION: StageRule(accepts=PartialDecryption, next_stage=Stage.DONE),
+    },
 }
 SERVER_STAGES = {**SERVER_STAGES, ProtocolKind.SECAGG_PLUS: SERVER_STAGES[ProtocolKind.SECAGG]}
 
@@ -115,4 +146,6 @@ FIRST_STAGE: Mapping[ProtocolKind, Stage] = {
     ProtocolKind.SECAGG: Stage.ADVERTISE_KEYS,
     ProtocolKind.SECAGG_PLUS: Stage.ADVERTISE_KEYS,
     ProtocolKind.PLAINTEXT: Stage.PLAINTEXT_INPUT,
+    ProtocolKind.PAILLIER: Stage.CIPHERTEXT_INPUT,
+    ProtocolKind.PAILLIER_THRESHOLD: Stage.CIPHERTEXT_INPUT,
 }

@@ -8,15 +8,15 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ..protocols import SERVER_STAGES, ProtocolKind, Stage
+from ..protocols import SERVER_STAGES, DecryptedAggregate, ProtocolKind, Stage
 
 __all__ = ["DropoutSchedule", "client_stages"]
 
 
 def client_stages(protocol: ProtocolKind) -> tuple[Stage, ...]:
-    """The stages in which clients answer, in protocol order."""
+    """The stages in which clients answer, in protocol order (a separate decryptor's stage is not one)."""
     rules = SERVER_STAGES[protocol]
-    return tuple(rules.keys())
+    return tuple(stage for stage, rule in rules.items() if rule.accepts is not DecryptedAggregate)
 
 
 @dataclass(frozen=True)

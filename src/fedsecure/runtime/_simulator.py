@@ -14,10 +14,13 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .._errors import FedSecureError, PeerProtocolError, RoundAborted
+from .._errors import FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
 from ..encoding import EncodedUpdate
 from ..protocols import (
+    DECRYPTOR,
     SERVER,
+    DecryptionRequest,
+    PaillierDeployment,
     AggregationResult,
     RoundConfig,
     ServerSession,
@@ -64,6 +67,8 @@ class RoundReport:
     client_stage_seconds: dict[str, float]
     rejected: list[PeerProtocolError] = field(default_factory=list)
     client_errors: dict[int, FedSecureError] = field(default_factory=dict)
+    decryptor_seconds: float = 0.0
+    decryptor_error: FedSecureError | None = None
 
     @property
     def aborted(self) -> bool:
@@ -88,7 +93,9 @@ class Simulator:
     audits) may rewrite or swallow a client's outgoing bytes, standing in for a
     misbehaving client; ``progress`` is called as ``(stage, done, total)``;
     ``wrap_server`` may wrap the server session (benchmarks use it to measure
-    the server's own memory).
+    the server's own memory). Paillier rounds need the ``paillier`` deployment:
+    each client's credentials and, for a separate decryptor, the key holder,
+    which appears in the transcript as ``"decryptor"``.
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class Simulator:
         interceptor: Interceptor | None = None,
         progress: Progress | None = None,
         wrap_server: Callable[[ServerSession], ServerSession] | None = None,
+        paillier: PaillierDeployment | None = None,
     ) -> None:
         missing = set(config.clients) - updates.keys()
         if missing:
@@ -110,6 +118,34 @@ class Simulator:
         self._interceptor = interceptor
         self._progress = progress
         self._wrap_server = wrap_server
+        if config.protocol.is_paillier and paillier is None:
+            raise ValueError(f"a {config.protocol.value} round needs its PaillierDeployment")
+        self._paillier = paillier
+
+    def _decrypt(self, server: ServerSession, data: bytes, label: str, transcript: list[TranscriptRecord],
+                 refusals: dict[str, FedSecureError], rejected: list[PeerProtocolError]) -> float:
+        # The separate decryptor: a party of its own, reached over the same codec. Returns its time.
+        key_holder = self._paillier.key_holder if self._paillier is not None else None
+        transcript.append(TranscriptRecord(label, SERVER, "decryptor", "DecryptionRequest", len(data)))
+        if key_holder is None:
+            return 0.0
+        started = time.perf_counter()
+        try:
+            request = decode_message(data, max_bytes=server.max_message_bytes)
+            if not isinstance(request, DecryptionRequest):
+                raise LocalProtocolError(f"the decryptor got a {type(request).__name__}")
+            reply = encode_message(key_holder.receive(self._config, request))
+        except FedSecureError as error:
+            # The key holder refused (an honest decryptor declining a bad request); the round will abort.
+            refusals["decryptor"] = error
+            return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        transcript.append(TranscriptRecord(label, "decryptor", SERVER, "DecryptedAggregate", len(reply)))
+        try:
+            server.receive_bytes(reply, sender=DECRYPTOR)
+        except PeerProtocolError as error:
+            rejected.append(error)
+        return elapsed
 
     def run(self) -> RoundReport:
         config = self._config
@@ -120,6 +156,8 @@ class Simulator:
         server_stage_seconds: dict[str, float] = defaultdict(float)
         rejected: list[PeerProtocolError] = []
         client_errors: dict[int, FedSecureError] = {}
+        decryptor_errors: dict[str, FedSecureError] = {}
+        decryptor_seconds = 0.0
 
         started = clock()
         server = create_server_session(config)
@@ -130,7 +168,8 @@ class Simulator:
         clients = {}
         for c in config.clients:
             started = clock()
-            clients[c] = create_client_session(config, c, self._updates[c])
+            credentials = self._paillier.credentials.get(c) if self._paillier is not None else None
+            clients[c] = create_client_session(config, c, self._updates[c], credentials)
             client_seconds[c] += clock() - started
 
         abort: RoundAborted | None = None
@@ -145,6 +184,9 @@ class Simulator:
                 server_stage_seconds[label] += clock() - started
                 if self._progress is not None and (done == total or done % 50 == 0):
                     self._progress(label, done, total)
+                if recipient == DECRYPTOR:
+                    decryptor_seconds += self._decrypt(server, data, label, transcript, decryptor_errors, rejected)
+                    continue
                 if recipient in client_errors or self._schedule.is_silent(recipient, stage):
                     continue
                 transcript.append(TranscriptRecord(label, SERVER, recipient, type(message).__name__, len(data)))
@@ -196,4 +238,6 @@ class Simulator:
             client_stage_seconds=dict(client_stage_seconds),
             rejected=rejected,
             client_errors=client_errors,
+            decryptor_seconds=decryptor_seconds,
+            decryptor_error=decryptor_errors.get("decryptor"),
         )
