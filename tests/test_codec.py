@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 
 from fedsecure import DecodeError, PeerFault
 from fedsecure.protocols import (
+    DECRYPTOR,
     AdvertiseKeys,
+    DecryptedAggregate,
+    DecryptionRequest,
+    EncryptedInput,
+    PartialDecryption,
     EncryptedShare,
     KeysBroadcast,
     MaskedInput,
@@ -40,10 +45,19 @@ SAMPLES = [
     UnmaskingShares(round_id=3, sender=4, self_mask_shares=(ShareValue(1, 5), ShareValue(4, 2**256)),
                     key_shares=(ShareValue(3, 7),)),
     PlaintextInput(round_id=3, sender=1, vector=np.zeros(0, dtype="<u4")),
+    EncryptedInput(round_id=3, sender=1, ciphertexts=b"c" * 128, signature=b"s" * 64),
+    DecryptionRequest(round_id=3, recipient=DECRYPTOR, aggregate=b"a" * 128, contributions=(
+        EncryptedInput(round_id=3, sender=1, ciphertexts=b"c" * 128, signature=b"s" * 64),
+        EncryptedInput(round_id=3, sender=4, ciphertexts=b"d" * 128, signature=b"t" * 64))),
+    DecryptedAggregate(round_id=3, sender=DECRYPTOR, contributors=(1, 4), vector=np.arange(5, dtype="<u8")),
+    PartialDecryption(round_id=3, sender=2, aggregate_digest=b"g" * 32, partials=b"p" * 128),
 ]
 
 
 def _equal(a: object, b: object) -> bool:
+    if isinstance(a, DecryptedAggregate):
+        return (type(b) is DecryptedAggregate and (a.round_id, a.sender, a.contributors) == (b.round_id, b.sender, b.contributors)
+                and a.vector.dtype == b.vector.dtype and np.array_equal(a.vector, b.vector))
     if isinstance(a, (MaskedInput, PlaintextInput)):
         return (type(a) is type(b) and a.round_id == b.round_id and a.sender == b.sender  # type: ignore[union-attr]
                 and a.vector.dtype == b.vector.dtype and np.array_equal(a.vector, b.vector))  # type: ignore[union-attr]
@@ -128,6 +142,14 @@ def test_mutated_messages_only_raise_decode_error(message: object, data: st.Data
     lambda: MaskedInput(round_id=1, sender=1, vector=np.zeros(3, dtype=np.int32)),
     lambda: ShareValue(owner=1, value=2**257),
     lambda: EncryptedShare(peer=1, envelope=b""),
+    lambda: EncryptedInput(round_id=1, sender=1, ciphertexts=b"", signature=b"s" * 64),
+    lambda: EncryptedInput(round_id=1, sender=1, ciphertexts=b"c", signature=b"s" * 63),
+    lambda: DecryptionRequest(round_id=1, recipient=1, aggregate=b"a", contributions=(
+        EncryptedInput(round_id=1, sender=1, ciphertexts=b"c", signature=b"s" * 64),) * 2),
+    lambda: DecryptionRequest(round_id=1, recipient=1, aggregate=b"a", contributions=(
+        EncryptedInput(round_id=2, sender=1, ciphertexts=b"c", signature=b"s" * 64),)),
+    lambda: DecryptedAggregate(round_id=1, sender=1, contributors=(1, 1), vector=np.zeros(2, dtype="<u4")),
+    lambda: PartialDecryption(round_id=1, sender=1, aggregate_digest=b"g" * 31, partials=b"p"),
 ])
 def test_messages_validate_their_fields(build) -> None:
     with pytest.raises(ValueError):

@@ -283,7 +283,7 @@ def _check_blob(value: object, what: str) -> None:
         raise ValueError(f"{what} must be 1 to 2^31 bytes")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class EncryptedInput:
     """Client to server, Paillier: the client's packed, encrypted update and its Ed25519 signature.
 
@@ -307,7 +307,7 @@ class EncryptedInput:
         return f"EncryptedInput(round_id={self.round_id}, sender={self.sender}, <{len(self.ciphertexts)} bytes>)"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class DecryptionRequest:
     """Server to decryptor (or, for threshold decryption, to each client): every signed contribution and their product.
 
@@ -355,7 +355,7 @@ class DecryptedAggregate:
         object.__setattr__(self, "vector", _readonly_vector(self.vector))
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class PartialDecryption:
     """Client to server, threshold Paillier: c^(2 Delta s_i) for each aggregate ciphertext.
 

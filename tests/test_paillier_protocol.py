@@ -1,0 +1,212 @@
+"""Paillier sessions: both trust arrangements end to end in the simulator, and every refusal the issue lists.
+
+Keys here are deliberately tiny (INSECURE_KEY_BITS) so that the suite stays fast;
+``insecure=True`` is required to use them, which is the point of one test below.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fedsecure import ConfigurationError, PeerFault, PeerProtocolError
+from fedsecure.encoding import EncodingConfig, Quantizer
+from fedsecure.protocols import (
+    DECRYPTOR,
+    DecryptedAggregate,
+    DecryptionRequest,
+    EncryptedInput,
+    PaillierDeployment,
+    ProtocolKind,
+    RoundConfig,
+    Stage,
+    create_client_session,
+    create_server_session,
+    decode_message,
+    encode_message,
+)
+from fedsecure.runtime import DropoutSchedule, Simulator, plaintext_ring_sum
+
+INSECURE_KEY_BITS = 512
+N = 6
+DIMENSION = 300
+
+
+@pytest.fixture(scope="module")
+def separate() -> PaillierDeployment:
+    return PaillierDeployment.create(ProtocolKind.PAILLIER, range(N), key_bits=INSECURE_KEY_BITS, insecure=True)
+
+
+@pytest.fixture(scope="module")
+def threshold() -> PaillierDeployment:
+    return PaillierDeployment.create(ProtocolKind.PAILLIER_THRESHOLD, range(N), key_bits=INSECURE_KEY_BITS,
+                                     insecure=True, decryption_threshold=3)
+
+
+def _round(deployment: PaillierDeployment, round_id: int, *, ring_bits: int = 32, seed: int = 0):  # type: ignore[no-untyped-def]
+    protocol = ProtocolKind.PAILLIER_THRESHOLD if deployment.keys.threshold_decryption else ProtocolKind.PAILLIER
+    encoding = EncodingConfig.fit_scale(dimension=DIMENSION, clients=N, clip=4.0, ring_bits=ring_bits, max_weight=50)
+    quantizer = Quantizer(encoding)
+    rng = np.random.default_rng(seed)  # noqa: csprng-ok (test data)
+    updates = {c: quantizer.encode(rng.normal(size=DIMENSION), weight=10 + c) for c in range(N)}
+    config = RoundConfig.create(protocol=protocol, clients=updates, encoding=encoding, round_id=round_id,
+                                paillier=deployment.keys)
+    return config, updates
+
+
+@pytest.mark.parametrize("ring_bits", [12, 32, 64])
+@pytest.mark.parametrize("kind", ["separate", "threshold"])
+def test_exact_sum_with_dropouts_at_every_client_stage(kind: str, ring_bits: int, request) -> None:  # type: ignore[no-untyped-def]
+    deployment = request.getfixturevalue(kind)
+    config, updates = _round(deployment, round_id=100 + ring_bits, ring_bits=ring_bits)
+    dropped = {Stage.CIPHERTEXT_INPUT: [1]}
+    if kind == "threshold":
+        dropped[Stage.PARTIAL_DECRYPTION] = [4]  # contributed, then silent when asked to decrypt
+    report = Simulator(config, updates, schedule=DropoutSchedule.at_stages(dropped), paillier=deployment).run()
+    assert report.abort is None and report.result is not None
+    assert report.result.survivors == frozenset({0, 2, 3, 4, 5})
+    np.testing.assert_array_equal(report.result.ring_sum, plaintext_ring_sum(updates, report.result.survivors))
+    parties = {r.sender for r in report.transcript} | {r.receiver for r in report.transcript}
+    assert ("decryptor" in parties) == (kind == "separate")
+
+
+def test_round_aborts_cleanly_below_the_minimum_and_the_next_round_proceeds(separate, threshold) -> None:  # type: ignore[no-untyped-def]
+    for deployment in (separate, threshold):
+        config, updates = _round(deployment, round_id=200)
+        silent = [c for c in range(N) if c >= config.threshold - 1]
+        report = Simulator(config, updates, schedule=DropoutSchedule.at_stages({Stage.CIPHERTEXT_INPUT: silent}),
+                           paillier=deployment).run()
+        assert report.result is None and report.abort is not None and "contributions" in report.abort.reason
+        config, updates = _round(deployment, round_id=201)
+        assert Simulator(config, updates, paillier=deployment).run().result is not None
+
+
+def test_threshold_round_aborts_when_fewer_than_t_holders_answer(threshold) -> None:  # type: ignore[no-untyped-def]
+    config, updates = _round(threshold, round_id=300)
+    schedule = DropoutSchedule.at_stages({Stage.PARTIAL_DECRYPTION: [0, 1, 2, 3]})  # 2 answer, t = 3
+    report = Simulator(config, updates, schedule=schedule, paillier=threshold).run()
+    assert report.result is None and report.abort is not None
+    assert (report.abort.have, report.abort.need) == (2, 3)
+
+
+def _collect(deployment: PaillierDeployment, round_id: int):  # type: ignore[no-untyped-def]
+    """Run the input stage by hand; return the config, the server and its decryption request(s)."""
+    config, updates = _round(deployment, round_id=round_id)
+    server = create_server_session(config)
+    sessions = {c: create_client_session(config, c, updates[c], deployment.credentials[c]) for c in range(N)}
+    for start in server.start():
+        for reply in sessions[start.recipient].receive(decode_message(encode_message(start))):
+            server.receive_bytes(encode_message(reply), sender=reply.sender)
+    return config, server, server.close_stage(), sessions, updates
+
+
+def test_key_holder_refuses_a_second_decryption_for_the_same_round(separate) -> None:  # type: ignore[no-untyped-def]
+    config, server, (request,), _, updates = _collect(separate, round_id=400)
+    answer = separate.key_holder.receive(config, request)
+    with pytest.raises(PeerProtocolError) as refused:
+        separate.key_holder.receive(config, request)
+    assert refused.value.fault is PeerFault.ALREADY_DECRYPTED and refused.value.peer == "server"
+    server.receive_bytes(encode_message(answer), sender=DECRYPTOR)
+    server.close_stage()
+    np.testing.assert_array_equal(server.result().ring_sum, plaintext_ring_sum(updates, range(N)))
+
+
+def test_key_holder_refuses_mismatched_unsigned_duplicated_and_too_few_contributions(separate) -> None:  # type: ignore[no-untyped-def]
+    config, _, (request,), _, _ = _collect(separate, round_id=401)
+    holder = separate.key_holder
+    contributions = request.contributions
+
+    def refused(bad: DecryptionRequest) -> PeerFault:
+        with pytest.raises(PeerProtocolError) as error:
+            holder.receive(config, bad)
+        return error.value.fault
+
+    # An aggregate that is not the product of the listed ciphertexts: say, one client's ciphertext alone.
+    assert refused(replace(request, aggregate=contributions[0].ciphertexts)) is PeerFault.BAD_AGGREGATE
+    # A contribution whose signature does not verify (altered ciphertexts, or re-attributed to another client).
+    forged = replace(contributions[0], ciphertexts=contributions[1].ciphertexts)
+    assert refused(replace(request, contributions=(forged, *contributions[1:]))) is PeerFault.BAD_SIGNATURE
+    stolen = replace(contributions[0], sender=contributions[1].sender)
+    assert refused(replace(request, contributions=(contributions[0], stolen, *contributions[2:]))) is PeerFault.BAD_SIGNATURE
+    # Duplicates cannot even be built or decoded.
+    with pytest.raises(ValueError, match="twice"):
+        replace(request, contributions=(contributions[0], contributions[0], *contributions[2:]))
+    # A single contribution would decrypt one client's input: refused below the minimum.
+    assert refused(replace(request, contributions=contributions[:1],
+                           aggregate=contributions[0].ciphertexts)) is PeerFault.TOO_FEW_CONTRIBUTORS
+    assert holder.decrypted_rounds.isdisjoint({401})  # nothing was decrypted along the way
+    assert holder.receive(config, request).contributors == tuple(range(N))
+
+
+def test_threshold_client_checks_the_request_and_answers_once(threshold) -> None:  # type: ignore[no-untyped-def]
+    config, server, requests, sessions, _ = _collect(threshold, round_id=500)
+    first = requests[0]
+    bad = replace(first, aggregate=first.contributions[0].ciphertexts)
+    with pytest.raises(PeerProtocolError) as error:
+        sessions[first.recipient].receive(bad)
+    assert error.value.fault is PeerFault.BAD_AGGREGATE
+    # The session aborted; a fresh session of the same client answers the genuine request once ...
+    _, updates = _round(threshold, round_id=500)
+    again = create_client_session(config, first.recipient, updates[first.recipient],
+                                  threshold.credentials[first.recipient])
+    again.receive(decode_message(encode_message(create_server_session(config).start()[first.recipient])))
+    again.receive(first)
+    # ... and the holder's credentials refuse a second partial decryption for the round.
+    third = create_client_session(config, first.recipient, updates[first.recipient],
+                                  threshold.credentials[first.recipient])
+    third.receive(decode_message(encode_message(create_server_session(config).start()[first.recipient])))
+    with pytest.raises(PeerProtocolError) as error:
+        third.receive(first)
+    assert error.value.fault is PeerFault.ALREADY_DECRYPTED
+
+
+def test_server_drops_a_client_with_a_bad_signature_and_goes_on(separate) -> None:  # type: ignore[no-untyped-def]
+    config, updates = _round(separate, round_id=600)
+
+    def tamper(client: int, stage: Stage, data: bytes) -> bytes:
+        if client == 3 and stage is Stage.CIPHERTEXT_INPUT:
+            return data[:-1] + bytes([data[-1] ^ 1])  # flip a bit of the signature
+        return data
+
+    report = Simulator(config, updates, interceptor=tamper, paillier=separate).run()
+    assert [(e.peer, e.fault) for e in report.rejected] == [(3, PeerFault.BAD_SIGNATURE)]
+    assert report.result is not None and 3 not in report.result.survivors
+    np.testing.assert_array_equal(report.result.ring_sum, plaintext_ring_sum(updates, report.result.survivors))
+
+
+def test_server_refuses_a_total_from_anyone_but_the_decryptor(separate) -> None:  # type: ignore[no-untyped-def]
+    config, server, (request,), _, _ = _collect(separate, round_id=700)
+    fake = DecryptedAggregate(round_id=700, sender=2, contributors=tuple(range(N)),
+                              vector=np.zeros(config.vector_length, dtype=config.ring.dtype))
+    with pytest.raises(PeerProtocolError) as error:
+        server.receive_bytes(encode_message(fake), sender=2)
+    assert error.value.fault in (PeerFault.WRONG_SENDER, PeerFault.OUT_OF_STAGE)
+    assert request.recipient == DECRYPTOR
+
+
+def test_insecure_keys_need_to_be_asked_for_and_slots_that_cannot_fit_are_refused() -> None:
+    with pytest.raises(ConfigurationError) as error:
+        PaillierDeployment.create(ProtocolKind.PAILLIER, range(3), key_bits=1024)
+    assert error.value.parameter == "key_bits"
+    tiny = PaillierDeployment.create(ProtocolKind.PAILLIER, range(3), key_bits=64, insecure=True)
+    encoding = EncodingConfig.fit_scale(dimension=4, clients=3, clip=1.0, ring_bits=64)
+    with pytest.raises(ConfigurationError) as error:
+        RoundConfig.create(protocol=ProtocolKind.PAILLIER, clients=range(3), encoding=encoding, paillier=tiny.keys)
+    assert error.value.parameter == "ring_bits"
+    with pytest.raises(ConfigurationError) as error:
+        RoundConfig.create(protocol=ProtocolKind.PAILLIER_THRESHOLD, clients=range(3), encoding=encoding,
+                           paillier=tiny.keys)
+    assert error.value.parameter == "paillier"
+
+
+def test_paillier_secrets_refuse_pickling_and_stay_out_of_reprs(separate, threshold) -> None:  # type: ignore[no-untyped-def]
+    for secret in (separate, separate.key_holder, separate.credentials[0], threshold.credentials[0],
+                   threshold.credentials[0].key_share):
+        with pytest.raises(TypeError):
+            pickle.dumps(secret)
+        assert "mpz" not in repr(secret)
+    contribution = EncryptedInput(round_id=1, sender=1, ciphertexts=b"\x07" * 64, signature=b"s" * 64)
+    assert "\\x07" not in repr(contribution)
