@@ -29,6 +29,25 @@ def test_simulate_json(protocol: str, capsys: pytest.CaptureFixture[str]) -> Non
     assert summary["bytes_per_param"] == pytest.approx(summary["bytes_up_per_client"] / 300)
 
 
+@pytest.mark.parametrize("protocol", ["paillier", "paillier-threshold"])
+def test_simulate_paillier_json(protocol: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "--protocol", protocol, "--clients", "8", "--dim", "200", "--dropout", "0.25",
+                 "--key-bits", "512", "--insecure-small-keys", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["correct"] is True and summary["protocol"] == protocol
+    assert REQUIRED_KEYS | {"key_bits", "ciphertexts_per_client", "slots_per_ciphertext"} <= summary.keys()
+    assert summary["key_bits"] == 512
+    # 200 coordinates in slots of slot_bits: one 128-byte ciphertext per slots_per_ciphertext values.
+    assert summary["ciphertexts_per_client"] == -(-200 // summary["slots_per_ciphertext"])
+
+
+def test_small_paillier_keys_must_be_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["simulate", "--protocol", "paillier", "--clients", "4", "--dim", "10", "--key-bits", "1024",
+                 "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 2 and out["error"] == "ConfigurationError" and "insecure" in out["message"]
+
+
 def test_simulate_reports_an_abort(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["simulate", "--protocol", "secagg", "--clients", "10", "--dim", "20", "--dropout", "0.8",
                  "--json"])

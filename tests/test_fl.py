@@ -95,6 +95,18 @@ def test_one_secure_round_matches_float_fedavg_within_the_quantisation_bound() -
     assert np.max(np.abs(got - expected)) <= bound + storage
 
 
+@pytest.mark.parametrize("protocol", [ProtocolKind.PAILLIER, ProtocolKind.PAILLIER_THRESHOLD])
+def test_one_paillier_round_matches_float_fedavg_within_the_quantisation_bound(protocol: ProtocolKind) -> None:
+    secure = linear784(protocol=protocol, clients=4, seed=5, key_bits=512, insecure_keys=True)
+    expected = _float_fedavg_round(linear784(protocol=ProtocolKind.PLAINTEXT, clients=4, seed=5))
+    record = secure.federation.run_round(0)
+    assert not record.aborted and record.survivors == 4
+    federation = secure.federation
+    bound = 4 / (federation._encoding(4).scale * sum(c.num_examples for c in federation.clients))
+    storage = 2 * np.finfo(np.float32).eps * np.max(np.abs(expected))
+    assert np.max(np.abs(federation.global_vector() - expected)) <= bound + storage
+
+
 def test_secure_training_matches_plaintext_accuracy_on_linear784() -> None:
     results = {}
     for protocol in (ProtocolKind.PLAINTEXT, ProtocolKind.SECAGG_PLUS):

@@ -64,6 +64,10 @@ def _format_summary(summary: dict[str, Any]) -> str:
             f"exact sum         {verdict}  (secure ring sum == plaintext ring sum of the survivors)",
             f"max abs error     {summary['max_abs_error']:.3g}  (decoded float sum vs float sum)",
         ]
+    if "key_bits" in summary:
+        lines.append(f"paillier          {summary['key_bits']}-bit key, {summary['slots_per_ciphertext']} slots of "
+                     f"{summary['slot_bits']} bits, {summary['ciphertexts_per_client']} ciphertexts per client"
+                     + (f", decryptor {summary['decryptor_seconds']:.3f} s" if summary["decryptor_seconds"] else ""))
     lines += [
         f"bytes up/client   {summary['bytes_up_per_client']:.0f}  ({summary['bytes_per_param']:.3f} per parameter)",
         f"bytes down/client {summary['bytes_down_per_client']:.0f}",
@@ -81,7 +85,7 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         report = simulate(protocol=_PROTOCOLS[args.protocol], clients=args.clients, dimension=args.dim,
                           dropout=args.dropout, seed=args.seed, threat=threat, ring_bits=args.ring_bits,
-                          progress=progress)
+                          progress=progress, key_bits=args.key_bits, insecure_keys=args.insecure_small_keys)
     finally:
         progress.finish()
     summary = report.to_json()
@@ -114,7 +118,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.plot and os.path.dirname(args.plot):
         os.makedirs(os.path.dirname(args.plot), exist_ok=True)
     builder = EXAMPLES[args.example]
-    options: dict[str, Any] = {"protocol": _PROTOCOLS[args.protocol], "seed": args.seed}
+    options: dict[str, Any] = {"protocol": _PROTOCOLS[args.protocol], "seed": args.seed,
+                               "key_bits": args.key_bits, "insecure_keys": args.insecure_small_keys}
     if args.clients is not None:
         options["clients"] = args.clients
     if args.dropout is not None:
@@ -199,6 +204,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--ring-bits", type=int, default=32, help="ring size in bits (default 32)")
     sim.add_argument("--seed", type=int, default=0,
                      help="seed for the simulated data and dropout schedule only; keys always come from the OS")
+    sim.add_argument("--key-bits", type=int, default=2048,
+                     help="Paillier modulus size for the paillier protocols (default 2048)")
+    sim.add_argument("--insecure-small-keys", action="store_true",
+                     help="allow Paillier keys below 2048 bits (demos and tests only)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--quiet", action="store_true", help="no progress display")
     sim.set_defaults(handler=_simulate)
@@ -221,6 +230,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="save the global model and history here after every round")
     train.add_argument("--resume", help="continue from a directory written by --out")
     train.add_argument("--plot", help="write a PNG of loss and accuracy per round")
+    train.add_argument("--key-bits", type=int, default=2048,
+                       help="Paillier modulus size for the paillier protocols (default 2048)")
+    train.add_argument("--insecure-small-keys", action="store_true",
+                       help="allow Paillier keys below 2048 bits (demos and tests only)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.add_argument("--quiet", action="store_true", help="no per-round progress")
     train.set_defaults(handler=_train)

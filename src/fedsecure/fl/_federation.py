@@ -24,7 +24,7 @@ import numpy as np
 
 from .._errors import ConfigurationError, InvalidUpdateError
 from ..encoding import ClipMode, EncodingConfig, Quantizer, VectorSpec
-from ..protocols import ProtocolKind, RoundConfig, ThreatModel
+from ..protocols import PaillierDeployment, PaillierKeys, ProtocolKind, RoundConfig, ThreatModel
 from ..runtime import DropoutSchedule, Simulator
 from ._optimizers import ServerOptimizer
 
@@ -128,7 +128,10 @@ class Federation:
     L2 norm of each client's update; ``fraction`` of the clients is sampled each
     round, reproducibly from ``seed``; ``dropout`` is the fraction of the
     sampled cohort that the simulated transport makes vanish at a random stage.
-    ``seed`` never touches key material.
+    ``seed`` never touches key material. Paillier protocols use ``paillier`` (a
+    :class:`PaillierDeployment` over the clients' ids) or, if it is None, set
+    one up once with ``key_bits``-bit keys (below 2048 only with ``insecure_keys``);
+    it serves every round.
     """
 
     model: Any
@@ -143,6 +146,9 @@ class Federation:
     threat: ThreatModel | None = None
     ring_bits: int = 32
     max_weight: int = 4096
+    paillier: PaillierDeployment | None = None
+    key_bits: int = 2048
+    insecure_keys: bool = False
 
     def __post_init__(self) -> None:
         if not self.clients:
@@ -159,10 +165,17 @@ class Federation:
         parameters = _parameter_names(self.model)
         self._parameter_mask = np.concatenate(
             [np.full(t.size, t.name in parameters) for t in self._spec.tensors]) if state else np.zeros(0, bool)
+        if self.protocol.is_paillier and self.paillier is None:
+            self.paillier = PaillierDeployment.create(self.protocol, [c.client_id for c in self.clients],
+                                                      key_bits=self.key_bits, insecure=self.insecure_keys)
         # Refuse, now rather than every round, a cohort the protocol can never aggregate.
         cohort = self.sample_cohort(0)
-        RoundConfig.create(protocol=self.protocol, clients=range(len(cohort)), encoding=self._encoding(len(cohort)),
-                           threat=self.threat)
+        RoundConfig.create(protocol=self.protocol, clients=[c.client_id for c in cohort],
+                           encoding=self._encoding(len(cohort)), threat=self.threat, paillier=self._paillier_keys)
+
+    @property
+    def _paillier_keys(self) -> PaillierKeys | None:
+        return self.paillier.keys if self.paillier is not None and self.protocol.is_paillier else None
 
     def _encoding(self, cohort: int) -> EncodingConfig:
         return EncodingConfig.fit_scale(dimension=self._spec.size, clients=max(2, cohort), clip=self.clip,
@@ -229,12 +242,12 @@ class Federation:
             return aborted("every client refused")
         try:
             config = RoundConfig.create(protocol=self.protocol, clients=encoded, encoding=encoding,
-                                        round_id=round_index, threat=self.threat)
+                                        round_id=round_index, threat=self.threat, paillier=self._paillier_keys)
         except ConfigurationError as error:
             return aborted(str(error))
         rng = np.random.default_rng([self.seed, round_index, 2])  # noqa: csprng-ok (simulated dropouts)
         schedule = DropoutSchedule.random(config.clients, self.dropout, protocol=self.protocol, rng=rng)
-        report = Simulator(config, encoded, schedule=schedule).run()
+        report = Simulator(config, encoded, schedule=schedule, paillier=self.paillier).run()
         if report.result is None:
             return aborted(str(report.abort))
         decoded = quantizer.decode_sum(report.result.ring_sum)

@@ -80,7 +80,8 @@ def _clients(loaders: list[Any], parts: list[np.ndarray]) -> list[FederatedClien
 
 
 def linear784(*, protocol: ProtocolKind, clients: int = 10, dropout: float = 0.0, seed: int = 0,
-              threat: ThreatModel | None = None) -> Experiment:
+              threat: ThreatModel | None = None, key_bits: int = 2048,
+              insecure_keys: bool = False) -> Experiment:
     """``nn.Linear(784, 10)``, cross-entropy, SGD (lr 0.01), MNIST-shaped digits split IID over the clients."""
     import torch
 
@@ -91,7 +92,8 @@ def linear784(*, protocol: ProtocolKind, clients: int = 10, dropout: float = 0.0
     model = torch.nn.Linear(784, 10)
     federation = Federation(model=model, train=_sgd_epochs(epochs=5, lr=0.01), protocol=protocol,
                             clients=_clients(_loaders(x_train, data.y_train, parts, 32, seed), parts),
-                            clip=10.0, dropout=dropout, seed=seed, threat=threat)
+                            clip=10.0, dropout=dropout, seed=seed, threat=threat, key_bits=key_bits,
+                            insecure_keys=insecure_keys)
     return Experiment(federation, _classifier_evaluation(data.x_test.reshape(len(data.x_test), -1), data.y_test))
 
 
@@ -108,7 +110,8 @@ class _SmallCNN:
 
 
 def cnn_digits(*, protocol: ProtocolKind, clients: int = 20, dropout: float = 0.2, seed: int = 0,
-               alpha: float = 0.3, threat: ThreatModel | None = None) -> Experiment:
+               alpha: float = 0.3, threat: ThreatModel | None = None, key_bits: int = 2048,
+               insecure_keys: bool = False) -> Experiment:
     """A small CNN on 28x28 digits, Dirichlet(alpha) label skew over the clients."""
     import torch
 
@@ -120,13 +123,14 @@ def cnn_digits(*, protocol: ProtocolKind, clients: int = 20, dropout: float = 0.
                             clients=_clients(_loaders(data.x_train, data.y_train, parts, 16, seed), parts),
                             clip=10.0, dropout=dropout, seed=seed,
                             threat=threat or ThreatModel(dropout_fraction=min(max(0.1, dropout), 0.45),
-                                                         corrupt_fraction=0.2))
+                                                         corrupt_fraction=0.2),
+                            key_bits=key_bits, insecure_keys=insecure_keys)
     return Experiment(federation, _classifier_evaluation(data.x_test, data.y_test))
 
 
 def logistic(*, protocol: ProtocolKind, clients: int = 5, dropout: float = 0.0, seed: int = 0,
              learning_rate: float = 0.5, loss_threshold: float = 0.25,
-             threat: ThreatModel | None = None) -> Experiment:
+             threat: ThreatModel | None = None, key_bits: int = 2048, insecure_keys: bool = False) -> Experiment:
     """Parties with ``make_classification`` data send logistic-regression gradients; only their secure
     aggregate steps the model (one full-batch gradient step per round), until the test loss falls below
     ``loss_threshold``."""
@@ -160,7 +164,8 @@ def logistic(*, protocol: ProtocolKind, clients: int = 5, dropout: float = 0.0, 
 
     federation = Federation(model=model, train=gradient_step, protocol=protocol,
                             clients=[FederatedClient(i, shard, len(p)) for i, (shard, p) in enumerate(zip(shards, parts))],
-                            server_optimizer=ServerOptimizer(), clip=10.0, dropout=dropout, seed=seed, threat=threat)
+                            server_optimizer=ServerOptimizer(), clip=10.0, dropout=dropout, seed=seed, threat=threat, key_bits=key_bits,
+                            insecure_keys=insecure_keys)
     return Experiment(federation, evaluate,
                       stop=lambda record: record.loss is not None and record.loss < loss_threshold,
                       metrics=lambda trained: {"mae": mean_absolute_error(trained, data.x_test, data.y_test)})

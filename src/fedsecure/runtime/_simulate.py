@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
-from ..protocols import ProtocolKind, RoundConfig, ThreatModel
+from ..crypto import MIN_SECURE_KEY_BITS
+from ..protocols import PaillierDeployment, ProtocolKind, RoundConfig, ThreatModel
 from ._schedule import DropoutSchedule
 from ._simulator import Progress, RoundReport, Simulator
 
@@ -51,7 +52,15 @@ class SimulationReport:
         senders = survivors or [c for c in config.clients if report.bytes_sent(c)]
         up = float(np.mean([report.bytes_sent(c) for c in senders])) if senders else 0.0
         down = float(np.mean([report.bytes_received(c) for c in senders])) if senders else 0.0
-        return {
+        paillier = config.paillier
+        extra: dict[str, Any] = {}
+        if paillier is not None:
+            extra = {"key_bits": paillier.keys.key_bits, "ciphertexts_per_client": paillier.ciphertexts,
+                     "slots_per_ciphertext": paillier.layout.slots, "slot_bits": paillier.layout.slot_bits,
+                     "decryptor_seconds": report.decryptor_seconds,
+                     "decryption_threshold": paillier.keys.decryption_threshold or None,
+                     "decryptor_error": str(report.decryptor_error) if report.decryptor_error else None}
+        return extra | {
             "protocol": config.protocol.value,
             "clients": len(config.clients),
             "dim": self.encoding.dimension,
@@ -88,12 +97,17 @@ def simulate(
     round_id: int = 0,
     schedule: DropoutSchedule | None = None,
     progress: Progress | None = None,
+    paillier: PaillierDeployment | None = None,
+    key_bits: int = MIN_SECURE_KEY_BITS,
+    insecure_keys: bool = False,
 ) -> SimulationReport:
     """Run one round over ``clients`` simulated clients with ``dimension``-long updates.
 
     ``dropout`` is the fraction of clients that go silent, each from a random
     stage, unless ``schedule`` is given. ``seed`` makes only the data and the
     dropout schedule reproducible; every key and mask comes from the OS.
+    Paillier protocols use ``paillier`` if given, else set up a fresh deployment
+    with ``key_bits``-bit keys (below 2048 only with ``insecure_keys``).
     """
     if clients < 1:
         raise ValueError("clients must be at least 1")
@@ -101,8 +115,12 @@ def simulate(
     encoding = EncodingConfig.fit_scale(dimension=dimension, clients=clients, clip=CLIP, ring_bits=ring_bits,
                                         clip_mode=ClipMode.PER_COORDINATE)
     quantizer = Quantizer(encoding)
+    if protocol.is_paillier and paillier is None:
+        if progress is not None:
+            progress("keygen", 0, 1)
+        paillier = PaillierDeployment.create(protocol, range(clients), key_bits=key_bits, insecure=insecure_keys)
     config = RoundConfig.create(protocol=protocol, clients=range(clients), encoding=encoding, round_id=round_id,
-                                threat=threat)
+                                threat=threat, paillier=paillier.keys if paillier is not None else None)
     if schedule is None:
         rng = np.random.default_rng([seed, 2**31 - 1])  # noqa: csprng-ok (dropout schedule, not a secret)
         schedule = DropoutSchedule.random(config.clients, dropout, protocol=protocol, rng=rng)
@@ -111,7 +129,7 @@ def simulate(
         updates[c] = quantizer.encode(client_data(seed, c, dimension))
         if progress is not None and (c + 1) % 100 == 0:
             progress("encode", c + 1, clients)
-    report = Simulator(config, updates, schedule=schedule, progress=progress).run()
+    report = Simulator(config, updates, schedule=schedule, progress=progress, paillier=paillier).run()
 
     correct = False
     max_abs_error = float("nan")
