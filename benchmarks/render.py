@@ -55,6 +55,27 @@ def aborts_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def paillier_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| key bits | ring bits | slots x bits | ciphertexts | encrypt s | phe per value s (extrapolated) "
+             "| speed-up | bytes/param (phe) | decrypt aggregate s | phe decrypt s | exact |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['key_bits']} | {r['ring_bits']} | {r['slots']} x {r['slot_bits']} | {r['ciphertexts']} | "
+            f"{r['encrypt_s']:.2f} | {r['phe_encrypt_extrapolated_s']:.0f} | {r['speedup_encrypt_vs_phe']:.0f}x | "
+            f"{r['bytes_per_param']:.2f} ({r['phe_bytes_per_param']:.0f}) | {r['decrypt_aggregate_s']:.2f} | "
+            f"{r['phe_decrypt_extrapolated_s']:.0f} | {r['exact']} |")
+    threshold = [r for r in rows if "deal_s" in r]
+    if threshold:
+        lines += ["", "| key bits | dealing s (3 runs) | t of n | one partial decryption s | combining s | exact |",
+                  "|---:|---|---:|---:|---:|---|"]
+        for r in threshold:
+            lines.append(f"| {r['key_bits']} | {', '.join(f'{s:.1f}' for s in r['deal_s'])} | "
+                         f"{r['decryption_threshold']} of {r['clients']} | {r['partial_decrypt_s']:.1f} | "
+                         f"{r['combine_s']:.1f} | {r['threshold_exact']} |")
+    return "\n".join(lines)
+
+
 def main(paths: list[str]) -> None:
     for path in paths:
         with open(path) as handle:
@@ -67,6 +88,8 @@ def main(paths: list[str]) -> None:
                 parts = ", ".join(f"{name} {1e3 * seconds:.2f} ms" for name, seconds in floor.items())
                 print(f"Cryptographic floor of one SecAgg round at these settings: {1e3 * sum(floor.values()):.1f} ms, "
                       f"{100 * data['floor_fraction_of_round']:.1f}% of a plaintext round ({parts}).\n")
+        elif data.get("records") and "key_bits" in data["records"][0]:
+            print(paillier_table(data["records"]) + "\n")
         elif "records" in data:
             print(grid_table(data["records"]) + "\n")
         if "aborts" in data:

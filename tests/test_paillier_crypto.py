@@ -12,6 +12,8 @@ import gmpy2
 import numpy as np
 import phe
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedsecure import ConfigurationError, CryptoError, InvalidUpdateError
 from fedsecure.crypto import (
@@ -151,6 +153,14 @@ def test_threshold_any_t_partials_decrypt_and_t_minus_1_do_not(insecure_threshol
         combine_partial_decryptions(key, guessed)
 
 
+def test_threshold_combination_skips_a_garbage_partial_when_others_suffice(insecure_threshold_key) -> None:  # type: ignore[no-untyped-def]
+    key, shares = insecure_threshold_key
+    ciphertexts = PaillierEncryptor(key.public_key).encrypt([11, 22])
+    partials = {h: shares[h].partial_decrypt(ciphertexts) for h in [2, 3, 5, 7]}
+    partials[2] = [gmpy2.mpz(secrets.randbelow(key.public_key.nsquare)) | 1 for _ in ciphertexts]
+    assert combine_partial_decryptions(key, partials) == [11, 22]
+
+
 def test_threshold_key_works_with_phe_encryption(insecure_threshold_key) -> None:  # type: ignore[no-untyped-def]
     key, shares = insecure_threshold_key
     ciphertext = key.public_key.raw_encrypt(123456)
@@ -171,3 +181,25 @@ def test_2048_bit_keys_round_trip_packed() -> None:
     key, shares = deal_threshold_paillier(2048, holders=list(range(5)), threshold=3)
     ciphertexts = PaillierEncryptor(key.public_key).encrypt([99])
     assert combine_partial_decryptions(key, {h: shares[h].partial_decrypt(ciphertexts) for h in [0, 2, 4]}) == [99]
+
+
+@settings(max_examples=60, deadline=None)
+@given(max_coordinate=st.integers(1, 2**59), clients=st.integers(1, 300), plaintext_bits=st.integers(70, 3000),
+       data=st.data())
+def test_packing_sum_property(max_coordinate: int, clients: int, plaintext_bits: int, data: st.DataObject) -> None:
+    # Adding packed plaintexts as integers (what Paillier's homomorphism does) decodes to the exact sum.
+    try:
+        layout = SlotLayout.create(max_coordinate=max_coordinate, clients=clients, plaintext_bits=plaintext_bits)
+    except ConfigurationError:
+        assert (2 * max_coordinate).bit_length() + (clients - 1).bit_length() + 1 > plaintext_bits
+        return
+    contributors = data.draw(st.integers(1, min(clients, 8)))
+    length = data.draw(st.integers(1, 3 * layout.slots))
+    values = st.integers(-max_coordinate, max_coordinate)
+    rows = [np.array(data.draw(st.lists(values, min_size=length, max_size=length)), dtype=np.int64)
+            for _ in range(contributors)]
+    packed = [layout.pack(row) for row in rows]
+    total = [sum(column) for column in zip(*packed)]
+    assert all(p.bit_length() <= plaintext_bits for p in total)
+    np.testing.assert_array_equal(layout.unpack_sum(total, length=length, contributors=contributors),
+                                  np.sum(rows, axis=0))

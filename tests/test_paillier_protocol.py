@@ -92,6 +92,21 @@ def test_threshold_round_aborts_when_fewer_than_t_holders_answer(threshold) -> N
     assert (report.abort.have, report.abort.need) == (2, 3)
 
 
+def test_threshold_round_survives_one_holder_answering_garbage(threshold) -> None:  # type: ignore[no-untyped-def]
+    config, updates = _round(threshold, round_id=310)
+
+    def garbage(client: int, stage: Stage, data: bytes) -> bytes:
+        if client == 0 and stage is Stage.PARTIAL_DECRYPTION:
+            message = decode_message(data)
+            junk = bytes([7]) * len(message.partials)  # type: ignore[union-attr]
+            return encode_message(replace(message, partials=junk))  # type: ignore[type-var]
+        return data
+
+    report = Simulator(config, updates, interceptor=garbage, paillier=threshold).run()
+    assert report.result is not None
+    np.testing.assert_array_equal(report.result.ring_sum, plaintext_ring_sum(updates, range(N)))
+
+
 def _collect(deployment: PaillierDeployment, round_id: int):  # type: ignore[no-untyped-def]
     """Run the input stage by hand; return the config, the server and its decryption request(s)."""
     config, updates = _round(deployment, round_id=round_id)

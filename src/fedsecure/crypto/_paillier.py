@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 import threading
@@ -364,43 +365,62 @@ def deal_threshold_paillier(
     return key, shares
 
 
-def combine_partial_decryptions(key: ThresholdPaillierKey, partials: Mapping[int, Sequence[int]]) -> list[int]:
-    """Any ``threshold`` holders' partial decryptions of the same ciphertexts give the plaintexts.
+_MAX_SUBSETS = 64
 
-    Fewer than ``threshold`` raise :class:`CryptoError` (t-1 shares of d reveal
-    nothing about it, hence nothing about the plaintext).
-    """
-    if len(partials) < key.threshold:
-        raise CryptoError(f"{len(partials)} partial decryptions, {key.threshold} needed")
-    chosen = sorted(partials)[: key.threshold]
-    lengths = {len(partials[h]) for h in chosen}
-    if len(lengths) != 1:
-        raise CryptoError("partial decryptions of different lengths")
-    n = mpz(key.public_key.n)
-    n_square = n * n
-    delta = key.delta
+
+def _lagrange_exponents(key: ThresholdPaillierKey, chosen: Sequence[int]) -> dict[int, int]:
     xs = {h: key.index(h) for h in chosen}
     exponents = {}
     for h in chosen:
-        numerator, denominator = delta, 1
+        numerator, denominator = key.delta, 1
         for other in chosen:
             if other != h:
                 numerator *= -xs[other]
                 denominator *= xs[h] - xs[other]
         # Delta * prod(-x_j / (x_i - x_j)) is an integer because Delta = l! (Shoup 2000, Lemma 1).
         exponents[h] = 2 * (numerator // denominator)
-    scale = gmpy2.invert(4 * delta * delta, n)
+    return exponents
+
+
+def _combine_one(values: Mapping[int, int], exponents: Mapping[int, int], n: mpz, n_square: mpz) -> mpz | None:
+    # c' = prod c_i^(2 lambda_i) = c^(4 Delta^2 d) = 1 + 4 Delta^2 M n (mod n^2); None if not of that form.
+    combined = mpz(1)
+    try:
+        for h, exponent in exponents.items():
+            combined = gmpy2.f_mod(combined * gmpy2.powmod(mpz(values[h]), exponent, n_square), n_square)
+    except ZeroDivisionError:  # a partial that is not a unit of Z_(n^2)
+        return None
+    return combined if gmpy2.f_mod(combined, n) == 1 else None
+
+
+def combine_partial_decryptions(key: ThresholdPaillierKey, partials: Mapping[int, Sequence[int]]) -> list[int]:
+    """Any ``threshold`` holders' partial decryptions of the same ciphertexts give the plaintexts.
+
+    Fewer than ``threshold`` raise :class:`CryptoError` (t-1 shares of d reveal
+    nothing about it, hence nothing about the plaintext). With more than
+    ``threshold`` partials, a subset whose combination is inconsistent (a holder
+    answered garbage) is skipped for the next one, up to 64 subsets. Without
+    proofs of correct decryption a crafted partial can still pass (SECURITY.md).
+    """
+    if len(partials) < key.threshold:
+        raise CryptoError(f"{len(partials)} partial decryptions, {key.threshold} needed")
+    lengths = {len(values) for values in partials.values()}
+    if len(lengths) != 1:
+        raise CryptoError("partial decryptions of different lengths")
     (length,) = lengths
-    out = []
-    for index in range(length):
-        combined = mpz(1)
-        try:
-            for h in chosen:
-                combined = gmpy2.f_mod(combined * gmpy2.powmod(mpz(partials[h][index]), exponents[h], n_square),
-                                       n_square)
-        except ZeroDivisionError:
-            raise CryptoError("a partial decryption is not a unit of Z_(n^2)") from None
-        if gmpy2.f_mod(combined, n) != 1:
-            raise CryptoError("partial decryptions do not combine (a holder answered wrongly)")
-        out.append(int(gmpy2.f_mod(((combined - 1) // n) * scale, n)))
-    return out
+    n = mpz(key.public_key.n)
+    n_square = n * n
+    scale = gmpy2.invert(4 * key.delta * key.delta, n)
+    tried = 0
+    for chosen in itertools.islice(itertools.combinations(sorted(partials), key.threshold), _MAX_SUBSETS):
+        tried += 1
+        exponents = _lagrange_exponents(key, chosen)
+        out = []
+        for index in range(length):
+            combined = _combine_one({h: partials[h][index] for h in chosen}, exponents, n, n_square)
+            if combined is None:
+                break
+            out.append(int(gmpy2.f_mod(((combined - 1) // n) * scale, n)))
+        else:
+            return out
+    raise CryptoError(f"partial decryptions do not combine (a holder answered wrongly; {tried} subsets tried)")

@@ -85,7 +85,11 @@ class SlotLayout:
                 for start in range(0, len(shifted), self.slots)]
 
     def unpack_sum(self, plaintexts: Sequence[int], *, length: int, contributors: int) -> np.ndarray:
-        """Decode the plaintext sum of ``contributors`` packed vectors into their signed sum (int64)."""
+        """Decode the plaintext sum of ``contributors`` packed vectors into their signed sum (int64).
+
+        The encoding guarantees the sum fits its ring, at most 64 bits; a sum that
+        does not fit int64 raises ``ValueError``.
+        """
         if not 1 <= contributors <= self.max_contributors:
             raise ConfigurationError(
                 f"{contributors} contributions, but the slots have headroom for at most {self.max_contributors}",
@@ -103,4 +107,7 @@ class SlotLayout:
             slots = gmpy2.unpack(gmpy2.mpz(plaintext), width) if plaintext else []
             sums.extend(int(s) - bias for s in slots)
             sums.extend([-bias] * (wanted - len(slots)))
-        return np.array(sums, dtype=np.int64)
+        try:
+            return np.array(sums, dtype=np.int64)
+        except OverflowError:
+            raise ValueError("a slot sum does not fit in 64 bits") from None
