@@ -11,6 +11,9 @@ from fedsecure import DecodeError, PeerFault
 from fedsecure.protocols import (
     DECRYPTOR,
     AdvertiseKeys,
+    CiphertextCommitment,
+    Commitment,
+    RevealRequest,
     DecryptedAggregate,
     DecryptionRequest,
     EncryptedInput,
@@ -46,7 +49,12 @@ SAMPLES = [
                     key_shares=(ShareValue(3, 7),)),
     PlaintextInput(round_id=3, sender=1, vector=np.zeros(0, dtype="<u4")),
     EncryptedInput(round_id=3, sender=1, ciphertexts=b"c" * 128, signature=b"s" * 64),
-    DecryptionRequest(round_id=3, recipient=DECRYPTOR, aggregate=b"a" * 128, contributions=(
+    CiphertextCommitment(round_id=3, sender=1, digest=b"h" * 32, signature=b"s" * 64),
+    RevealRequest(round_id=3, recipient=4, commitments=(Commitment(1, b"h" * 32, b"s" * 64),
+                                                        Commitment(4, b"i" * 32, b"t" * 64))),
+    DecryptionRequest(round_id=3, recipient=DECRYPTOR, aggregate=b"a" * 128,
+                      commitments=(Commitment(1, b"h" * 32, b"s" * 64), Commitment(4, b"i" * 32, b"t" * 64)),
+                      contributions=(
         EncryptedInput(round_id=3, sender=1, ciphertexts=b"c" * 128, signature=b"s" * 64),
         EncryptedInput(round_id=3, sender=4, ciphertexts=b"d" * 128, signature=b"t" * 64))),
     DecryptedAggregate(round_id=3, sender=DECRYPTOR, contributors=(1, 4), vector=np.arange(5, dtype="<u8")),
@@ -144,10 +152,13 @@ def test_mutated_messages_only_raise_decode_error(message: object, data: st.Data
     lambda: EncryptedShare(peer=1, envelope=b""),
     lambda: EncryptedInput(round_id=1, sender=1, ciphertexts=b"", signature=b"s" * 64),
     lambda: EncryptedInput(round_id=1, sender=1, ciphertexts=b"c", signature=b"s" * 63),
-    lambda: DecryptionRequest(round_id=1, recipient=1, aggregate=b"a", contributions=(
+    lambda: DecryptionRequest(round_id=1, recipient=1, aggregate=b"a", commitments=(), contributions=(
         EncryptedInput(round_id=1, sender=1, ciphertexts=b"c", signature=b"s" * 64),) * 2),
-    lambda: DecryptionRequest(round_id=1, recipient=1, aggregate=b"a", contributions=(
+    lambda: DecryptionRequest(round_id=1, recipient=1, aggregate=b"a", commitments=(), contributions=(
         EncryptedInput(round_id=2, sender=1, ciphertexts=b"c", signature=b"s" * 64),)),
+    lambda: RevealRequest(round_id=1, recipient=1, commitments=(Commitment(4, b"h" * 32, b"s" * 64),
+                                                               Commitment(1, b"h" * 32, b"s" * 64))),
+    lambda: CiphertextCommitment(round_id=1, sender=1, digest=b"h" * 31, signature=b"s" * 64),
     lambda: DecryptedAggregate(round_id=1, sender=1, contributors=(1, 1), vector=np.zeros(2, dtype="<u4")),
     lambda: PartialDecryption(round_id=1, sender=1, aggregate_digest=b"g" * 31, partials=b"p"),
 ])

@@ -255,6 +255,10 @@ def test_impossible_configurations_fail_at_once_not_every_round(capsys) -> None:
         _tiny_federation(_sgd_step, clients=1)
     with pytest.raises(ConfigurationError, match="max_weight"):
         _tiny_federation(_sgd_step, max_weight=4)
+    # Threshold Paillier: a sampled cohort smaller than the decryption threshold could never decrypt.
+    with pytest.raises(ConfigurationError, match="fraction"):
+        _tiny_federation(_sgd_step, protocol=ProtocolKind.PAILLIER_THRESHOLD, clients=8, fraction=0.25,
+                         key_bits=512, insecure_keys=True)
     assert main(["train", "--example", "linear784", "--clients", "1", "--rounds", "1", "--json"]) == 2
 
 

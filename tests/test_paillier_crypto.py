@@ -161,6 +161,14 @@ def test_threshold_combination_skips_a_garbage_partial_when_others_suffice(insec
     assert combine_partial_decryptions(key, partials) == [11, 22]
 
 
+def test_threshold_combination_finds_honest_holders_past_a_garbage_lowest_id() -> None:
+    key, shares = deal_threshold_paillier(INSECURE_KEY_BITS, holders=list(range(10)), threshold=6)
+    ciphertexts = PaillierEncryptor(key.public_key).encrypt([5, 6, 7])
+    partials = {h: shares[h].partial_decrypt(ciphertexts) for h in range(10)}
+    partials[0] = [gmpy2.mpz(3)] * 3  # every one of the first 126 subsets contains holder 0
+    assert combine_partial_decryptions(key, partials) == [5, 6, 7]
+
+
 def test_threshold_key_works_with_phe_encryption(insecure_threshold_key) -> None:  # type: ignore[no-untyped-def]
     key, shares = insecure_threshold_key
     ciphertext = key.public_key.raw_encrypt(123456)

@@ -16,6 +16,7 @@ from fedsecure import ConfigurationError, PeerFault, PeerProtocolError
 from fedsecure.encoding import EncodingConfig, Quantizer
 from fedsecure.protocols import (
     DECRYPTOR,
+    CiphertextCommitment,
     DecryptedAggregate,
     DecryptionRequest,
     EncryptedInput,
@@ -43,7 +44,7 @@ def separate() -> PaillierDeployment:
 @pytest.fixture(scope="module")
 def threshold() -> PaillierDeployment:
     return PaillierDeployment.create(ProtocolKind.PAILLIER_THRESHOLD, range(N), key_bits=INSECURE_KEY_BITS,
-                                     insecure=True, decryption_threshold=3)
+                                     insecure=True, decryption_threshold=4)
 
 
 def _round(deployment: PaillierDeployment, round_id: int, *, ring_bits: int = 32, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -86,10 +87,10 @@ def test_round_aborts_cleanly_below_the_minimum_and_the_next_round_proceeds(sepa
 
 def test_threshold_round_aborts_when_fewer_than_t_holders_answer(threshold) -> None:  # type: ignore[no-untyped-def]
     config, updates = _round(threshold, round_id=300)
-    schedule = DropoutSchedule.at_stages({Stage.PARTIAL_DECRYPTION: [0, 1, 2, 3]})  # 2 answer, t = 3
+    schedule = DropoutSchedule.at_stages({Stage.PARTIAL_DECRYPTION: [0, 1, 2, 3]})  # 2 answer, t = 4
     report = Simulator(config, updates, schedule=schedule, paillier=threshold).run()
     assert report.result is None and report.abort is not None
-    assert (report.abort.have, report.abort.need) == (2, 3)
+    assert (report.abort.have, report.abort.need) == (2, 4)
 
 
 def test_threshold_round_survives_one_holder_answering_garbage(threshold) -> None:  # type: ignore[no-untyped-def]
@@ -107,14 +108,19 @@ def test_threshold_round_survives_one_holder_answering_garbage(threshold) -> Non
     np.testing.assert_array_equal(report.result.ring_sum, plaintext_ring_sum(updates, range(N)))
 
 
+def _deliver(server, sessions, messages) -> None:  # type: ignore[no-untyped-def]
+    for message in messages:
+        for reply in sessions[message.recipient].receive(decode_message(encode_message(message))):
+            server.receive_bytes(encode_message(reply), sender=reply.sender)
+
+
 def _collect(deployment: PaillierDeployment, round_id: int):  # type: ignore[no-untyped-def]
-    """Run the input stage by hand; return the config, the server and its decryption request(s)."""
+    """Run the commitment and input stages by hand; return the config, the server and its decryption request(s)."""
     config, updates = _round(deployment, round_id=round_id)
     server = create_server_session(config)
     sessions = {c: create_client_session(config, c, updates[c], deployment.credentials[c]) for c in range(N)}
-    for start in server.start():
-        for reply in sessions[start.recipient].receive(decode_message(encode_message(start))):
-            server.receive_bytes(encode_message(reply), sender=reply.sender)
+    _deliver(server, sessions, server.start())
+    _deliver(server, sessions, server.close_stage())
     return config, server, server.close_stage(), sessions, updates
 
 
@@ -141,11 +147,14 @@ def test_key_holder_refuses_mismatched_unsigned_duplicated_and_too_few_contribut
 
     # An aggregate that is not the product of the listed ciphertexts: say, one client's ciphertext alone.
     assert refused(replace(request, aggregate=contributions[0].ciphertexts)) is PeerFault.BAD_AGGREGATE
-    # A contribution whose signature does not verify (altered ciphertexts, or re-attributed to another client).
+    # Ciphertexts that are not the committed ones, or a contribution re-attributed to another client.
     forged = replace(contributions[0], ciphertexts=contributions[1].ciphertexts)
-    assert refused(replace(request, contributions=(forged, *contributions[1:]))) is PeerFault.BAD_SIGNATURE
-    stolen = replace(contributions[0], sender=contributions[1].sender)
+    assert refused(replace(request, contributions=(forged, *contributions[1:]))) is PeerFault.BAD_AGGREGATE
+    stolen = replace(contributions[0], sender=contributions[1].sender, ciphertexts=contributions[1].ciphertexts)
     assert refused(replace(request, contributions=(contributions[0], stolen, *contributions[2:]))) is PeerFault.BAD_SIGNATURE
+    # A commitment set other than the one the contributors revealed against.
+    assert refused(replace(request, commitments=request.commitments[1:],
+                           contributions=contributions[1:])) is PeerFault.BAD_SIGNATURE
     # Duplicates cannot even be built or decoded.
     with pytest.raises(ValueError, match="twice"):
         replace(request, contributions=(contributions[0], contributions[0], *contributions[2:]))
@@ -163,18 +172,15 @@ def test_threshold_client_checks_the_request_and_answers_once(threshold) -> None
     with pytest.raises(PeerProtocolError) as error:
         sessions[first.recipient].receive(bad)
     assert error.value.fault is PeerFault.BAD_AGGREGATE
-    # The session aborted; a fresh session of the same client answers the genuine request once ...
-    _, updates = _round(threshold, round_id=500)
-    again = create_client_session(config, first.recipient, updates[first.recipient],
-                                  threshold.credentials[first.recipient])
-    again.receive(decode_message(encode_message(create_server_session(config).start()[first.recipient])))
-    again.receive(first)
-    # ... and the holder's credentials refuse a second partial decryption for the round.
-    third = create_client_session(config, first.recipient, updates[first.recipient],
-                                  threshold.credentials[first.recipient])
-    third.receive(decode_message(encode_message(create_server_session(config).start()[first.recipient])))
+    # The session aborted for good; the holder's other sessions answer the genuine request once ...
+    assert sessions[first.recipient].state.value == "aborted"
+    sessions[requests[1].recipient].receive(requests[1])
+    # ... and a holder's credentials refuse a second partial decryption for the round.
+    holder = requests[2].recipient
+    sessions[holder].receive(requests[2])
+    _, again, (*repeat,), fresh, _ = _collect(threshold, round_id=500)
     with pytest.raises(PeerProtocolError) as error:
-        third.receive(first)
+        fresh[holder].receive(next(r for r in repeat if r.recipient == holder))
     assert error.value.fault is PeerFault.ALREADY_DECRYPTED
 
 
@@ -198,8 +204,12 @@ def test_server_refuses_a_total_from_anyone_but_the_decryptor(separate) -> None:
                               vector=np.zeros(config.vector_length, dtype=config.ring.dtype))
     with pytest.raises(PeerProtocolError) as error:
         server.receive_bytes(encode_message(fake), sender=2)
-    assert error.value.fault in (PeerFault.WRONG_SENDER, PeerFault.OUT_OF_STAGE)
-    assert request.recipient == DECRYPTOR
+    assert error.value.fault is PeerFault.WRONG_SENDER and error.value.peer == 2
+    assert 2 in server.dropped
+    # The genuine total still lands, and client 2's contribution, already in the product, is still counted.
+    server.receive_bytes(encode_message(separate.key_holder.receive(config, request)), sender=DECRYPTOR)
+    server.close_stage()
+    assert server.result().survivors == frozenset(range(N))
 
 
 def test_insecure_keys_need_to_be_asked_for_and_slots_that_cannot_fit_are_refused() -> None:
@@ -223,5 +233,112 @@ def test_paillier_secrets_refuse_pickling_and_stay_out_of_reprs(separate, thresh
         with pytest.raises(TypeError):
             pickle.dumps(secret)
         assert "mpz" not in repr(secret)
+    share = threshold.credentials[0].key_share
+    assert str(int(share._secret)) not in repr(share) and str(int(share._secret)) not in repr(threshold.credentials[0])
     contribution = EncryptedInput(round_id=1, sender=1, ciphertexts=b"\x07" * 64, signature=b"s" * 64)
     assert "\\x07" not in repr(contribution)
+
+
+# ---- attacks found in review: each must now fail -----------------------------------------------------
+def test_a_colluding_client_cannot_cancel_the_others_to_isolate_a_victim(separate) -> None:  # type: ignore[no-untyped-def]
+    # The attack: client 5 submits E(0) * prod_{j in 1..4} c_j^-1, so that the product decrypts to client 0's
+    # input alone. It needs the honest ciphertexts first; commitments made before any reveal rule that out.
+    import gmpy2
+
+    from fedsecure.crypto import PaillierEncryptor, ciphertexts_from_bytes, ciphertexts_to_bytes
+    from fedsecure.protocols import Commitment, commitment_payload, commitment_set_digest, contribution_payload
+
+    config, updates = _round(separate, round_id=800)
+    public = separate.keys.public_key
+    server = create_server_session(config)
+    sessions = {c: create_client_session(config, c, updates[c], separate.credentials[c]) for c in range(5)}
+    _deliver(server, sessions, [m for m in server.start() if m.recipient != 5])
+    reveal_requests = server.close_stage()  # client 5 did not commit in time: the set has 0..4 only
+    honest = {}
+    for request in reveal_requests:
+        (reply,) = sessions[request.recipient].receive(request)
+        honest[reply.sender] = reply
+        server.receive_bytes(encode_message(reply), sender=reply.sender)
+    forged = PaillierEncryptor(public).encrypt([0] * config.paillier.ciphertexts)
+    for j in (1, 2, 3, 4):
+        column = ciphertexts_from_bytes(honest[j].ciphertexts, public)
+        forged = [gmpy2.f_mod(a * gmpy2.invert(b, public.nsquare), public.nsquare) for a, b in zip(forged, column)]
+    data = ciphertexts_to_bytes(forged, public)
+    # Late to the server: out of stage, refused and dropped.
+    import hashlib
+
+    digest = hashlib.sha256(data).digest()
+    signer = separate.credentials[5]
+    late = CiphertextCommitment(round_id=800, sender=5, digest=digest,
+                                signature=signer.sign(commitment_payload(config, 5, digest)))
+    with pytest.raises(PeerProtocolError):
+        server.receive_bytes(encode_message(late), sender=5)
+    # Straight to the key holder, with the colluder's commitment added to the set the honest clients revealed against.
+    (request,) = server.close_stage()
+    commitments = tuple(sorted((*request.commitments, Commitment(5, digest, late.signature)), key=lambda c: c.sender))
+    sneaked = EncryptedInput(round_id=800, sender=5, ciphertexts=data, signature=signer.sign(
+        contribution_payload(config, 5, data, commitment_set_digest(commitments))))
+    product = ciphertexts_to_bytes(
+        [gmpy2.f_mod(a * b, public.nsquare) for a, b in zip(ciphertexts_from_bytes(request.aggregate, public), forged)],
+        public)
+    attack = replace(request, commitments=commitments, contributions=(*request.contributions, sneaked),
+                     aggregate=product)
+    with pytest.raises(PeerProtocolError) as error:
+        separate.key_holder.receive(config, attack)
+    assert error.value.fault is PeerFault.BAD_SIGNATURE  # the honest reveals were signed for the smaller set
+    assert 800 not in separate.key_holder.decrypted_rounds
+
+
+def test_threshold_needs_a_strict_majority_so_two_contributor_sets_cannot_both_be_decrypted() -> None:
+    # With t <= n/2 the server could have two disjoint holder groups decrypt S and S minus {victim}.
+    for threshold in (2, 3):
+        with pytest.raises(ConfigurationError) as error:
+            PaillierDeployment.create(ProtocolKind.PAILLIER_THRESHOLD, range(6), key_bits=INSECURE_KEY_BITS,
+                                      insecure=True, decryption_threshold=threshold)
+        assert error.value.parameter == "decryption_threshold"
+
+
+def test_round_configs_with_weakened_paillier_parameters_are_refused(separate) -> None:  # type: ignore[no-untyped-def]
+    config, _ = _round(separate, round_id=900)
+    parameters = config.paillier
+    for weakened in (replace(parameters, min_contributors=1), replace(parameters, ciphertexts=parameters.ciphertexts + 1)):
+        with pytest.raises(ConfigurationError):
+            replace(config, paillier=weakened)
+    with pytest.raises(ConfigurationError):
+        replace(config, threshold=1, paillier=replace(parameters, min_contributors=1))
+    from fedsecure.crypto import SigningKey
+    from fedsecure.protocols import PaillierCredentials
+
+    with pytest.raises(ConfigurationError):
+        PaillierCredentials(SigningKey.generate(), min_contributors=1)
+
+
+@pytest.mark.parametrize("kind", ["separate", "threshold"])
+def test_an_out_of_range_contribution_aborts_cleanly_without_releasing_anything(kind: str, request) -> None:  # type: ignore[no-untyped-def]
+    from fedsecure.crypto import PaillierEncryptor
+
+    deployment = request.getfixturevalue(kind)
+    config, updates = _round(deployment, round_id=1000)
+    public = deployment.keys.public_key
+
+    class OversizedEncryptor:  # a malicious client's encryptor: plaintexts far wider than their slots
+        def __init__(self) -> None:
+            self.public_key = public
+            self._inner = PaillierEncryptor(public)
+
+        def encrypt(self, plaintexts):  # type: ignore[no-untyped-def]
+            return self._inner.encrypt([1 << (int(public.n).bit_length() - 2)] * len(plaintexts))
+
+    credentials = deployment.credentials[2]
+    honest = credentials._encryptor
+    credentials._encryptor = OversizedEncryptor()
+    try:
+        report = Simulator(config, updates, paillier=deployment).run()
+    finally:
+        credentials._encryptor = honest
+    assert report.result is None and report.abort is not None
+    if kind == "separate":
+        assert report.decryptor_error is not None and report.decryptor_error.fault is PeerFault.BAD_AGGREGATE
+        assert 1000 in deployment.key_holder.decrypted_rounds
+    else:
+        assert "out of range" in report.abort.reason

@@ -29,6 +29,7 @@ class Purpose(enum.Enum):
     PAIRWISE_MASK = b"fedsecure/v1/pairwise-mask"
     SELF_MASK = b"fedsecure/v1/self-mask"
     NEIGHBOUR_GRAPH = b"fedsecure/v1/neighbour-graph"
+    DP_ROTATION = b"fedsecure/v1/dp-rotation"
 
 
 def _info(purpose: Purpose, round_id: int, context: tuple[int, ...]) -> bytes:

@@ -365,7 +365,7 @@ def deal_threshold_paillier(
     return key, shares
 
 
-_MAX_SUBSETS = 64
+_MAX_SUBSETS = 4096
 
 
 def _lagrange_exponents(key: ThresholdPaillierKey, chosen: Sequence[int]) -> dict[int, int]:
@@ -398,9 +398,10 @@ def combine_partial_decryptions(key: ThresholdPaillierKey, partials: Mapping[int
 
     Fewer than ``threshold`` raise :class:`CryptoError` (t-1 shares of d reveal
     nothing about it, hence nothing about the plaintext). With more than
-    ``threshold`` partials, a subset whose combination is inconsistent (a holder
-    answered garbage) is skipped for the next one, up to 64 subsets. Without
-    proofs of correct decryption a crafted partial can still pass (SECURITY.md).
+    ``threshold`` partials, subsets are screened on the first ciphertext (t
+    small exponentiations each, up to 4096 subsets) and the first consistent
+    one decrypts, so garbage from a few holders is skipped. Without proofs of
+    correct decryption a crafted partial can still pass (SECURITY.md).
     """
     if len(partials) < key.threshold:
         raise CryptoError(f"{len(partials)} partial decryptions, {key.threshold} needed")
@@ -415,6 +416,8 @@ def combine_partial_decryptions(key: ThresholdPaillierKey, partials: Mapping[int
     for chosen in itertools.islice(itertools.combinations(sorted(partials), key.threshold), _MAX_SUBSETS):
         tried += 1
         exponents = _lagrange_exponents(key, chosen)
+        if length and _combine_one({h: partials[h][0] for h in chosen}, exponents, n, n_square) is None:
+            continue
         out = []
         for index in range(length):
             combined = _combine_one({h: partials[h][index] for h in chosen}, exponents, n, n_square)

@@ -99,12 +99,15 @@ class SlotLayout:
             raise ValueError(f"{len(plaintexts)} plaintexts for {length} coordinates, expected "
                              f"{self.plaintexts_for(length)}")
         width, bias = self.slot_bits, contributors * self.offset
+        largest = 2 * bias  # k contributions of values in [0, 2M] sum to at most 2kM
         sums: list[int] = []
         for index, plaintext in enumerate(plaintexts):
             wanted = min(self.slots, length - index * self.slots)
             if plaintext < 0 or plaintext.bit_length() > width * wanted:
                 raise ValueError("a plaintext has more bits than its slots")
             slots = gmpy2.unpack(gmpy2.mpz(plaintext), width) if plaintext else []
+            if slots and max(slots) > largest:
+                raise ValueError(f"a slot sum exceeds {largest}, the most {contributors} contributions can reach")
             sums.extend(int(s) - bias for s in slots)
             sums.extend([-bias] * (wanted - len(slots)))
         try:

@@ -170,6 +170,11 @@ class Federation:
                                                       key_bits=self.key_bits, insecure=self.insecure_keys)
         # Refuse, now rather than every round, a cohort the protocol can never aggregate.
         cohort = self.sample_cohort(0)
+        keys = self._paillier_keys
+        if keys is not None and keys.threshold_decryption and len(cohort) < keys.decryption_threshold:
+            raise ConfigurationError(
+                f"each round samples {len(cohort)} clients, but decryption needs {keys.decryption_threshold} "
+                "key-share holders: raise `fraction`", parameter="fraction")
         RoundConfig.create(protocol=self.protocol, clients=[c.client_id for c in cohort],
                            encoding=self._encoding(len(cohort)), threat=self.threat, paillier=self._paillier_keys)
 

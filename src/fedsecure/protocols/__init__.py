@@ -6,6 +6,9 @@ from ._factory import create_client_session, create_server_session
 from ._messages import (
     DECRYPTOR,
     AdvertiseKeys,
+    CiphertextCommitment,
+    Commitment,
+    RevealRequest,
     DecryptedAggregate,
     DecryptionRequest,
     EncryptedInput,
@@ -30,6 +33,8 @@ from ._paillier import (
     PaillierDeployment,
     PaillierKeyHolder,
     PaillierServerSession,
+    commitment_payload,
+    commitment_set_digest,
     contribution_payload,
 )
 from ._plaintext import PlaintextClientSession, PlaintextServerSession
@@ -50,6 +55,11 @@ __all__ = [
     "PaillierServerSession",
     "PartialDecryption",
     "contribution_payload",
+    "commitment_payload",
+    "commitment_set_digest",
+    "CiphertextCommitment",
+    "Commitment",
+    "RevealRequest",
     "AdvertiseKeys",
     "AggregationResult",
     "CLIENT_TRANSITIONS",

@@ -23,6 +23,9 @@ from ..crypto import PUBLIC_KEY_BYTES, SHARE_BYTES
 from ._messages import (
     SIGNATURE_BYTES,
     AdvertiseKeys,
+    CiphertextCommitment,
+    Commitment,
+    RevealRequest,
     DecryptedAggregate,
     DecryptionRequest,
     EncryptedInput,
@@ -66,7 +69,10 @@ _TYPE_CODES: dict[type, int] = {
     DecryptionRequest: 11,
     DecryptedAggregate: 12,
     PartialDecryption: 13,
+    CiphertextCommitment: 14,
+    RevealRequest: 15,
 }
+_COMMITMENT_ENTRY = struct.Struct(f"<I32s{SIGNATURE_BYTES}s")
 _DTYPES = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
@@ -98,6 +104,11 @@ def _encode_vector(vector: np.ndarray) -> list[bytes | memoryview]:
     return [_VECTOR_HEADER.pack(vector.dtype.itemsize, vector.size), np.ascontiguousarray(vector).data.cast("B")]
 
 
+def _encode_commitments(commitments: tuple[Commitment, ...]) -> list[bytes]:
+    return [_U32.pack(len(commitments))] + [_COMMITMENT_ENTRY.pack(c.sender, c.digest, c.signature)
+                                             for c in commitments]
+
+
 def encode_message(message: Message) -> bytes:
     """Serialise a message to bytes."""
     code = _TYPE_CODES[type(message)]
@@ -118,7 +129,12 @@ def encode_message(message: Message) -> bytes:
         parts.extend(_encode_vector(message.vector))
     elif isinstance(message, EncryptedInput):
         parts.extend(_encode_contribution(message)[1:])
+    elif isinstance(message, CiphertextCommitment):
+        parts += [message.digest, message.signature]
+    elif isinstance(message, RevealRequest):
+        parts.extend(_encode_commitments(message.commitments))
     elif isinstance(message, DecryptionRequest):
+        parts.extend(_encode_commitments(message.commitments))
         parts.append(_U32.pack(len(message.contributions)))
         for contribution in message.contributions:
             parts.extend(_encode_contribution(contribution))
@@ -187,6 +203,14 @@ def _decode_contribution(round_id: int, sender: int, reader: _Reader) -> Encrypt
                           signature=reader.take(SIGNATURE_BYTES))
 
 
+def _decode_commitments(reader: _Reader) -> tuple[Commitment, ...]:
+    entries = []
+    for _ in range(reader.count(_COMMITMENT_ENTRY.size)):
+        sender, digest, signature = reader.unpack(_COMMITMENT_ENTRY)
+        entries.append(Commitment(sender=sender, digest=digest, signature=signature))  # type: ignore[arg-type]
+    return tuple(entries)
+
+
 def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Message:
     if code == 1:
         return RoundStart(round_id=round_id, recipient=party, config_digest=reader.take(32))
@@ -214,13 +238,19 @@ def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Messa
         return cls(round_id=round_id, sender=party, vector=_decode_vector(reader))
     if code == 10:
         return _decode_contribution(round_id, party, reader)
+    if code == 14:
+        return CiphertextCommitment(round_id=round_id, sender=party, digest=reader.take(32),
+                                    signature=reader.take(SIGNATURE_BYTES))
+    if code == 15:
+        return RevealRequest(round_id=round_id, recipient=party, commitments=_decode_commitments(reader))
     if code == 11:
+        commitments = _decode_commitments(reader)
         contributions = []
         for _ in range(reader.count(2 * _U32.size + SIGNATURE_BYTES)):
             (sender,) = reader.unpack(_U32)
             contributions.append(_decode_contribution(round_id, sender, reader))  # type: ignore[arg-type]
-        return DecryptionRequest(round_id=round_id, recipient=party, contributions=tuple(contributions),
-                                 aggregate=_decode_blob(reader))
+        return DecryptionRequest(round_id=round_id, recipient=party, commitments=commitments,
+                                 contributions=tuple(contributions), aggregate=_decode_blob(reader))
     if code == 12:
         count = reader.count(_U32.size)
         contributors = tuple(int(c) for c in np.frombuffer(reader.take(4 * count), dtype="<u4"))

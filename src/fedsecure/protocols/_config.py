@@ -65,9 +65,12 @@ class PaillierKeys:
         if any(type(k) is not bytes or len(k) != VERIFY_KEY_BYTES for k in self.signing_keys.values()):
             raise ConfigurationError("signing keys must be 32-byte Ed25519 keys", parameter="signing_keys")
         object.__setattr__(self, "signing_keys", MappingProxyType(dict(self.signing_keys)))
-        if self.key_holders and not 1 <= self.decryption_threshold <= len(self.key_holders):
-            raise ConfigurationError("decryption_threshold must lie in [1, number of key holders]",
-                                     parameter="decryption_threshold")
+        if self.key_holders and not len(self.key_holders) // 2 < self.decryption_threshold <= len(self.key_holders):
+            # Each holder answers once per round, so a strict majority means the server can never get two
+            # different contributor sets decrypted in one round (and subtract them to isolate one input).
+            raise ConfigurationError(
+                f"decryption_threshold must be a strict majority of the {len(self.key_holders)} key holders "
+                f"(more than {len(self.key_holders) // 2})", parameter="decryption_threshold")
 
     @property
     def key_bits(self) -> int:
@@ -156,6 +159,8 @@ class RoundConfig:
             raise ConfigurationError("encoding_digest must be 32 bytes", parameter="encoding_digest")
         if self.protocol.is_paillier != (self.paillier is not None):
             raise ConfigurationError("Paillier rounds, and only they, carry Paillier parameters", parameter="paillier")
+        if self.paillier is not None:
+            self._check_paillier(self.paillier, clients)
         if self.protocol is not ProtocolKind.PLAINTEXT and self.threshold < 2:
             # With t >= 2 every sum the server can ever unmask holds at least two inputs.
             raise ConfigurationError("secure aggregation needs a threshold of at least 2", parameter="threshold")
@@ -165,6 +170,25 @@ class RoundConfig:
         object.__setattr__(self, "_positions", {client: index for index, client in enumerate(order)})
         object.__setattr__(self, "_digest", hashlib.sha256(self.canonical_bytes()).digest())
         object.__setattr__(self, "_neighbour_cache", {})
+
+    def _check_paillier(self, parameters: PaillierParameters, clients: tuple[int, ...]) -> None:
+        # Whoever builds a configuration, its Paillier part must be the one create() would derive.
+        if parameters.min_contributors != self.threshold or parameters.min_contributors < 2:
+            raise ConfigurationError("min_contributors must equal the round threshold, at least 2",
+                                     parameter="min_contributors")
+        if parameters.ciphertexts != parameters.layout.plaintexts_for(self.vector_length):
+            raise ConfigurationError("the ciphertext count does not match the vector length and slot layout",
+                                     parameter="ciphertexts")
+        if parameters.layout.max_contributors < len(clients):
+            raise ConfigurationError("the slots have headroom for fewer clients than the cohort", parameter="clients")
+        if parameters.layout.slot_bits * parameters.layout.slots > parameters.keys.key_bits - 1:
+            raise ConfigurationError("the slot layout does not fit the key", parameter="key_bits")
+        missing = [c for c in clients if c not in parameters.keys.signing_keys]
+        if missing:
+            raise ConfigurationError(f"clients {missing[:5]} have no registered signing key", parameter="signing_keys")
+        if (self.protocol is ProtocolKind.PAILLIER_THRESHOLD) != parameters.keys.threshold_decryption:
+            raise ConfigurationError(f"protocol {self.protocol.value} does not match the keys' trust arrangement",
+                                     parameter="paillier")
 
     @classmethod
     def create(

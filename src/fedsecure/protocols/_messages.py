@@ -32,6 +32,9 @@ __all__ = [
     "ShareValue",
     "UnmaskingShares",
     "PlaintextInput",
+    "CiphertextCommitment",
+    "Commitment",
+    "RevealRequest",
     "EncryptedInput",
     "DecryptionRequest",
     "DecryptedAggregate",
@@ -284,12 +287,72 @@ def _check_blob(value: object, what: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class CiphertextCommitment:
+    """Client to server, Paillier stage Commitment: SHA-256 of the ciphertexts the client will reveal, signed.
+
+    Committing before anyone reveals stops a client from building its
+    ciphertext out of other clients' ciphertexts (Paillier is malleable): that
+    is how one malicious client and the server could otherwise cancel every
+    input but a victim's.
+    """
+
+    round_id: int
+    sender: int
+    digest: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        _check_bytes(self.digest, DIGEST_BYTES, "digest")
+        _check_bytes(self.signature, SIGNATURE_BYTES, "signature")
+
+
+@dataclass(frozen=True, slots=True)
+class Commitment:
+    """One client's signed commitment, as the server forwards it."""
+
+    sender: int
+    digest: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.sender, "sender")
+        _check_bytes(self.digest, DIGEST_BYTES, "digest")
+        _check_bytes(self.signature, SIGNATURE_BYTES, "signature")
+
+
+def _check_commitments(commitments: object) -> None:
+    if type(commitments) is not tuple or not all(isinstance(c, Commitment) for c in commitments):
+        raise ValueError("commitments must be a tuple of Commitment")
+    senders = [c.sender for c in commitments]
+    _check_unique(senders, "commitments")
+    if senders != sorted(senders):
+        raise ValueError("commitments must be sorted by sender")
+
+
+@dataclass(frozen=True, slots=True)
+class RevealRequest:
+    """Server to client, Paillier stage CiphertextInput: every commitment made; reveal yours against this set."""
+
+    round_id: int
+    recipient: int
+    commitments: tuple[Commitment, ...]
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.recipient, "recipient")
+        _check_commitments(self.commitments)
+
+
+@dataclass(frozen=True, slots=True)
 class EncryptedInput:
     """Client to server, Paillier: the client's packed, encrypted update and its Ed25519 signature.
 
-    The signature covers the round configuration digest, the round, the sender
-    and a SHA-256 of ``ciphertexts``, so a contribution cannot be attributed to
-    another client, replayed in another round or altered.
+    The signature covers the round configuration digest, the round, the sender,
+    a SHA-256 of ``ciphertexts`` and a SHA-256 of the commitment set the client
+    was shown, so a contribution cannot be attributed to another client,
+    replayed in another round, altered, or shown with another commitment set.
     """
 
     round_id: int
@@ -317,12 +380,14 @@ class DecryptionRequest:
 
     round_id: int
     recipient: int
+    commitments: tuple[Commitment, ...]
     contributions: tuple[EncryptedInput, ...]
     aggregate: bytes
 
     def __post_init__(self) -> None:
         _check_round(self.round_id)
         _check_id(self.recipient, "recipient")
+        _check_commitments(self.commitments)
         if type(self.contributions) is not tuple or not all(isinstance(c, EncryptedInput) for c in self.contributions):
             raise ValueError("contributions must be a tuple of EncryptedInput")
         if any(c.round_id != self.round_id for c in self.contributions):
@@ -378,7 +443,7 @@ class PartialDecryption:
         return f"PartialDecryption(round_id={self.round_id}, sender={self.sender}, <{len(self.partials)} bytes>)"
 
 
-ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, UnmaskingShares, PlaintextInput, EncryptedInput,
-                      PartialDecryption, DecryptedAggregate]
-ServerMessage = Union[RoundStart, KeysBroadcast, SharesDelivery, UnmaskRequest, DecryptionRequest]
+ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, UnmaskingShares, PlaintextInput, CiphertextCommitment,
+                      EncryptedInput, PartialDecryption, DecryptedAggregate]
+ServerMessage = Union[RoundStart, KeysBroadcast, SharesDelivery, UnmaskRequest, RevealRequest, DecryptionRequest]
 Message = Union[ClientMessage, ServerMessage]

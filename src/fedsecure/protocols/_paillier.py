@@ -49,12 +49,15 @@ from ..encoding import EncodedUpdate
 from ._config import PaillierKeys, PaillierParameters, ProtocolKind, RoundConfig
 from ._messages import (
     DECRYPTOR,
+    CiphertextCommitment,
     ClientMessage,
+    Commitment,
     DecryptedAggregate,
     DecryptionRequest,
     EncryptedInput,
     Message,
     PartialDecryption,
+    RevealRequest,
     RoundStart,
     ServerMessage,
 )
@@ -68,15 +71,31 @@ __all__ = [
     "PaillierClientSession",
     "PaillierServerSession",
     "contribution_payload",
+    "commitment_payload",
+    "commitment_set_digest",
 ]
 
-_SIGNATURE_LABEL = b"fedsecure/v1/paillier-contribution"
+_COMMITMENT_LABEL = b"fedsecure/v1/paillier-commitment"
+_REVEAL_LABEL = b"fedsecure/v1/paillier-reveal"
+_SET_LABEL = b"fedsecure/v1/paillier-commitment-set"
 
 
-def contribution_payload(config: RoundConfig, sender: int, ciphertexts: bytes) -> bytes:
-    """The bytes a client signs: the round configuration digest, round, sender and a hash of its ciphertexts."""
-    return (_SIGNATURE_LABEL + config.digest + struct.pack("<QI", config.round_id, sender)
-            + hashlib.sha256(ciphertexts).digest())
+def commitment_payload(config: RoundConfig, sender: int, digest: bytes) -> bytes:
+    """The bytes a client signs when it commits: configuration digest, round, sender, SHA-256 of its ciphertexts."""
+    return _COMMITMENT_LABEL + config.digest + struct.pack("<QI", config.round_id, sender) + digest
+
+
+def commitment_set_digest(commitments: Sequence[Commitment]) -> bytes:
+    """SHA-256 of a commitment set, in its canonical (sorted) order."""
+    return hashlib.sha256(_SET_LABEL + b"".join(struct.pack("<I", c.sender) + c.digest + c.signature
+                                               for c in commitments)).digest()
+
+
+def contribution_payload(config: RoundConfig, sender: int, ciphertexts: bytes, commitments: bytes) -> bytes:
+    """The bytes a client signs when it reveals: configuration digest, round, sender, its ciphertexts' hash
+    and the digest of the commitment set it was shown."""
+    return (_REVEAL_LABEL + config.digest + struct.pack("<QI", config.round_id, sender)
+            + hashlib.sha256(ciphertexts).digest() + commitments)
 
 
 def _parameters(config: RoundConfig) -> PaillierParameters:
@@ -89,12 +108,29 @@ def _server_fault(fault: PeerFault, detail: str = "") -> PeerProtocolError:
     return PeerProtocolError(fault, peer=SERVER, detail=detail)  # type: ignore[arg-type]
 
 
+def _check_commitments(config: RoundConfig, commitments: Sequence[Commitment], registry: Mapping[int, bytes],
+                       blame: int | str) -> None:
+    for commitment in commitments:
+        sender = commitment.sender
+        if not config.in_cohort(sender) or sender not in registry:
+            raise PeerProtocolError(PeerFault.NOT_IN_COHORT, peer=blame,  # type: ignore[arg-type]
+                                    detail=f"commitment of {sender}")
+        try:
+            verify_signature(registry[sender], commitment.signature,
+                             commitment_payload(config, sender, commitment.digest))
+        except CryptoError:
+            raise PeerProtocolError(PeerFault.BAD_SIGNATURE, peer=blame,  # type: ignore[arg-type]
+                                    detail=f"commitment of {sender}") from None
+
+
 def _check_request(config: RoundConfig, request: DecryptionRequest, registry: Mapping[int, bytes],
                    min_contributors: int, blame: int | str) -> list[gmpy2.mpz]:
     """Everything whoever decrypts must check before it decrypts; returns the recomputed aggregate.
 
     ``registry`` and ``min_contributors`` are the checker's own (a key holder
     does not take them from the server). ``blame`` names who sent the request.
+    Every contributor must have committed to its ciphertexts before any were
+    revealed, and revealed them against this very commitment set.
     """
     parameters = _parameters(config)
     public_key = parameters.keys.public_key
@@ -103,23 +139,31 @@ def _check_request(config: RoundConfig, request: DecryptionRequest, registry: Ma
         return PeerProtocolError(kind, peer=blame, detail=detail)  # type: ignore[arg-type]
 
     contributors = [c.sender for c in request.contributions]
-    if len(set(contributors)) < min_contributors:
-        raise fault(PeerFault.TOO_FEW_CONTRIBUTORS, f"{len(set(contributors))} contributors, "
+    if len(contributors) < min_contributors:
+        raise fault(PeerFault.TOO_FEW_CONTRIBUTORS, f"{len(contributors)} contributors, "
                     f"at least {min_contributors} required")
     if len(contributors) > parameters.layout.max_contributors:
-        raise fault(PeerFault.TOO_FEW_CONTRIBUTORS, f"{len(contributors)} contributors overflow slots sized for "
+        raise fault(PeerFault.BAD_AGGREGATE, f"{len(contributors)} contributors overflow slots sized for "
                     f"{parameters.layout.max_contributors}")
+    _check_commitments(config, request.commitments, registry, blame)
+    committed = {c.sender: c.digest for c in request.commitments}
+    set_digest = commitment_set_digest(request.commitments)
     columns = []
     for contribution in request.contributions:
         sender = contribution.sender
-        if not config.in_cohort(sender) or sender not in registry:
-            raise fault(PeerFault.NOT_IN_COHORT, f"contribution from {sender}")
+        if sender not in committed:
+            raise fault(PeerFault.BAD_AGGREGATE, f"{sender} contributed without committing")
+        if hashlib.sha256(contribution.ciphertexts).digest() != committed[sender]:
+            raise fault(PeerFault.BAD_AGGREGATE, f"{sender}'s ciphertexts differ from its commitment")
         try:
             verify_signature(registry[sender], contribution.signature,
-                             contribution_payload(config, sender, contribution.ciphertexts))
+                             contribution_payload(config, sender, contribution.ciphertexts, set_digest))
+        except CryptoError:
+            raise fault(PeerFault.BAD_SIGNATURE, f"contribution of {sender}") from None
+        try:
             columns.append(ciphertexts_from_bytes(contribution.ciphertexts, public_key, count=parameters.ciphertexts))
         except CryptoError as error:
-            raise fault(PeerFault.BAD_SIGNATURE, f"contribution of {sender}: {error}") from None
+            raise fault(PeerFault.BAD_CIPHERTEXT, f"contribution of {sender}: {error}") from None
     aggregate = multiply_ciphertexts(columns, public_key)
     if ciphertexts_to_bytes(aggregate, public_key) != request.aggregate:
         raise fault(PeerFault.BAD_AGGREGATE, "the product of the contributions differs from the aggregate")
@@ -136,20 +180,31 @@ class PaillierCredentials:
     """One client's long-lived Paillier secrets: its signing key, its encryptor and (threshold) its key share.
 
     It remembers the rounds it has partially decrypted, and refuses a second
-    decryption for any of them. Secret: no pickling, no secrets in ``repr``.
+    decryption for any of them; it never decrypts a sum of fewer than
+    ``min_contributors`` inputs, whatever a round configuration says. Secret:
+    no pickling, no secrets in ``repr``.
     """
 
-    __slots__ = ("_signing_key", "_key_share", "_encryptor", "_decrypted_rounds")
+    __slots__ = ("_signing_key", "_key_share", "_encryptor", "_decrypted_rounds", "_min_contributors")
 
-    def __init__(self, signing_key: SigningKey, key_share: PaillierKeyShare | None = None) -> None:
+    def __init__(self, signing_key: SigningKey, key_share: PaillierKeyShare | None = None, *,
+                 min_contributors: int = 2) -> None:
+        if min_contributors < 2:
+            raise ConfigurationError("a key-share holder must require at least two contributors",
+                                     parameter="min_contributors")
         self._signing_key = signing_key
         self._key_share = key_share
         self._encryptor: PaillierEncryptor | None = None
         self._decrypted_rounds: set[int] = set()
+        self._min_contributors = min_contributors
 
     @property
     def verify_key(self) -> bytes:
         return self._signing_key.public_bytes
+
+    @property
+    def min_contributors(self) -> int:
+        return self._min_contributors
 
     def sign(self, data: bytes) -> bytes:
         return self._signing_key.sign(data)
@@ -182,10 +237,9 @@ class PaillierKeyHolder:
     """The separate decryptor: holds the private key, its own signer registry and its own minimum.
 
     It decrypts at most one aggregate per round id, only after checking every
-    signature and recomputing the product itself, and returns only the total.
-    Threat model: it must not collude with the server (together they see every
-    individual ciphertext and can decrypt it). It never sees an individual
-    plaintext as long as it follows these checks.
+    commitment and signature and recomputing the product itself, and returns
+    only the total. Threat model: it must not collude with the server (together
+    they see every individual ciphertext and can decrypt it).
     """
 
     __slots__ = ("_decryptor", "_registry", "_min_contributors", "_decrypted_rounds")
@@ -193,7 +247,8 @@ class PaillierKeyHolder:
     def __init__(self, decryptor: PaillierDecryptor, *, signing_keys: Mapping[int, bytes],
                  min_contributors: int = 2) -> None:
         if min_contributors < 2:
-            raise ValueError("a key holder must require at least two contributors")
+            raise ConfigurationError("a key holder must require at least two contributors",
+                                     parameter="min_contributors")
         self._decryptor = decryptor
         self._registry = dict(signing_keys)
         self._min_contributors = min_contributors
@@ -214,9 +269,14 @@ class PaillierKeyHolder:
             raise _server_fault(PeerFault.ALREADY_DECRYPTED, f"round {request.round_id}")
         minimum = max(self._min_contributors, parameters.min_contributors)
         aggregate = _check_request(config, request, self._registry, minimum, SERVER)
+        # From here on the round counts as decrypted, whatever happens next.
         self._decrypted_rounds.add(request.round_id)
         contributors = tuple(sorted(c.sender for c in request.contributions))
-        total = _decode_total(config, self._decryptor.decrypt(aggregate), len(contributors))
+        try:
+            total = _decode_total(config, self._decryptor.decrypt(aggregate), len(contributors))
+        except ValueError as error:
+            # A contribution outside its slots (a malicious client's). Nothing is returned.
+            raise _server_fault(PeerFault.BAD_AGGREGATE, f"the decrypted total does not fit its slots: {error}") from None
         return DecryptedAggregate(round_id=config.round_id, sender=DECRYPTOR, contributors=contributors, vector=total)
 
     def __reduce__(self) -> NoReturn:
@@ -227,13 +287,14 @@ class PaillierKeyHolder:
 
 
 class PaillierClientSession(ClientSession):
-    """A Paillier client: packs, encrypts and signs its update; in threshold mode, also partially decrypts.
+    """A Paillier client: packs, encrypts, commits, reveals, and in threshold mode partially decrypts.
 
     Threat model: the server alone learns nothing of this client's input
     (semantic security of Paillier under DCR, plus the short-exponent
-    assumption of the DJN randomiser). As a key-share holder, the client only
-    decrypts a product it recomputed from at least the minimum number of
-    signed, distinct contributions, once per round.
+    assumption of the DJN randomiser). It reveals its ciphertexts only against
+    a commitment set that contains its own commitment and at least the minimum
+    number of committers. As a key-share holder, it only decrypts a product it
+    recomputed from signed, committed contributions, once per round.
     """
 
     def __init__(self, config: RoundConfig, client_id: int, update: EncodedUpdate,
@@ -245,41 +306,67 @@ class PaillierClientSession(ClientSession):
         if parameters.keys.signing_keys.get(client_id) != credentials.verify_key:
             raise LocalProtocolError(f"client {client_id}'s signing key is not the one registered for the round")
         self._credentials = credentials
+        self._ciphertexts: bytes | None = None
+        self._digest = b""
 
     def _handle(self, message: Message) -> list[ClientMessage]:
         if isinstance(message, RoundStart):
-            return [self._encrypted_input()]
+            return [self._commit()]
+        if isinstance(message, RevealRequest):
+            return [self._reveal(message)]
         if isinstance(message, DecryptionRequest):
             return [self._partial_decryption(message)]
         raise _server_fault(PeerFault.OUT_OF_STAGE, type(message).__name__)
 
-    def _encrypted_input(self) -> EncryptedInput:
+    def _commit(self) -> CiphertextCommitment:
         config, parameters = self._config, _parameters(self._config)
         signed = config.ring.to_signed(self._encoded_values())
         plaintexts = parameters.layout.pack(signed)
         ciphertexts = self._credentials.encryptor(parameters.keys).encrypt(plaintexts)
-        data = ciphertexts_to_bytes(ciphertexts, parameters.keys.public_key)
-        signature = self._credentials.sign(contribution_payload(config, self._client_id, data))
-        return EncryptedInput(round_id=config.round_id, sender=self._client_id, ciphertexts=data, signature=signature)
+        self._ciphertexts = ciphertexts_to_bytes(ciphertexts, parameters.keys.public_key)
+        self._digest = hashlib.sha256(self._ciphertexts).digest()
+        signature = self._credentials.sign(commitment_payload(config, self._client_id, self._digest))
+        return CiphertextCommitment(round_id=config.round_id, sender=self._client_id, digest=self._digest,
+                                    signature=signature)
+
+    def _reveal(self, request: RevealRequest) -> EncryptedInput:
+        config, parameters = self._config, _parameters(self._config)
+        if self._ciphertexts is None:
+            raise _server_fault(PeerFault.OUT_OF_STAGE, "nothing committed")
+        mine = [c for c in request.commitments if c.sender == self._client_id]
+        if len(mine) != 1 or mine[0].digest != self._digest:
+            raise _server_fault(PeerFault.BAD_AGGREGATE, "the commitment set lacks or alters this client's commitment")
+        if len(request.commitments) < max(parameters.min_contributors, self._credentials.min_contributors):
+            raise _server_fault(PeerFault.TOO_FEW_CONTRIBUTORS, f"{len(request.commitments)} commitments")
+        _check_commitments(config, request.commitments, parameters.keys.signing_keys, SERVER)
+        set_digest = commitment_set_digest(request.commitments)
+        signature = self._credentials.sign(contribution_payload(config, self._client_id, self._ciphertexts, set_digest))
+        return EncryptedInput(round_id=config.round_id, sender=self._client_id, ciphertexts=self._ciphertexts,
+                              signature=signature)
 
     def _partial_decryption(self, request: DecryptionRequest) -> PartialDecryption:
         config, parameters = self._config, _parameters(self._config)
         share = self._credentials.key_share
         if share is None:
             raise LocalProtocolError(f"client {self._client_id} holds no decryption key share")
-        aggregate = _check_request(config, request, parameters.keys.signing_keys, parameters.min_contributors, SERVER)
+        minimum = max(parameters.min_contributors, self._credentials.min_contributors)
+        aggregate = _check_request(config, request, parameters.keys.signing_keys, minimum, SERVER)
         self._credentials.claim_round(config.round_id, blame=SERVER)
         partials = share.partial_decrypt(aggregate)
         return PartialDecryption(round_id=config.round_id, sender=self._client_id,
                                  aggregate_digest=hashlib.sha256(request.aggregate).digest(),
                                  partials=ciphertexts_to_bytes(partials, parameters.keys.public_key))
 
+    def _discard_secrets(self) -> None:
+        super()._discard_secrets()
+        self._ciphertexts = None
+
 
 class PaillierServerSession(ServerSession):
-    """The Paillier server: checks signatures, multiplies ciphertexts, asks for the total to be decrypted.
+    """The Paillier server: collects commitments, then signed ciphertexts; multiplies; asks for the total.
 
     Memory: it keeps every contribution until the decryption request is sent
-    (the key holder must see them), O(clients x ciphertexts).
+    (whoever decrypts must see them), O(clients x ciphertexts).
     """
 
     def __init__(self, config: RoundConfig) -> None:
@@ -289,8 +376,11 @@ class PaillierServerSession(ServerSession):
         self._public_key = parameters.keys.public_key
         width = ciphertext_bytes(self._public_key)
         payload = parameters.ciphertexts * width
-        self._max_message_bytes = 64 + len(config.clients) * (payload + 80) + payload + 8 + max(
+        self._max_message_bytes = 64 + len(config.clients) * (payload + 200) + payload + 8 + max(
             config.vector_length * config.ring.word_bytes, 4 * len(config.clients))
+        self._commitments: dict[int, Commitment] = {}
+        self._commitment_set: tuple[Commitment, ...] = ()
+        self._set_digest = b""
         self._contributions: dict[int, EncryptedInput] = {}
         self._product: list[gmpy2.mpz] | None = None
         self._aggregate: bytes = b""
@@ -306,7 +396,9 @@ class PaillierServerSession(ServerSession):
 
     def _on_decrypted(self, message: DecryptedAggregate) -> None:
         if message.sender != DECRYPTOR:
-            raise PeerProtocolError(PeerFault.WRONG_SENDER, peer=message.sender, detail="only the decryptor decrypts")
+            error = PeerProtocolError(PeerFault.WRONG_SENDER, peer=message.sender, detail="only the decryptor decrypts")
+            self._drop(message.sender, error.fault, error.detail)
+            raise error
         if self._stage is not Stage.DECRYPTION or self._result is not None:
             raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=DECRYPTOR, detail=self._stage.label)
         if message.round_id != self._config.round_id:
@@ -319,16 +411,29 @@ class PaillierServerSession(ServerSession):
         self._finish(np.array(message.vector), self._contributors)
 
     def _handle(self, message: ClientMessage) -> None:
-        if isinstance(message, EncryptedInput):
+        if isinstance(message, CiphertextCommitment):
+            self._on_commitment(message)
+        elif isinstance(message, EncryptedInput):
             self._on_input(message)
         elif isinstance(message, PartialDecryption):
             self._on_partial(message)
 
-    def _on_input(self, message: EncryptedInput) -> None:
+    def _on_commitment(self, message: CiphertextCommitment) -> None:
         sender = message.sender
         try:
             verify_signature(self._parameters.keys.signing_keys[sender], message.signature,
-                             contribution_payload(self._config, sender, message.ciphertexts))
+                             commitment_payload(self._config, sender, message.digest))
+        except CryptoError:
+            raise PeerProtocolError(PeerFault.BAD_SIGNATURE, peer=sender, detail="commitment") from None
+        self._commitments[sender] = Commitment(sender=sender, digest=message.digest, signature=message.signature)
+
+    def _on_input(self, message: EncryptedInput) -> None:
+        sender = message.sender
+        if hashlib.sha256(message.ciphertexts).digest() != self._commitments[sender].digest:
+            raise PeerProtocolError(PeerFault.BAD_AGGREGATE, peer=sender, detail="ciphertexts differ from the commitment")
+        try:
+            verify_signature(self._parameters.keys.signing_keys[sender], message.signature,
+                             contribution_payload(self._config, sender, message.ciphertexts, self._set_digest))
         except CryptoError:
             raise PeerProtocolError(PeerFault.BAD_SIGNATURE, peer=sender) from None
         try:
@@ -351,9 +456,12 @@ class PaillierServerSession(ServerSession):
             raise PeerProtocolError(PeerFault.BAD_CIPHERTEXT, peer=sender, detail=str(error)) from None
 
     def _on_drop(self, client: int) -> None:
-        # A contribution already multiplied in cannot be taken out; contributions arrive in one
-        # stage, so a client refused in it never reached the product (the checks come first).
-        if self._stage is Stage.PARTIAL_DECRYPTION:
+        # A contribution already multiplied into the product stays counted (the client is then both a
+        # contributor and in the drop records, as a SecAgg survivor that vanishes during unmasking is);
+        # whoever decrypts sees it among the contributions. A partial from a dropped holder is forgotten.
+        if self._stage is Stage.COMMITMENT:
+            self._commitments.pop(client, None)
+        elif self._stage is Stage.PARTIAL_DECRYPTION:
             self._partials.pop(client, None)
 
     def _discard_state(self) -> None:
@@ -363,6 +471,13 @@ class PaillierServerSession(ServerSession):
 
     def _close(self, responders: frozenset[int]) -> list[ServerMessage]:
         config, parameters = self._config, self._parameters
+        if self._stage is Stage.COMMITMENT:
+            self._require(len(self._commitments), parameters.min_contributors, "too few clients committed")
+            self._commitment_set = tuple(self._commitments[c] for c in sorted(self._commitments))
+            self._set_digest = commitment_set_digest(self._commitment_set)
+            self._active = set(self._commitments)
+            return [RevealRequest(round_id=config.round_id, recipient=c, commitments=self._commitment_set)
+                    for c in sorted(self._commitments)]
         if self._stage is Stage.CIPHERTEXT_INPUT:
             self._require(len(self._contributions), parameters.min_contributors, "too few signed contributions")
             if self._product is None:  # pragma: no cover - required above
@@ -375,12 +490,13 @@ class PaillierServerSession(ServerSession):
                 # Clients have nothing more to say; only the decryptor answers in the next stage.
                 self._active = set()
                 return [DecryptionRequest(round_id=config.round_id, recipient=DECRYPTOR,
-                                          contributions=contributions, aggregate=self._aggregate)]
+                                          commitments=self._commitment_set, contributions=contributions,
+                                          aggregate=self._aggregate)]
             holders = sorted(self._contributors & set(parameters.keys.key_holders))
             self._require(len(holders), parameters.keys.decryption_threshold, "too few key-share holders contributed")
             self._active = set(holders)
-            return [DecryptionRequest(round_id=config.round_id, recipient=h, contributions=contributions,
-                                      aggregate=self._aggregate) for h in holders]
+            return [DecryptionRequest(round_id=config.round_id, recipient=h, commitments=self._commitment_set,
+                                      contributions=contributions, aggregate=self._aggregate) for h in holders]
         if self._stage is Stage.DECRYPTION:
             if self._result is None:
                 raise RoundAborted("the decryptor did not return the total", stage=self._stage.label, have=0, need=1)
@@ -393,10 +509,14 @@ class PaillierServerSession(ServerSession):
                                    threshold=parameters.keys.decryption_threshold)
         try:
             plaintexts = combine_partial_decryptions(key, partials)
+        except CryptoError as error:
+            raise RoundAborted(f"the partial decryptions do not combine: {error}", stage=self._stage.label,
+                               have=len(partials), need=key.threshold) from None
+        try:
             total = _decode_total(config, plaintexts, len(self._contributors))
-        except (CryptoError, ValueError) as error:
-            raise RoundAborted(f"the partial decryptions do not decrypt the aggregate: {error}",
-                               stage=self._stage.label, have=len(partials), need=key.threshold) from None
+        except ValueError as error:
+            raise RoundAborted(f"the decrypted total does not fit its slots (a contribution was out of range): "
+                               f"{error}", stage=self._stage.label, have=len(partials), need=key.threshold) from None
         self._finish(total, self._contributors)
         self._discard_state()
         return []
@@ -439,13 +559,15 @@ class PaillierDeployment:
         registry = {c: key.public_bytes for c, key in signing.items()}
         if protocol is ProtocolKind.PAILLIER_THRESHOLD:
             threshold = decryption_threshold if decryption_threshold is not None else len(holders) // 2 + 1
-            if not 2 <= threshold <= len(holders):
-                raise ConfigurationError(f"decryption_threshold must lie in [2, {len(holders)}]",
-                                         parameter="decryption_threshold")
+            if not max(2, len(holders) // 2 + 1) <= threshold <= len(holders):
+                raise ConfigurationError(
+                    f"decryption_threshold must be a strict majority of the {len(holders)} holders, at least 2: "
+                    f"in [{max(2, len(holders) // 2 + 1)}, {len(holders)}]", parameter="decryption_threshold")
             key, shares = deal_threshold_paillier(key_bits, holders, threshold)
             keys = PaillierKeys(public_key=key.public_key, signing_keys=registry, key_holders=holders,
                                 decryption_threshold=threshold, insecure=insecure)
-            credentials = {c: PaillierCredentials(signing[c], shares[c]) for c in holders}
+            credentials = {c: PaillierCredentials(signing[c], shares[c], min_contributors=max(2, min_contributors))
+                           for c in holders}
             return cls(keys, credentials, None)
         public, private = generate_paillier_keypair(key_bits)
         keys = PaillierKeys(public_key=public, signing_keys=registry, insecure=insecure)

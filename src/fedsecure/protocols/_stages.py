@@ -21,13 +21,15 @@ neighbour graph) run four client stages:
 The consistency-check round of the active-adversary variant (§4, round 3) is
 not part of this table yet. The plaintext baseline has one stage.
 
-Paillier with a separate decryptor (like FATE's arbiter) has two: clients send
-signed, packed ciphertexts (**CiphertextInput**), then the server forwards all
-of them and their product to the key holder, which checks and decrypts only the
-total (**Decryption**; the decryptor answers, not the clients). Threshold
-Paillier (Damgård–Jurik, PKC 2001) replaces the second stage with
-**PartialDecryption**: each contributing key-share holder checks the
-contributions, recomputes the product and returns its partial decryption.
+Paillier with a separate decryptor (like FATE's arbiter) has three: clients
+commit to their packed ciphertexts with a signed SHA-256 (**Commitment**); the
+server shows every committer the set of commitments and each reveals its
+ciphertexts, signed together with that set (**CiphertextInput**); the server
+forwards the commitments, the contributions and their product to the key
+holder, which checks and decrypts only the total (**Decryption**; the decryptor
+answers, not the clients). Threshold Paillier (Damgård–Jurik, PKC 2001)
+replaces the last stage with **PartialDecryption**: each contributing
+key-share holder makes the same checks and returns its partial decryption.
 
 A client's state only changes through :data:`CLIENT_TRANSITIONS`; a server
 stage only through :data:`SERVER_STAGES`. A message missing from the table is
@@ -43,6 +45,8 @@ from dataclasses import dataclass
 from ._config import ProtocolKind
 from ._messages import (
     AdvertiseKeys,
+    CiphertextCommitment,
+    RevealRequest,
     DecryptedAggregate,
     DecryptionRequest,
     EncryptedInput,
@@ -68,9 +72,11 @@ class Stage(enum.IntEnum):
     MASKED_INPUT = 2
     UNMASKING = 3
     PLAINTEXT_INPUT = 10
-    CIPHERTEXT_INPUT = 11
-    DECRYPTION = 12
-    PARTIAL_DECRYPTION = 13
+    # Paillier stages, in protocol order (DropoutSchedule compares stages by value).
+    COMMITMENT = 11
+    CIPHERTEXT_INPUT = 12
+    DECRYPTION = 13
+    PARTIAL_DECRYPTION = 14
     DONE = 20
     ABORTED = 21
 
@@ -87,6 +93,7 @@ class ClientState(enum.Enum):
     AWAIT_SHARES = "await-shares"
     AWAIT_UNMASK = "await-unmask"
     AWAIT_DECRYPTION = "await-decryption"
+    AWAIT_REVEAL = "await-reveal"
     DONE = "done"
     ABORTED = "aborted"
 
@@ -111,10 +118,12 @@ CLIENT_TRANSITIONS: Mapping[ProtocolKind, Mapping[ClientState, Mapping[type, tup
         ClientState.AWAIT_START: {RoundStart: (ClientState.DONE, Stage.PLAINTEXT_INPUT)},
     },
     ProtocolKind.PAILLIER: {
-        ClientState.AWAIT_START: {RoundStart: (ClientState.DONE, Stage.CIPHERTEXT_INPUT)},
+        ClientState.AWAIT_START: {RoundStart: (ClientState.AWAIT_REVEAL, Stage.COMMITMENT)},
+        ClientState.AWAIT_REVEAL: {RevealRequest: (ClientState.DONE, Stage.CIPHERTEXT_INPUT)},
     },
     ProtocolKind.PAILLIER_THRESHOLD: {
-        ClientState.AWAIT_START: {RoundStart: (ClientState.AWAIT_DECRYPTION, Stage.CIPHERTEXT_INPUT)},
+        ClientState.AWAIT_START: {RoundStart: (ClientState.AWAIT_REVEAL, Stage.COMMITMENT)},
+        ClientState.AWAIT_REVEAL: {RevealRequest: (ClientState.AWAIT_DECRYPTION, Stage.CIPHERTEXT_INPUT)},
         ClientState.AWAIT_DECRYPTION: {DecryptionRequest: (ClientState.DONE, Stage.PARTIAL_DECRYPTION)},
     },
 }
@@ -132,10 +141,12 @@ SERVER_STAGES: Mapping[ProtocolKind, Mapping[Stage, StageRule]] = {
         Stage.PLAINTEXT_INPUT: StageRule(accepts=PlaintextInput, next_stage=Stage.DONE),
     },
     ProtocolKind.PAILLIER: {
+        Stage.COMMITMENT: StageRule(accepts=CiphertextCommitment, next_stage=Stage.CIPHERTEXT_INPUT),
         Stage.CIPHERTEXT_INPUT: StageRule(accepts=EncryptedInput, next_stage=Stage.DECRYPTION),
         Stage.DECRYPTION: StageRule(accepts=DecryptedAggregate, next_stage=Stage.DONE),
     },
     ProtocolKind.PAILLIER_THRESHOLD: {
+        Stage.COMMITMENT: StageRule(accepts=CiphertextCommitment, next_stage=Stage.CIPHERTEXT_INPUT),
         Stage.CIPHERTEXT_INPUT: StageRule(accepts=EncryptedInput, next_stage=Stage.PARTIAL_DECRYPTION),
         Stage.PARTIAL_DECRYPTION: StageRule(accepts=PartialDecryption, next_stage=Stage.DONE),
     },
@@ -146,6 +157,6 @@ FIRST_STAGE: Mapping[ProtocolKind, Stage] = {
     ProtocolKind.SECAGG: Stage.ADVERTISE_KEYS,
     ProtocolKind.SECAGG_PLUS: Stage.ADVERTISE_KEYS,
     ProtocolKind.PLAINTEXT: Stage.PLAINTEXT_INPUT,
-    ProtocolKind.PAILLIER: Stage.CIPHERTEXT_INPUT,
-    ProtocolKind.PAILLIER_THRESHOLD: Stage.CIPHERTEXT_INPUT,
+    ProtocolKind.PAILLIER: Stage.COMMITMENT,
+    ProtocolKind.PAILLIER_THRESHOLD: Stage.COMMITMENT,
 }
