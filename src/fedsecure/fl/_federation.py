@@ -12,8 +12,10 @@ the server optimizer. A round that aborts leaves the global model untouched.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +25,17 @@ from typing import Any
 import numpy as np
 
 from .._errors import ConfigurationError, InvalidUpdateError
+from ..dp import (
+    DistributedPlan,
+    DPConfig,
+    LocalPrivacy,
+    PrivacyLedger,
+    PrivacyLevel,
+    calibrate,
+    gaussian,
+    gaussian_epsilon,
+    plan_distributed,
+)
 from ..encoding import ClipMode, EncodingConfig, Quantizer, VectorSpec
 from ..protocols import PaillierDeployment, PaillierKeys, ProtocolKind, RoundConfig, ThreatModel
 from ..runtime import DropoutSchedule, Simulator
@@ -58,6 +71,7 @@ class RoundRecord:
     clipped: int = 0
     loss: float | None = None
     accuracy: float | None = None
+    epsilon: float | None = None
 
 
 def _strip_prefix(name: str) -> str:
@@ -149,6 +163,7 @@ class Federation:
     paillier: PaillierDeployment | None = None
     key_bits: int = 2048
     insecure_keys: bool = False
+    dp: DPConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.clients:
@@ -169,14 +184,92 @@ class Federation:
             self.paillier = PaillierDeployment.create(self.protocol, [c.client_id for c in self.clients],
                                                       key_bits=self.key_bits, insecure=self.insecure_keys)
         # Refuse, now rather than every round, a cohort the protocol can never aggregate.
-        cohort = self.sample_cohort(0)
+        cohort = self.sample_cohort(0) or list(self.clients)
         keys = self._paillier_keys
         if keys is not None and keys.threshold_decryption and len(cohort) < keys.decryption_threshold:
             raise ConfigurationError(
                 f"each round samples {len(cohort)} clients, but decryption needs {keys.decryption_threshold} "
                 "key-share holders: raise `fraction`", parameter="fraction")
         RoundConfig.create(protocol=self.protocol, clients=[c.client_id for c in cohort],
-                           encoding=self._encoding(len(cohort)), threat=self.threat, paillier=self._paillier_keys)
+                           encoding=self._encoding(max(2, len(cohort))), threat=self.threat,
+                           paillier=self._paillier_keys)
+        self._setup_privacy()
+
+    # ---- differential privacy ---------------------------------------------------------------------
+    def _setup_privacy(self) -> None:
+        self._ledger: PrivacyLedger | None = None
+        self._local_privacy: LocalPrivacy | None = None
+        self._plan: DistributedPlan | None = None
+        self._central_noise = 0.0
+        dp = self.dp
+        if dp is None:
+            return
+        population = len(self.clients)
+        q = self.fraction
+        if dp.level is PrivacyLevel.LOCAL:
+            dp.check_population(min(c.num_examples for c in self.clients))
+            if dp.noise_multiplier is None:
+                raise ConfigurationError("local DP takes a noise_multiplier (fedsecure.dp.local_noise_multiplier "
+                                         "calibrates one for a target epsilon)", parameter="noise_multiplier")
+            if "privatize" not in inspect.signature(self.train).parameters:
+                raise ConfigurationError("local DP needs train(model, data, privatize): pass the model, optimizer "
+                                         "and data loader through privatize, as with Opacus' make_private",
+                                         parameter="train")
+            self._local_privacy = LocalPrivacy(noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm,
+                                               accountant=dp.accountant)
+            self._ledger = PrivacyLedger(dp, sample_rate=q)
+            return
+        dp.check_population(population)
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            raise ConfigurationError("user-level DP needs every update clipped: set a finite `clip`", parameter="clip")
+        if dp.level is PrivacyLevel.CENTRAL:
+            if dp.noise_multiplier is not None:
+                self._central_noise = dp.noise_multiplier
+            else:
+                rounds, target = dp.rounds or 1, dp.target_epsilon or 0.0
+                self._central_noise = calibrate(
+                    lambda z: gaussian_epsilon(z, q, rounds, dp.delta, dp.accountant), target, high=1e3).noise
+            self._ledger = PrivacyLedger(dp, sample_rate=q)
+            return
+        if self.protocol not in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
+            raise ConfigurationError("distributed DP adds noise in the SecAgg ring: use secagg or secagg+",
+                                     parameter="protocol")
+        expected = max(1, round(q * population * (1 - self.dropout)))
+        mechanism = dp.mechanism
+        if mechanism is None:  # pragma: no cover - DPConfig always sets it
+            raise RuntimeError("unreachable")
+
+        def plan_for(z: float) -> DistributedPlan:
+            return plan_distributed(mechanism=mechanism, dimension=self._spec.size, clip=self.clip, bits=dp.bits,
+                                    expected_clients=expected, max_clients=population, noise_multiplier=z,
+                                    beta=dp.beta, wrap_probability=dp.wrap_probability)
+
+        if dp.noise_multiplier is not None:
+            self._plan = plan_for(dp.noise_multiplier)
+        else:
+            rounds, target = dp.rounds or 1, dp.target_epsilon or 0.0
+            z = calibrate(lambda z: plan_for(z).epsilon(survivors=expected, sample_rate=q, rounds=rounds,
+                                                        delta=dp.delta), target, low=0.05, high=50.0).noise
+            self._plan = plan_for(z)
+        self._ledger = PrivacyLedger(dp, sample_rate=q, plan=self._plan)
+
+    @property
+    def ledger(self) -> PrivacyLedger | None:
+        """The privacy ledger (None without DP)."""
+        return self._ledger
+
+    @property
+    def distributed_plan(self) -> DistributedPlan | None:
+        return self._plan
+
+    @property
+    def central_noise_multiplier(self) -> float:
+        return self._central_noise
+
+    @property
+    def _weighted(self) -> bool:
+        # User-level DP needs a bounded per-client contribution: plain (unweighted) sums.
+        return self.dp is None or self.dp.level is PrivacyLevel.LOCAL
 
     @property
     def _paillier_keys(self) -> PaillierKeys | None:
@@ -184,7 +277,8 @@ class Federation:
 
     def _encoding(self, cohort: int) -> EncodingConfig:
         return EncodingConfig.fit_scale(dimension=self._spec.size, clients=max(2, cohort), clip=self.clip,
-                                        ring_bits=self.ring_bits, clip_mode=ClipMode.L2, max_weight=self.max_weight)
+                                        ring_bits=self.ring_bits, clip_mode=ClipMode.L2,
+                                        max_weight=self.max_weight if self._weighted else None)
 
     @property
     def spec(self) -> VectorSpec:
@@ -199,8 +293,16 @@ class Federation:
         _write_into(self.model, self._spec.unflatten(vector))  # type: ignore[arg-type]
 
     def sample_cohort(self, round_index: int) -> list[FederatedClient]:
-        """The clients of round ``round_index``: a ``fraction`` of them, reproducible from the seed."""
+        """The clients of round ``round_index``: a ``fraction`` of them, reproducible from the seed.
+
+        Under user-level DP each client joins independently with probability
+        ``fraction`` (Poisson sampling, which the amplification-by-sampling
+        analysis assumes), so a cohort may even be empty; otherwise exactly
+        ``round(fraction * clients)`` are drawn.
+        """
         rng = np.random.default_rng([self.seed, round_index, 1])  # noqa: csprng-ok (client sampling)
+        if self.dp is not None and self.dp.level is not PrivacyLevel.LOCAL and self.fraction < 1:
+            return [c for c, draw in zip(self.clients, rng.random(len(self.clients))) if draw < self.fraction]
         size = max(1, round(self.fraction * len(self.clients)))
         chosen = sorted(rng.choice(len(self.clients), size=size, replace=False).tolist())
         return [self.clients[i] for i in chosen]
@@ -214,40 +316,75 @@ class Federation:
         weights: dict[int, int] = {}
         for client in cohort:
             local = _local_copy(self.model)
-            self.train(local, client.data)
+            if self._local_privacy is not None:
+                self.train(local, client.data, privatize=self._local_privacy.privatizer(client.client_id))  # type: ignore[call-arg]
+            else:
+                self.train(local, client.data)
             updates[client.client_id] = self._spec.flatten(_float_state(local)) - before
             weights[client.client_id] = client.num_examples
 
         aggregation_started = time.perf_counter()
         record = self._aggregate(round_index, cohort, updates, weights, before)
+        if self._ledger is not None and self._local_privacy is not None and self.dp is not None:
+            # Local DP: every client that trained spent record-level privacy, whatever happened to the round.
+            epsilons = {c.client_id: self._local_privacy.epsilon(c.client_id, self.dp.delta) for c in cohort}
+            self._ledger.record_local(round_index, epsilons, epsilons, self._local_privacy.noise_multiplier)
+            record.epsilon = self._ledger.epsilon
         record.aggregation_seconds = time.perf_counter() - aggregation_started
         record.seconds = time.perf_counter() - started
         return record
 
+    def _minimum_survivors(self, cohort: int) -> int | None:
+        """Under distributed DP with refuse_over_budget: the fewest noise shares that keep the budget (None: none do)."""
+        dp, ledger, plan = self.dp, self._ledger, self._plan
+        if dp is None or not dp.refuse_over_budget or ledger is None or plan is None or dp.target_epsilon is None:
+            return 0
+        for survivors in range(1, cohort + 1):
+            z = math.sqrt(survivors * plan.local_variance) / plan.l2_sensitivity
+            if ledger.preview(z, survivors) <= dp.target_epsilon:
+                return survivors
+        return None
+
     def _aggregate(self, round_index: int, cohort: Sequence[FederatedClient], updates: dict[int, np.ndarray],
                    weights: dict[int, int], before: np.ndarray) -> RoundRecord:
         clipped = sum(1 for u in updates.values() if np.isfinite(u).all() and np.linalg.norm(u) > self.clip)
+        ledger, dp = self._ledger, self.dp
+        user_level = ledger is not None and dp is not None and dp.level is not PrivacyLevel.LOCAL
 
         def aborted(reason: str, survivors: int = 0) -> RoundRecord:
             LOGGER.warning("round %d aborted, global model unchanged: %s", round_index + 1, reason)
-            return RoundRecord(round_index, len(cohort), survivors, True, reason, 0.0, 0.0, clipped)
+            if user_level and ledger is not None:
+                ledger.record_refused(round_index, [c.client_id for c in cohort])
+            return RoundRecord(round_index, len(cohort), survivors, True, reason, 0.0, 0.0, clipped,
+                               epsilon=ledger.epsilon if ledger is not None else None)
 
+        if not cohort:
+            return aborted("no client was sampled")
         if clipped:
             LOGGER.info("round %d: %d client updates clipped to L2 norm %g", round_index + 1, clipped, self.clip)
+        distributed = self._plan.encoding(os.urandom(32)) if self._plan is not None else None
         encoding = self._encoding(len(cohort))
         quantizer = Quantizer(encoding)
         encoded = {}
         for client_id, update in updates.items():
             try:
-                encoded[client_id] = quantizer.encode(update, weight=weights[client_id])
+                if distributed is not None:
+                    encoded[client_id] = distributed.encode(update)
+                else:
+                    encoded[client_id] = quantizer.encode(update, weight=weights[client_id] if self._weighted else None)
             except InvalidUpdateError as error:
                 # A client whose update is unusable (NaN, Inf) refuses the round; the others go on.
                 LOGGER.warning("round %d: client %d refused: %s", round_index + 1, client_id, error)
         if not encoded:
             return aborted("every client refused")
+        minimum = self._minimum_survivors(len(encoded))
+        if minimum is None:
+            return aborted("no number of noise shares keeps this round within the privacy budget")
         try:
-            config = RoundConfig.create(protocol=self.protocol, clients=encoded, encoding=encoding,
-                                        round_id=round_index, threat=self.threat, paillier=self._paillier_keys)
+            config = RoundConfig.create(protocol=self.protocol, clients=encoded,
+                                        encoding=distributed if distributed is not None else encoding,
+                                        round_id=round_index, threat=self.threat, paillier=self._paillier_keys,
+                                        min_threshold=minimum)
         except ConfigurationError as error:
             return aborted(str(error))
         rng = np.random.default_rng([self.seed, round_index, 2])  # noqa: csprng-ok (simulated dropouts)
@@ -255,23 +392,47 @@ class Federation:
         report = Simulator(config, encoded, schedule=schedule, paillier=self.paillier).run()
         if report.result is None:
             return aborted(str(report.abort))
-        decoded = quantizer.decode_sum(report.result.ring_sum)
-        if not decoded.total_weight:
-            return aborted("the survivors' total weight is zero", len(report.result.survivors))
-        mean = decoded.mean()
+        survivors = len(report.result.survivors)
+        if distributed is not None and self._plan is not None:
+            # The noise actually in the sum is that of the survivors' shares, not the planned amount.
+            mean = distributed.decode_sum(report.result.ring_sum) / survivors
+            noise = math.sqrt(survivors * self._plan.local_variance) / self._plan.l2_sensitivity
+        elif user_level:
+            total = quantizer.decode_sum(report.result.ring_sum).total
+            # Stochastic rounding can lengthen a clipped update by up to sqrt(d) / scale (DDGauss, Theorem 1).
+            sensitivity = self.clip + math.sqrt(total.size) / encoding.scale
+            noise = self._central_noise
+            if dp is not None and dp.refuse_over_budget and ledger is not None and dp.target_epsilon is not None \
+                    and ledger.preview(noise, survivors) > dp.target_epsilon:
+                return aborted("this round would take epsilon above the budget", survivors)
+            mean = (total + noise * sensitivity * gaussian(total.size)) / survivors
+        else:
+            decoded = quantizer.decode_sum(report.result.ring_sum)
+            if not decoded.total_weight:
+                return aborted("the survivors' total weight is zero", survivors)
+            mean = decoded.mean()
+        epsilon = None
+        if user_level and ledger is not None:
+            epsilon = ledger.record(round_index, report.result.survivors, contributors=survivors,
+                                    noise_multiplier=noise).epsilon
         # Float buffers (say, BatchNorm statistics) are averaged; only parameters go through the optimizer.
         after = before + mean
         mask = self._parameter_mask
         after[mask] = self.server_optimizer.step(before[mask], mean[mask])
         self.set_global_vector(after)
-        return RoundRecord(round_index, len(cohort), len(report.result.survivors), False, None, 0.0, 0.0, clipped)
+        return RoundRecord(round_index, len(cohort), survivors, False, None, 0.0, 0.0, clipped, epsilon=epsilon)
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint must match to be resumed: protocol, cohort, seed and the model's layout."""
+        dp = self.dp
+        privacy = None if dp is None else {"level": dp.level.value, "delta": dp.delta,
+                                           "mechanism": dp.mechanism.value if dp.mechanism else None,
+                                           "noise_multiplier": dp.noise_multiplier,
+                                           "target_epsilon": dp.target_epsilon, "rounds": dp.rounds}
         return {"protocol": self.protocol.value, "clients": len(self.clients), "fraction": self.fraction,
                 "seed": self.seed, "optimizer": self.server_optimizer.kind.value,
-                "layout": [[t.name, list(t.shape)] for t in self._spec.tensors]}
+                "layout": [[t.name, list(t.shape)] for t in self._spec.tensors], "privacy": privacy}
 
     def save(self, directory: str, history: Sequence[RoundRecord]) -> None:
         """Write model, optimizer state and history as one file, replaced atomically.
@@ -280,8 +441,12 @@ class Federation:
         ``history.json`` beside it is a readable copy; resuming reads only ``checkpoint.npz``.
         """
         os.makedirs(directory, exist_ok=True)
-        meta = {"version": 1, "fingerprint": self.fingerprint(), "rounds_done": len(history),
-                "history": [asdict(r) for r in history]}
+        meta: dict[str, Any] = {"version": 1, "fingerprint": self.fingerprint(), "rounds_done": len(history),
+                                "history": [asdict(r) for r in history]}
+        if self._ledger is not None:
+            meta["privacy"] = self._ledger.to_json()
+        if self._local_privacy is not None:
+            meta["local_accountants"] = {str(c): h for c, h in self._local_privacy.state().items()}
         text = json.dumps(meta, indent=1)
         arrays = {"global": self.global_vector(), "meta": np.frombuffer(text.encode(), dtype=np.uint8)}
         arrays.update({f"optimizer/{k}": v for k, v in self.server_optimizer.state.items()})
@@ -311,7 +476,25 @@ class Federation:
             self.set_global_vector(data["global"])
             self.server_optimizer.state = {name.split("/", 1)[1]: data[name] for name in data.files
                                            if name.startswith("optimizer/")}
+        self._restore_privacy(meta)
         return [RoundRecord(**record) for record in meta["history"]]
+
+    def _restore_privacy(self, meta: Mapping[str, Any]) -> None:
+        # The ledger is rebuilt by replaying every recorded round, so the resumed run keeps composing.
+        ledger = self._ledger
+        if ledger is None:
+            return
+        if self._local_privacy is not None:
+            self._local_privacy.load_state({int(c): h for c, h in meta.get("local_accountants", {}).items()})
+        for entry in meta.get("privacy", {}).get("rounds", []):
+            if entry["refused"]:
+                ledger.record_refused(entry["round"], entry["participants"])
+            elif self._local_privacy is not None and self.dp is not None:
+                epsilons = {c: self._local_privacy.epsilon(c, self.dp.delta) for c in entry["participants"]}
+                ledger.record_local(entry["round"], entry["participants"], epsilons, entry["noise_multiplier"])
+            else:
+                ledger.record(entry["round"], entry["participants"], contributors=entry["contributors"],
+                              noise_multiplier=entry["noise_multiplier"])
 
 
 def _atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:

@@ -62,8 +62,10 @@ def _classifier_evaluation(x: np.ndarray, y: np.ndarray) -> Callable[[Any], tupl
 def _sgd_epochs(epochs: int, lr: float, momentum: float = 0.0) -> Callable[[Any, Any], None]:
     import torch
 
-    def train(model: Any, loader: Any) -> None:
+    def train(model: Any, loader: Any, privatize: Any = None) -> None:
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        if privatize is not None:  # local DP: Opacus wraps model, optimizer and loader (DP-SGD)
+            model, optimizer, loader = privatize(model, optimizer, loader)
         model.train()
         for _ in range(epochs):
             for inputs, targets in loader:

@@ -9,6 +9,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 import numpy as np
 import phe
@@ -18,7 +19,25 @@ from ..crypto import MIN_SECURE_KEY_BITS, VERIFY_KEY_BYTES, MaskExpander, Purpos
 from ..encoding import EncodingConfig, Ring, SlotLayout
 from ._parameters import GraphParameters, ThreatModel, choose_parameters, complete_graph_parameters
 
-__all__ = ["ProtocolKind", "RoundConfig", "MAX_CLIENT_ID", "PaillierKeys", "PaillierParameters"]
+__all__ = ["ProtocolKind", "RoundConfig", "MAX_CLIENT_ID", "PaillierKeys", "PaillierParameters", "RoundEncoding"]
+
+
+class RoundEncoding(Protocol):
+    """What a round needs from an encoding: :class:`EncodingConfig`, or distributed DP's encoding."""
+
+    @property
+    def clients(self) -> int: ...
+
+    @property
+    def vector_length(self) -> int: ...
+
+    @property
+    def ring(self) -> Ring: ...
+
+    @property
+    def max_coordinate(self) -> int: ...
+
+    def digest(self) -> bytes: ...
 
 MAX_CLIENT_ID = 2**32 - 2
 _GRAPH_SEED_BYTES = 32
@@ -196,10 +215,11 @@ class RoundConfig:
         *,
         protocol: ProtocolKind,
         clients: Iterable[int],
-        encoding: EncodingConfig,
+        encoding: RoundEncoding,
         round_id: int = 0,
         threat: ThreatModel | None = None,
         paillier: PaillierKeys | None = None,
+        min_threshold: int = 0,
     ) -> RoundConfig:
         """A configuration with the threshold and graph derived from ``threat``.
 
@@ -245,9 +265,16 @@ class RoundConfig:
             params = complete_graph_parameters(len(cohort), threat)
         else:
             params = choose_parameters(len(cohort), threat)
+        threshold = max(params.threshold, min_threshold)
+        if threshold > min(params.degree, len(cohort)):
+            raise ConfigurationError(f"a threshold of {threshold} exceeds the neighbourhood of "
+                                     f"{min(params.degree, len(cohort))} clients", parameter="min_threshold")
+        if parameters is not None:
+            parameters = PaillierParameters(keys=parameters.keys, layout=parameters.layout,
+                                            ciphertexts=parameters.ciphertexts, min_contributors=threshold)
         seed = os.urandom(_GRAPH_SEED_BYTES) if params.degree < len(cohort) else bytes(_GRAPH_SEED_BYTES)
         return cls(protocol=protocol, round_id=round_id, clients=cohort, vector_length=encoding.vector_length,
-                   ring_bits=encoding.ring.bits, threshold=params.threshold,
+                   ring_bits=encoding.ring.bits, threshold=threshold,
                    degree=min(params.degree, len(cohort)), graph_seed=seed, encoding_digest=encoding.digest(),
                    paillier=parameters)
 

@@ -1,0 +1,317 @@
+"""Distributed DP under secure aggregation: every client noises its own integer vector before masking.
+
+Each client (Kairouz, Liu, Steinke, ICML 2021, Algorithm 1; Agarwal et al. 2021):
+
+1. clips its update to L2 norm ``clip`` and multiplies it by ``scale``;
+2. rotates it with a randomised Walsh-Hadamard transform (a public sign flip
+   drawn per round, then H / sqrt(d), d padded to a power of two), which
+   spreads any vector's mass evenly over the coordinates so that each is
+   sub-Gaussian with variance proxy ||x||^2 / d;
+3. rounds it stochastically, again and again until the rounded vector's norm is
+   at most the conditional-rounding bound for ``beta`` (Proposition 22), so the
+   L2 sensitivity stays bounded;
+4. adds discrete Gaussian (exact sampler) or Skellam noise of the local
+   variance, and reduces into the ring Z_(2^bits).
+
+The server only ever sees masked vectors and the noised ring sum, which it maps
+back by centring the ring, undoing the rotation and dividing by the scale.
+:func:`plan_distributed` picks the scale so that the noised sum of up to
+``max_clients`` inputs wraps the ring with probability below ``wrap_probability``,
+a Chernoff bound over every coordinate, and refuses a ring too small for the
+noise plus the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._errors import ConfigurationError, InvalidUpdateError
+from ..crypto import MaskExpander, Purpose, derive_key
+from ..encoding import EncodedUpdate, Ring
+from ..encoding import clip_l2 as _clip_l2
+from ._accounting import (
+    INTEGER_ORDERS,
+    Mechanism,
+    ddgauss_rdp,
+    rdp_to_epsilon,
+    rounded_l1_bound,
+    rounded_l2_bound,
+    skellam_rdp,
+    subsampled_rdp,
+)
+from ._sampling import VECTOR_VARIANCE_LIMIT, RandomSource, discrete_gaussian, skellam
+
+__all__ = ["DistributedPlan", "DistributedDPEncoding", "plan_distributed", "hadamard", "distributed_rdp"]
+
+DEFAULT_BETA = math.exp(-0.5)
+DEFAULT_WRAP_PROBABILITY = 1e-6
+
+
+def hadamard(values: np.ndarray) -> np.ndarray:
+    """The orthonormal Walsh-Hadamard transform H x / sqrt(d) of a power-of-two-long vector (its own inverse)."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    size = out.size
+    if size & (size - 1):
+        raise ValueError("the Hadamard transform needs a power-of-two length")
+    half = 1
+    while half < size:
+        blocks = out.reshape(-1, 2, half)
+        left = blocks[:, 0, :].copy()
+        blocks[:, 0, :] += blocks[:, 1, :]
+        blocks[:, 1, :] = left - blocks[:, 1, :]
+        half *= 2
+    return out / math.sqrt(size)
+
+
+def _padded(dimension: int) -> int:
+    return 1 << max(0, (dimension - 1).bit_length())
+
+
+def distributed_rdp(mechanism: Mechanism, order: int, *, l2_sensitivity: float, l1_sensitivity: float,
+                    local_variance: float, clients: int, dim: int) -> float:
+    """RDP at ``order`` of ``clients`` noise shares of ``local_variance`` each (integer units)."""
+    if mechanism is Mechanism.DDGAUSS:
+        return ddgauss_rdp(order, l2_sensitivity, l1_sensitivity, local_variance, clients, dim)
+    if mechanism is Mechanism.SKELLAM:
+        return skellam_rdp(order, l2_sensitivity, l1_sensitivity, clients * local_variance)
+    raise ValueError(f"{mechanism.value} is not a distributed mechanism")
+
+
+@dataclass(frozen=True)
+class DistributedPlan:
+    """Public parameters of distributed DP for a federation: scale, per-client noise, sensitivities.
+
+    ``noise_multiplier`` is the standard deviation of the summed noise of
+    ``expected_clients`` shares divided by the L2 sensitivity after rounding.
+    ``wrap_bound`` bounds the probability that the noised sum of ``max_clients``
+    inputs leaves the ring in any coordinate.
+    """
+
+    mechanism: Mechanism
+    dimension: int
+    padded_dimension: int
+    clip: float
+    bits: int
+    scale: float
+    local_variance: float
+    beta: float
+    expected_clients: int
+    max_clients: int
+    noise_multiplier: float
+    l2_sensitivity: float
+    l1_sensitivity: float
+    wrap_bound: float
+
+    def rdp(self, survivors: int, sample_rate: float, orders: tuple[int, ...] = INTEGER_ORDERS) -> np.ndarray:
+        """The RDP curve of one round in which ``survivors`` shares of noise were summed."""
+        if survivors < 1:
+            return np.full(len(orders), math.inf)
+
+        def curve(order: int) -> float:
+            return distributed_rdp(self.mechanism, order, l2_sensitivity=self.l2_sensitivity,
+                                   l1_sensitivity=self.l1_sensitivity, local_variance=self.local_variance,
+                                   clients=survivors, dim=self.padded_dimension)
+
+        return np.array([subsampled_rdp(order, sample_rate, curve) for order in orders])
+
+    def epsilon(self, *, survivors: int, sample_rate: float, rounds: int, delta: float) -> float:
+        """Epsilon after ``rounds`` rounds with ``survivors`` noise shares each."""
+        return rdp_to_epsilon(INTEGER_ORDERS, rounds * self.rdp(survivors, sample_rate), delta)
+
+    def encoding(self, rotation_seed: bytes) -> DistributedDPEncoding:
+        """The encoding of one round, with the round's public rotation seed."""
+        return DistributedDPEncoding(self, rotation_seed)
+
+
+def _wrap_bound(*, signal_proxy: float, noise_variance: float, mechanism: Mechanism, half_ring: float,
+                dim: int) -> float:
+    # Chernoff: P(|Z_j| >= a) <= 2 min_l exp(l^2 S / 2 + K(l) - l a), with K the noise's log-MGF:
+    # discrete Gaussian l^2 s^2 / 2 (sub-Gaussian, CKS 2020), Skellam v (cosh l - 1). Union over d coordinates.
+    def log_bound(lam: float) -> float:
+        noise = lam * lam * noise_variance / 2 if mechanism is Mechanism.DDGAUSS else (
+            noise_variance * (math.cosh(lam) - 1) if lam < 700 else math.inf)
+        return lam * lam * signal_proxy / 2 + noise - lam * half_ring
+
+    # The minimiser solves l S + K'(l) = a, so it lies below a / S and below the noise's own root:
+    # a / v for the Gaussian, asinh(a / v) for Skellam (K' = v sinh l).
+    high = half_ring / max(signal_proxy, 1e-12)
+    if noise_variance > 0:
+        high = min(high, half_ring / noise_variance if mechanism is Mechanism.DDGAUSS
+                   else math.asinh(half_ring / noise_variance))
+    low = 0.0
+    for _ in range(200):  # golden-section search on a convex function
+        a, b = low + 0.382 * (high - low), low + 0.618 * (high - low)
+        if log_bound(a) < log_bound(b):
+            high = b
+        else:
+            low = a
+    best = min(0.0, log_bound((low + high) / 2))
+    return min(1.0, 2 * dim * math.exp(best))
+
+
+def plan_distributed(
+    *,
+    mechanism: Mechanism,
+    dimension: int,
+    clip: float,
+    bits: int,
+    expected_clients: int,
+    max_clients: int,
+    noise_multiplier: float,
+    beta: float = DEFAULT_BETA,
+    wrap_probability: float = DEFAULT_WRAP_PROBABILITY,
+) -> DistributedPlan:
+    """The largest scale for which ``max_clients`` noised inputs stay in a ``bits``-bit ring.
+
+    Each client adds noise of variance ``noise_multiplier^2 * L2^2 / expected_clients``
+    (rounded up to an integer for the discrete Gaussian), so that the sum of
+    ``expected_clients`` shares has standard deviation ``noise_multiplier`` times
+    the rounded L2 sensitivity. Raises :class:`ConfigurationError` naming
+    ``bits`` when no scale fits.
+    """
+    if mechanism is Mechanism.GAUSSIAN:
+        raise ConfigurationError("distributed DP uses ddgauss or skellam", parameter="mechanism")
+    if not (math.isfinite(clip) and clip > 0):
+        raise ConfigurationError("distributed DP needs a positive L2 clip", parameter="clip")
+    if not noise_multiplier > 0:
+        raise ConfigurationError("noise_multiplier must be positive", parameter="noise_multiplier")
+    if not 1 <= expected_clients <= max_clients:
+        raise ConfigurationError("expected_clients must lie in [1, max_clients]", parameter="expected_clients")
+    if not 2 <= bits <= 62:
+        raise ConfigurationError("bits must lie in [2, 62]", parameter="bits")
+    padded = _padded(dimension)
+    half_ring = float(2 ** (bits - 1))
+
+    def build(scale: float) -> DistributedPlan:
+        l2 = rounded_l2_bound(clip * scale, padded, beta)
+        variance = noise_multiplier**2 * l2**2 / expected_clients
+        if mechanism is Mechanism.DDGAUSS:
+            variance = float(max(1, math.ceil(variance)))
+        signal = (max_clients * clip * scale) ** 2 / padded + max_clients / 4
+        wrap = _wrap_bound(signal_proxy=signal, noise_variance=max_clients * variance, mechanism=mechanism,
+                           half_ring=half_ring, dim=padded)
+        actual = math.sqrt(expected_clients * variance) / l2
+        return DistributedPlan(mechanism=mechanism, dimension=dimension, padded_dimension=padded, clip=clip,
+                               bits=bits, scale=scale, local_variance=variance, beta=beta,
+                               expected_clients=expected_clients, max_clients=max_clients, noise_multiplier=actual,
+                               l2_sensitivity=l2, l1_sensitivity=rounded_l1_bound(l2, padded), wrap_bound=wrap)
+
+    low, high = 1e-9, half_ring / clip
+    if mechanism is Mechanism.DDGAUSS:
+        # Keep the local variance within the exact sampler's vectorised range (2^27, sigma about 11585 ring
+        # units): a larger scale would only shrink the rounding error further, already negligible at that noise.
+        cap_low, cap_high = low, high
+        while cap_high / cap_low > 1 + 1e-6:
+            middle = math.sqrt(cap_low * cap_high)
+            if build(middle).local_variance <= VECTOR_VARIANCE_LIMIT:
+                cap_low = middle
+            else:
+                cap_high = middle
+        high = max(low * (1 + 1e-6), cap_low)
+    if build(low).wrap_bound > wrap_probability:
+        raise ConfigurationError(
+            f"a {bits}-bit ring cannot hold the noise for noise multiplier {noise_multiplier:.3g} over "
+            f"{max_clients} clients and {padded} coordinates: raise `bits` (or lower the noise or the cohort)",
+            parameter="bits")
+    for _ in range(200):
+        middle = math.sqrt(low * high)
+        if build(middle).wrap_bound <= wrap_probability:
+            low = middle
+        else:
+            high = middle
+        if high / low < 1 + 1e-6:
+            break
+    return build(low)
+
+
+class DistributedDPEncoding:
+    """One round's distributed-DP encoding: what clients run before masking, and how the server decodes.
+
+    It offers what :meth:`RoundConfig.create` needs from an encoding
+    (``clients``, ``vector_length``, ``ring``, ``digest()``), so SecAgg and
+    SecAgg+ carry it unchanged. The rotation seed is public.
+    """
+
+    def __init__(self, plan: DistributedPlan, rotation_seed: bytes) -> None:
+        if len(rotation_seed) != 32:
+            raise ValueError("rotation_seed must be 32 bytes")
+        self.plan = plan
+        self.rotation_seed = rotation_seed
+        self.ring = Ring(plan.bits)
+        key = derive_key(rotation_seed, purpose=Purpose.DP_ROTATION, salt=b"", round_id=0,
+                         context=(plan.padded_dimension,))
+        words = MaskExpander(plan.padded_dimension, np.uint32).expand(key)
+        self._signs = np.where(words & np.uint32(1), 1.0, -1.0)
+
+    @property
+    def clients(self) -> int:
+        return self.plan.max_clients
+
+    @property
+    def vector_length(self) -> int:
+        return self.plan.padded_dimension
+
+    @property
+    def dimension(self) -> int:
+        return self.plan.dimension
+
+    @property
+    def max_coordinate(self) -> int:
+        raise ConfigurationError("distributed DP runs under SecAgg or SecAgg+, not Paillier", parameter="protocol")
+
+    def digest(self) -> bytes:
+        plan = self.plan
+        packed = struct.pack("<BQQdBddQQ", list(Mechanism).index(plan.mechanism), plan.dimension,
+                             plan.padded_dimension, plan.clip, plan.bits, plan.scale, plan.local_variance,
+                             plan.expected_clients, plan.max_clients)
+        return hashlib.sha256(b"fedsecure/v1/distributed-dp" + packed + struct.pack("<d", plan.beta)
+                              + self.rotation_seed).digest()
+
+    def rotate(self, vector: np.ndarray) -> np.ndarray:
+        padded = np.zeros(self.plan.padded_dimension)
+        padded[: vector.size] = vector
+        return hadamard(self._signs * padded)
+
+    def unrotate(self, rotated: np.ndarray) -> np.ndarray:
+        vector: np.ndarray = (self._signs * hadamard(rotated))[: self.plan.dimension]
+        return vector
+
+    def encode(self, update: np.ndarray) -> EncodedUpdate:
+        """Clip, scale, rotate, round conditionally and add this client's noise share; refuse NaN/Inf first."""
+        plan = self.plan
+        vector = np.asarray(update, dtype=np.float64)
+        if vector.shape != (plan.dimension,):
+            raise InvalidUpdateError(f"update has shape {vector.shape}, expected ({plan.dimension},)")
+        if not np.all(np.isfinite(vector)):
+            raise InvalidUpdateError("update contains NaN or Inf")
+        scaled = self.rotate(_clip_l2(vector, plan.clip) * plan.scale)
+        bound = rounded_l2_bound(plan.clip * plan.scale, plan.padded_dimension, plan.beta)
+        rounding = np.random.default_rng(secrets.randbits(128))  # noqa: csprng-ok (stochastic rounding, not a secret)
+        floor = np.floor(scaled)
+        for _ in range(10_000):
+            rounded = floor + (rounding.random(scaled.size) < scaled - floor)
+            if float(np.dot(rounded, rounded)) <= bound * bound:
+                break
+        else:  # pragma: no cover - probability below beta^10000
+            raise InvalidUpdateError("conditional rounding did not meet its norm bound")
+        source = RandomSource()
+        if plan.mechanism is Mechanism.DDGAUSS:
+            noise = discrete_gaussian(int(plan.local_variance), plan.padded_dimension, source=source)
+        else:
+            noise = skellam(plan.local_variance, plan.padded_dimension, source=source)
+        integers = rounded.astype(np.int64) + noise.astype(np.int64)
+        return EncodedUpdate(values=self.ring.from_signed(integers), ring=self.ring, encoding_digest=self.digest())
+
+    def decode_sum(self, ring_sum: np.ndarray) -> np.ndarray:
+        """The noised float sum of the survivors' clipped updates (length ``dimension``)."""
+        values = np.asarray(ring_sum)
+        if values.shape != (self.plan.padded_dimension,) or values.dtype != self.ring.dtype:
+            raise InvalidUpdateError("ring sum of the wrong shape or dtype")
+        total: np.ndarray = self.unrotate(self.ring.to_signed(values).astype(np.float64) / self.plan.scale)
+        return total

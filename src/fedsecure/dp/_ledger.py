@@ -1,0 +1,149 @@
+"""The privacy ledger: what each round spent, for the population and for each client.
+
+Two views are kept, because they answer different questions:
+
+* ``epsilon`` (population): the guarantee for any client over the whole run,
+  with privacy amplification by Poisson sampling of the cohort at ``sample_rate``
+  (central and distributed DP), composed over rounds with the round's *actual*
+  noise: under distributed DP the noise of the survivors who actually
+  contributed, never the planned amount.
+* ``client_epsilon`` (per client): the loss of one client composed over the
+  rounds it took part in, without amplification (a client that sat out a round
+  spends nothing in it). For local DP it is the client's own Opacus accountant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._accounting import (
+    GAUSSIAN_ORDERS,
+    INTEGER_ORDERS,
+    Accountant,
+    Mechanism,
+    gaussian_rdp,
+    rdp_to_epsilon,
+)
+from ._config import DPConfig, PrivacyLevel
+from ._distributed import DistributedPlan
+
+__all__ = ["PrivacyLedger", "LedgerEntry"]
+
+
+@dataclass
+class LedgerEntry:
+    """One round as the ledger saw it."""
+
+    round: int
+    participants: list[int]
+    contributors: int
+    noise_multiplier: float
+    epsilon_round: float
+    epsilon: float
+    refused: bool = False
+
+
+@dataclass
+class PrivacyLedger:
+    """Per-round and cumulative epsilon, population-wide and per client, at ``delta``."""
+
+    config: DPConfig
+    sample_rate: float
+    plan: DistributedPlan | None = None
+    entries: list[LedgerEntry] = field(default_factory=list)
+    _population_rdp: np.ndarray | None = field(default=None, repr=False)
+    _client_rdp: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _prv_history: list[tuple[float, float, int]] = field(default_factory=list, repr=False)
+    _local_epsilon: dict[int, float] = field(default_factory=dict, repr=False)
+
+    @property
+    def orders(self) -> tuple[float, ...]:
+        return GAUSSIAN_ORDERS if self.config.mechanism is Mechanism.GAUSSIAN else tuple(map(float, INTEGER_ORDERS))
+
+    def _round_rdp(self, noise_multiplier: float, contributors: int, sample_rate: float) -> np.ndarray:
+        if self.config.level is PrivacyLevel.DISTRIBUTED:
+            if self.plan is None:
+                raise ValueError("distributed DP needs its plan")
+            return self.plan.rdp(contributors, sample_rate)
+        return gaussian_rdp(noise_multiplier, sample_rate, 1)
+
+    def _epsilon(self, rdp: np.ndarray) -> float:
+        return rdp_to_epsilon(self.orders, rdp, self.config.delta)
+
+    def preview(self, noise_multiplier: float, contributors: int) -> float:
+        """The population epsilon if one more round with this noise and these contributors were recorded."""
+        rdp = self._round_rdp(noise_multiplier, contributors, self.sample_rate)
+        total = rdp if self._population_rdp is None else self._population_rdp + rdp
+        if self.config.mechanism is Mechanism.GAUSSIAN and self.config.accountant is Accountant.PRV:
+            return _prv_epsilon([*self._prv_history, (noise_multiplier, self.sample_rate, 1)], self.config.delta)
+        return self._epsilon(total)
+
+    def record(self, round_index: int, participants: Iterable[int], *, contributors: int,
+               noise_multiplier: float) -> LedgerEntry:
+        """Record a round in which ``contributors`` inputs were aggregated with the given actual noise."""
+        members = sorted(participants)
+        rdp = self._round_rdp(noise_multiplier, contributors, self.sample_rate)
+        self._population_rdp = rdp if self._population_rdp is None else self._population_rdp + rdp
+        self._prv_history.append((noise_multiplier, self.sample_rate, 1))
+        alone = self._round_rdp(noise_multiplier, contributors, 1.0)
+        for client in members:
+            self._client_rdp[client] = self._client_rdp.get(client, 0) + alone
+        entry = LedgerEntry(round=round_index, participants=members, contributors=contributors,
+                            noise_multiplier=noise_multiplier, epsilon_round=self._epsilon(alone),
+                            epsilon=self.epsilon)
+        self.entries.append(entry)
+        return entry
+
+    def record_refused(self, round_index: int, participants: Iterable[int]) -> LedgerEntry:
+        """A round that released nothing (refused over budget, or aborted): it spends nothing."""
+        entry = LedgerEntry(round=round_index, participants=sorted(participants), contributors=0,
+                            noise_multiplier=0.0, epsilon_round=0.0, epsilon=self.epsilon, refused=True)
+        self.entries.append(entry)
+        return entry
+
+    def record_local(self, round_index: int, participants: Iterable[int], epsilons: Mapping[int, float],
+                     noise_multiplier: float) -> LedgerEntry:
+        """Local DP: each participant's cumulative epsilon from its own Opacus accountant."""
+        self._local_epsilon.update(epsilons)
+        entry = LedgerEntry(round=round_index, participants=sorted(participants), contributors=len(epsilons),
+                            noise_multiplier=noise_multiplier, epsilon_round=float("nan"), epsilon=self.epsilon)
+        self.entries.append(entry)
+        return entry
+
+    @property
+    def epsilon(self) -> float:
+        """The population-wide epsilon so far (local DP: the largest client epsilon)."""
+        if self.config.level is PrivacyLevel.LOCAL:
+            return max(self._local_epsilon.values(), default=0.0)
+        if self._population_rdp is None:
+            return 0.0
+        if self.config.mechanism is Mechanism.GAUSSIAN and self.config.accountant is Accountant.PRV:
+            return _prv_epsilon(self._prv_history, self.config.delta)
+        return self._epsilon(self._population_rdp)
+
+    def client_epsilon(self, client: int) -> float:
+        """One client's epsilon over the rounds it took part in (0 if it never did)."""
+        if self.config.level is PrivacyLevel.LOCAL:
+            return self._local_epsilon.get(client, 0.0)
+        rdp = self._client_rdp.get(client)
+        return 0.0 if rdp is None else self._epsilon(rdp)
+
+    def to_json(self) -> dict[str, Any]:
+        clients = sorted(set(self._client_rdp) | set(self._local_epsilon))
+        return {"level": self.config.level.value, "mechanism": (self.config.mechanism or Mechanism.GAUSSIAN).value,
+                "delta": self.config.delta, "accountant": self.config.accountant.value,
+                "sample_rate": self.sample_rate, "epsilon": self.epsilon,
+                "client_epsilon": {str(c): self.client_epsilon(c) for c in clients},
+                "rounds": [asdict(e) for e in self.entries]}
+
+
+def _prv_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+    from opacus.accountants import PRVAccountant
+
+    accountant = PRVAccountant()
+    accountant.history = list(history)
+    return float(accountant.get_epsilon(delta))

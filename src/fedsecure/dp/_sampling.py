@@ -1,0 +1,298 @@
+"""Noise samplers for differential privacy, driven by a CSPRNG (AES-256-CTR keyed from the OS).
+
+* :func:`discrete_gaussian` is the *exact* sampler of Canonne, Kamath and Steinke
+  ("The Discrete Gaussian for Differential Privacy", NeurIPS 2020, Algorithms 1-3):
+  a discrete Laplace proposal accepted with probability exp(-gamma) for a
+  rational gamma, every Bernoulli decided by comparing a uniform integer (drawn
+  by rejection from keystream words, so exactly uniform) with an integer
+  threshold. No floating point touches the output distribution. It is
+  vectorised with numpy over int64; the few draws whose integers would not fit
+  (the far tails, or variances beyond 2^27) take the same algorithm in Python
+  integers.
+* :func:`skellam` is the difference of two Poisson draws (Agarwal, Kairouz and
+  Liu, NeurIPS 2021). The Poisson draws use Hörmann's PTRS transformed
+  rejection (1993) for means of 10 and more, and inversion below, on 53-bit
+  uniforms from the same keystream: floating point, as in every Poisson
+  sampler shipped with numerical libraries, but never a non-cryptographic generator.
+* :func:`gaussian` gives float64 standard normals by the Box-Muller transform of
+  keystream uniforms, for central DP, where the issue asks for N(0, sigma^2 C^2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from typing import NoReturn
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+__all__ = ["RandomSource", "discrete_gaussian", "skellam", "gaussian"]
+
+# Vectorised int64 arithmetic needs 2 v t^2 * k < 2^63 for the series counter k; beyond this variance
+# (sigma above 2^13.5) every draw takes the same algorithm in Python integers.
+VECTOR_VARIANCE_LIMIT = 1 << 27
+_WORDS_PER_REFILL = 1 << 16
+
+
+class RandomSource:
+    """Uniform 64-bit words from AES-256-CTR under a fresh key from ``os.urandom``.
+
+    One source per sampling job; never seeded by the caller, never pickled.
+    """
+
+    __slots__ = ("_context", "_buffer", "_position")
+
+    def __init__(self) -> None:
+        self._context = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(bytes(16))).encryptor()
+        self._buffer = np.empty(0, dtype=np.uint64)
+        self._position = 0
+
+    def words(self, count: int) -> np.ndarray:
+        """``count`` independent uniform uint64 words."""
+        out = np.empty(count, dtype=np.uint64)
+        filled = 0
+        while filled < count:
+            if self._position >= self._buffer.size:
+                size = max(_WORDS_PER_REFILL, count - filled)
+                self._buffer = np.frombuffer(self._context.update(bytes(8 * size)), dtype="<u8").copy()
+                self._position = 0
+            take = min(count - filled, self._buffer.size - self._position)
+            out[filled : filled + take] = self._buffer[self._position : self._position + take]
+            self._position += take
+            filled += take
+        return out
+
+    def below(self, bounds: np.ndarray) -> np.ndarray:
+        """One exactly uniform integer in [0, m) for each m of ``bounds`` (int64, 1 <= m < 2^63)."""
+        bounds = np.asarray(bounds, dtype=np.int64)
+        if bounds.size and int(bounds.min()) < 1:
+            raise ValueError("bounds must be positive")
+        m = bounds.astype(np.uint64)
+        # Accept w < floor((2^64 - 1) / m) * m, a multiple of m: then w mod m is exactly uniform.
+        limit = (np.uint64(2**64 - 1) // m) * m
+        out = np.empty(bounds.size, dtype=np.int64)
+        pending = np.arange(bounds.size)
+        while pending.size:
+            draws = self.words(pending.size)
+            accepted = draws < limit[pending]
+            out[pending[accepted]] = (draws[accepted] % m[pending[accepted]]).astype(np.int64)
+            pending = pending[~accepted]
+        return out
+
+    def uniform(self, count: int) -> np.ndarray:
+        """``count`` floats uniform in (0, 1), 53 random bits each."""
+        return ((self.words(count) >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a RandomSource holds a key and cannot be pickled")
+
+
+def _bernoulli_ratio(source: RandomSource, numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
+    """Bernoulli(a/b) for each pair, exactly: a uniform integer below b compared with a."""
+    return source.below(denominators) < numerators
+
+
+def _bernoulli_exp(source: RandomSource, numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
+    """Bernoulli(exp(-a/b)) for each pair with a >= 0, b >= 1 (CKS 2020, Algorithm 1).
+
+    exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma))); each factor by the
+    series method: draw Bernoulli(g/k) for k = 1, 2, ... until one fails; the result is
+    1 when the number of draws K is odd.
+    """
+    a = np.asarray(numerators, dtype=np.int64)
+    b = np.asarray(denominators, dtype=np.int64)
+    result = np.ones(a.size, dtype=bool)
+    whole, fraction = np.divmod(a, b)
+    # Integer part: floor(gamma) independent Bernoulli(exp(-1)), all of which must succeed.
+    remaining = whole.copy()
+    while True:
+        active = np.flatnonzero(result & (remaining > 0))
+        if not active.size:
+            break
+        ones = np.ones(active.size, dtype=np.int64)
+        result[active] = _series(source, ones, ones)
+        remaining[active] -= 1
+    active = np.flatnonzero(result)
+    if active.size:
+        result[active] = _series(source, fraction[active], b[active])
+    return result
+
+
+def _series(source: RandomSource, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bernoulli(exp(-a/b)) for 0 <= a/b <= 1 (CKS 2020, Algorithm 1, the series method)."""
+    k = np.ones(a.size, dtype=np.int64)
+    running = np.arange(a.size)
+    while running.size:
+        # Bernoulli(gamma / k) = Bernoulli(a / (b k)). Where b k could leave int64 (only for huge k, whose
+        # probability is below 1/k!), that element finishes the same series in Python integers.
+        overflow = k[running] > (2**62) // b[running]
+        for i in running[overflow]:
+            kk = int(k[i])
+            while secrets.randbelow(int(b[i]) * kk) < int(a[i]):
+                kk += 1
+            k[i] = kk
+        running = running[~overflow]
+        success = _bernoulli_ratio(source, a[running], b[running] * k[running])
+        k[running[success]] += 1
+        running = running[success]
+    result: np.ndarray = (k % 2) == 1
+    return result
+
+
+def _discrete_laplace(source: RandomSource, scale: int, count: int) -> np.ndarray:
+    """``count`` draws with P(y) proportional to exp(-|y|/scale), integer scale >= 1 (CKS 2020, Algorithm 2)."""
+    out = np.empty(count, dtype=np.int64)
+    pending = np.arange(count)
+    t = np.int64(scale)
+    while pending.size:
+        size = pending.size
+        u = source.below(np.full(size, t))
+        keep = _bernoulli_exp(source, u, np.full(size, t))
+        # V ~ Geometric(1 - exp(-1)): count successes of Bernoulli(exp(-1)) before the first failure.
+        v = np.zeros(size, dtype=np.int64)
+        alive = np.flatnonzero(keep)
+        while alive.size:
+            ones = np.ones(alive.size, dtype=np.int64)
+            success = _series(source, ones, ones)
+            v[alive[success]] += 1
+            alive = alive[success]
+        x = u + t * v
+        negative = (source.words(size) & np.uint64(1)).astype(bool)
+        keep &= ~(negative & (x == 0))
+        values = np.where(negative, -x, x)
+        out[pending[keep]] = values[keep]
+        pending = pending[~keep]
+    return out
+
+
+def _discrete_gaussian_python(variance: int) -> int:
+    """One exact draw in Python integers: for variances or tails where int64 would overflow."""
+    t = math.isqrt(variance) + 1
+    while True:
+        u = secrets.randbelow(t)
+        if not _bernoulli_exp_python(u, t):
+            continue
+        v = 0
+        while _bernoulli_exp_python(1, 1):
+            v += 1
+        x = u + t * v
+        negative = secrets.randbits(1) == 1
+        if negative and x == 0:
+            continue
+        y = -x if negative else x
+        # Accept with probability exp(-(|y| - sigma^2/t)^2 / (2 sigma^2)) = exp(-(|y| t - v)^2 / (2 v t^2)).
+        if _bernoulli_exp_python((abs(y) * t - variance) ** 2, 2 * variance * t * t):
+            return y
+
+
+def _bernoulli_exp_python(a: int, b: int) -> bool:
+    whole, fraction = divmod(a, b)
+    for _ in range(whole):
+        if not _series_python(1, 1):
+            return False
+    return _series_python(fraction, b)
+
+
+def _series_python(a: int, b: int) -> bool:
+    k = 1
+    while secrets.randbelow(b * k) < a:
+        k += 1
+    return k % 2 == 1
+
+
+def discrete_gaussian(variance: int, size: int, *, source: RandomSource | None = None) -> np.ndarray:
+    """``size`` exact draws from the discrete Gaussian N_Z(0, variance) (CKS 2020, Algorithm 3).
+
+    ``variance`` is sigma^2 and must be a positive integer (callers round the
+    variance they need *up*, which only adds privacy). Returns int64.
+    """
+    if not isinstance(variance, (int, np.integer)) or variance < 1:
+        raise ValueError("variance must be a positive integer")
+    variance = int(variance)
+    source = source or RandomSource()
+    if variance > VECTOR_VARIANCE_LIMIT:
+        return np.array([_discrete_gaussian_python(variance) for _ in range(size)], dtype=object)
+    t = math.isqrt(variance) + 1
+    out = np.empty(size, dtype=np.int64)
+    pending = np.arange(size)
+    while pending.size:
+        y = _discrete_laplace(source, t, pending.size)
+        distance = np.abs(y) * t - variance
+        # Accept with probability exp(-(|y| - v/t)^2 / (2v)) = exp(-(|y| t - v)^2 / (2 v t^2)). The square must
+        # fit int64: far-tail proposals (beyond 2^31 / t, about 2^17 sigma) take Python integers instead.
+        safe = np.abs(distance) < 2**31
+        denominator = 2 * variance * t * t
+        accept = np.zeros(pending.size, dtype=bool)
+        index = np.flatnonzero(safe)
+        accept[index] = _bernoulli_exp(source, distance[index] ** 2, np.full(index.size, denominator))
+        for i in np.flatnonzero(~safe):
+            accept[i] = _bernoulli_exp_python(int(distance[i]) ** 2, denominator)
+        out[pending[accept]] = y[accept]
+        pending = pending[~accept]
+    return out
+
+
+def _poisson(mean: float, size: int, source: RandomSource) -> np.ndarray:
+    out = np.empty(size, dtype=np.int64)
+    if mean <= 0:
+        out[:] = 0
+        return out
+    if mean < 10:
+        # Inversion: count uniforms until their product falls below exp(-mean).
+        limit = math.exp(-mean)
+        product = np.ones(size)
+        count = np.zeros(size, dtype=np.int64)
+        running = np.arange(size)
+        while running.size:
+            product[running] *= source.uniform(running.size)
+            done = product[running] <= limit
+            count[running[~done]] += 1
+            running = running[~done]
+        return count
+    # PTRS (Hörmann 1993, "The transformed rejection method for generating Poisson random variables").
+    slam = math.sqrt(mean)
+    loglam = math.log(mean)
+    b = 0.931 + 2.53 * slam
+    a = -0.059 + 0.02483 * b
+    inverse_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    v_r = 0.9277 - 3.6224 / (b - 2)
+    pending = np.arange(size)
+    while pending.size:
+        u = source.uniform(pending.size) - 0.5
+        v = source.uniform(pending.size)
+        us = 0.5 - np.abs(u)
+        k = np.floor((2 * a / us + b) * u + mean + 0.43)
+        quick = (us >= 0.07) & (v <= v_r)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_accept = (np.log(v) + np.log(inverse_alpha) - np.log(a / (us * us) + b)) <= (
+                -mean + k * loglam - _log_factorial(k))
+        valid = (k >= 0) & ~((us < 0.013) & (v > us))
+        accept = quick | (valid & log_accept)
+        out[pending[accept]] = k[accept].astype(np.int64)
+        pending = pending[~accept]
+    return out
+
+
+def _log_factorial(k: np.ndarray) -> np.ndarray:
+    return np.array([math.lgamma(float(x) + 1.0) if x >= 0 else 0.0 for x in k.tolist()])
+
+
+def skellam(variance: float, size: int, *, source: RandomSource | None = None) -> np.ndarray:
+    """``size`` draws of Poisson(variance/2) - Poisson(variance/2): symmetric Skellam with the given variance."""
+    if not variance > 0:
+        raise ValueError("variance must be positive")
+    source = source or RandomSource()
+    draws: np.ndarray = _poisson(variance / 2, size, source) - _poisson(variance / 2, size, source)
+    return draws
+
+
+def gaussian(size: int, *, source: RandomSource | None = None) -> np.ndarray:
+    """``size`` float64 standard normals by the Box-Muller transform of keystream uniforms."""
+    source = source or RandomSource()
+    pairs = (size + 1) // 2
+    u1, u2 = source.uniform(pairs), source.uniform(pairs)
+    radius = np.sqrt(-2.0 * np.log(u1))
+    normals: np.ndarray = np.concatenate([radius * np.cos(2 * np.pi * u2), radius * np.sin(2 * np.pi * u2)])
+    return normals[:size]

@@ -1,0 +1,379 @@
+"""Differential privacy: samplers against theory, accounting against dp-accounting, distributed DP, refusals."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from fedsecure import ConfigurationError
+from fedsecure.dp import (
+    Accountant,
+    DPConfig,
+    Mechanism,
+    PrivacyLevel,
+    RandomSource,
+    calibrate,
+    ddgauss_rdp,
+    discrete_gaussian,
+    gaussian,
+    gaussian_epsilon,
+    hadamard,
+    plan_distributed,
+    rdp_to_epsilon,
+    skellam,
+    skellam_rdp,
+    subsampled_rdp,
+)
+from fedsecure.dp._accounting import GAUSSIAN_ORDERS, INTEGER_ORDERS
+
+import dp_accounting  # noqa: E402  (a dev dependency: the independent reference for accounting)
+
+
+# ---- samplers --------------------------------------------------------------------------------------
+def _discrete_gaussian_pmf(variance: float, support: np.ndarray) -> np.ndarray:
+    weights = np.exp(-support.astype(float) ** 2 / (2 * variance))
+    wide = np.arange(-60 * math.isqrt(int(variance) + 1) - 60, 60 * math.isqrt(int(variance) + 1) + 61)
+    return weights / np.exp(-wide.astype(float) ** 2 / (2 * variance)).sum()
+
+
+@pytest.mark.parametrize("variance", [1, 3, 10])
+def test_discrete_gaussian_matches_its_pmf(variance: int) -> None:
+    draws = discrete_gaussian(variance, 60_000)
+    support = np.arange(-4 * math.isqrt(variance) - 4, 4 * math.isqrt(variance) + 5)
+    expected = _discrete_gaussian_pmf(variance, support) * draws.size
+    observed = np.array([(draws == k).sum() for k in support], dtype=float)
+    inside = expected.sum()
+    # Lump both tails into one cell so every expected count is positive.
+    observed = np.append(observed, draws.size - observed.sum())
+    expected = np.append(expected, draws.size - inside)
+    keep = expected > 5
+    _, p_value = stats.chisquare(observed[keep], expected[keep] * observed[keep].sum() / expected[keep].sum())
+    assert p_value > 1e-4
+
+
+@pytest.mark.parametrize("variance", [100, 10_000, 2**20])
+def test_discrete_gaussian_moments_and_tails(variance: int) -> None:
+    draws = discrete_gaussian(variance, 100_000).astype(float)
+    sigma = math.sqrt(variance)
+    assert abs(draws.mean()) < 5 * sigma / math.sqrt(draws.size)
+    assert draws.var() / variance == pytest.approx(1.0, abs=0.03)
+    # Two-sided tail beyond 3 sigma: about 0.27% for a Gaussian this wide.
+    assert np.mean(np.abs(draws) > 3 * sigma) == pytest.approx(0.0027, abs=0.0012)
+
+
+def test_discrete_gaussian_beyond_the_vectorised_range_takes_python_integers() -> None:
+    variance = 2**27 + 12345
+    draws = np.asarray(discrete_gaussian(variance, 3000), dtype=float)
+    assert draws.var() / variance == pytest.approx(1.0, abs=0.1)
+
+
+def test_sum_of_client_noise_has_the_target_variance() -> None:
+    clients, local = 16, 50
+    total = sum(discrete_gaussian(local, 40_000) for _ in range(clients)).astype(float)
+    assert total.var() / (clients * local) == pytest.approx(1.0, abs=0.03)
+    total = sum(skellam(7.5, 40_000) for _ in range(clients)).astype(float)
+    assert total.var() / (clients * 7.5) == pytest.approx(1.0, abs=0.03)
+
+
+@pytest.mark.parametrize("variance", [3.0, 50.0])  # Poisson means 1.5 (inversion) and 25 (PTRS)
+def test_skellam_matches_its_pmf(variance: float) -> None:
+    draws = skellam(variance, 60_000)
+    support = np.arange(-int(5 * math.sqrt(variance)) - 3, int(5 * math.sqrt(variance)) + 4)
+    expected = stats.skellam.pmf(support, variance / 2, variance / 2) * draws.size
+    observed = np.array([(draws == k).sum() for k in support], dtype=float)
+    keep = expected > 5
+    _, p_value = stats.chisquare(observed[keep], expected[keep] * observed[keep].sum() / expected[keep].sum())
+    assert p_value > 1e-4
+
+
+def test_uniform_integers_are_exactly_uniform_and_gaussians_standard() -> None:
+    source = RandomSource()
+    for bound in (3, 7, 2**62 + 1):
+        values = source.below(np.full(30_000, bound))
+        assert values.min() >= 0 and values.max() < bound
+        if bound < 100:
+            _, p_value = stats.chisquare(np.bincount(values, minlength=bound))
+            assert p_value > 1e-4
+    normals = gaussian(100_001)
+    assert normals.size == 100_001
+    assert abs(normals.mean()) < 0.02 and normals.var() == pytest.approx(1.0, abs=0.02)
+    assert stats.kstest(normals[:20_000], "norm").pvalue > 1e-4
+
+
+def test_random_source_refuses_pickling() -> None:
+    import pickle
+
+    with pytest.raises(TypeError):
+        pickle.dumps(RandomSource())
+
+
+# ---- accounting --------------------------------------------------------------------------------------
+def _reference_epsilon(z: float, q: float, steps: int, delta: float, *, pld: bool = False) -> float:
+    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
+    accountant = (dp_accounting.pld.PLDAccountant() if pld
+                  else dp_accounting.rdp.RdpAccountant(orders=list(GAUSSIAN_ORDERS)))
+    accountant.compose(event, steps)
+    return float(accountant.get_epsilon(delta))
+
+
+@pytest.mark.parametrize("z,q,steps,delta", [(1.1, 0.01, 1000, 1e-5), (0.9, 0.1, 100, 1e-5), (2.0, 1.0, 10, 1e-5),
+                                             (4.7, 1.0, 10, 1e-5), (1.0, 0.5, 50, 1e-6)])
+def test_gaussian_accounting_agrees_with_dp_accounting_within_one_percent(z: float, q: float, steps: int,
+                                                                           delta: float) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rdp_reference = _reference_epsilon(z, q, steps, delta)
+        pld_reference = _reference_epsilon(z, q, steps, delta, pld=True)
+    assert gaussian_epsilon(z, q, steps, delta) == pytest.approx(rdp_reference, rel=0.01)
+    assert gaussian_epsilon(z, q, steps, delta, Accountant.PRV) == pytest.approx(pld_reference, rel=0.01)
+
+
+def test_ddgauss_and_skellam_tend_to_the_gaussian_when_the_noise_is_wide() -> None:
+    # With a wide local noise tau vanishes, and Skellam's correction terms are O(1/mu^2): both curves are
+    # then the Gaussian one for the same noise multiplier, as dp-accounting computes it.
+    clients, local_variance, l2, dim, steps, delta = 10, 1e6, 5000.0, 1024, 10, 1e-5
+    z = math.sqrt(clients * local_variance) / l2
+    reference = _reference_epsilon(z, 1.0, steps, delta)
+    ddgauss = [steps * ddgauss_rdp(a, l2, l2 * math.sqrt(dim), local_variance, clients, dim) for a in INTEGER_ORDERS]
+    skell = [steps * skellam_rdp(a, l2, l2 * math.sqrt(dim), clients * local_variance) for a in INTEGER_ORDERS]
+    assert rdp_to_epsilon(INTEGER_ORDERS, ddgauss, delta) == pytest.approx(reference, rel=0.01)
+    assert rdp_to_epsilon(INTEGER_ORDERS, skell, delta) == pytest.approx(reference, rel=0.01)
+
+
+@pytest.mark.parametrize("z,q", [(1.0, 0.01), (0.8, 0.1), (2.0, 0.3)])
+def test_general_subsampling_bound_is_an_upper_bound_on_the_exact_sampled_gaussian(z: float, q: float) -> None:
+    from dp_accounting.rdp.rdp_privacy_accountant import _compute_rdp_poisson_subsampled_gaussian
+
+    orders = [2, 3, 5, 8, 16, 32]
+    exact = _compute_rdp_poisson_subsampled_gaussian(q, z, orders)
+    ours = [subsampled_rdp(a, q, lambda j: j / (2 * z * z)) for a in orders]
+    for bound, truth, order in zip(ours, exact, orders):
+        assert bound >= truth * (1 - 1e-9), order
+        assert bound <= order / (2 * z * z) + 1e-12  # never worse than no subsampling
+
+
+@settings(max_examples=10, deadline=None)
+@given(target=st.floats(0.3, 20), q=st.floats(0.01, 1.0), steps=st.integers(1, 200))
+def test_calibrated_gaussian_noise_never_overshoots_the_target(target: float, q: float, steps: int) -> None:
+    result = calibrate(lambda z: gaussian_epsilon(z, q, steps, 1e-5), target, high=1e3)
+    assert result.epsilon <= target
+    assert gaussian_epsilon(result.noise, q, steps, 1e-5) <= target
+
+
+@settings(max_examples=8, deadline=None)
+@given(target=st.floats(1.0, 10), mechanism=st.sampled_from([Mechanism.DDGAUSS, Mechanism.SKELLAM]))
+def test_calibrated_distributed_noise_never_overshoots_the_target(target: float, mechanism: Mechanism) -> None:
+    def epsilon(z: float) -> float:
+        plan = plan_distributed(mechanism=mechanism, dimension=500, clip=1.0, bits=20, expected_clients=8,
+                                max_clients=10, noise_multiplier=z)
+        return plan.epsilon(survivors=8, sample_rate=1.0, rounds=5, delta=1e-5)
+
+    assert calibrate(epsilon, target, low=0.05, high=50).epsilon <= target
+
+
+# ---- distributed DP ----------------------------------------------------------------------------------
+def test_hadamard_is_an_orthonormal_involution() -> None:
+    x = np.random.default_rng(0).normal(size=64)  # noqa: csprng-ok (test data)
+    np.testing.assert_allclose(hadamard(hadamard(x)), x, atol=1e-12)
+    assert np.linalg.norm(hadamard(x)) == pytest.approx(np.linalg.norm(x))
+    with pytest.raises(ValueError):
+        hadamard(np.ones(6))
+
+
+@pytest.mark.parametrize("mechanism", [Mechanism.DDGAUSS, Mechanism.SKELLAM])
+def test_distributed_encoding_sums_to_the_clipped_sum_plus_the_planned_noise(mechanism: Mechanism) -> None:
+    plan = plan_distributed(mechanism=mechanism, dimension=1000, clip=1.0, bits=20, expected_clients=8,
+                            max_clients=10, noise_multiplier=0.5)
+    assert plan.wrap_bound <= 1e-6 and plan.padded_dimension == 1024
+    encoding = plan.encoding(os.urandom(32))
+    rng = np.random.default_rng(1)  # noqa: csprng-ok (test data)
+    updates = [rng.normal(size=1000) * 0.1 for _ in range(8)]
+    total = np.zeros(encoding.vector_length, dtype=encoding.ring.dtype)
+    for update in updates:
+        encoded = encoding.encode(update)
+        assert encoded.encoding_digest == encoding.digest()
+        np.add(total, encoded.values, out=total)
+    encoding.ring.reduce(total)
+    clipped = sum(u * min(1.0, 1.0 / np.linalg.norm(u)) for u in updates)
+    error = encoding.decode_sum(total) - clipped
+    expected_std = plan.noise_multiplier * plan.l2_sensitivity / plan.scale
+    assert abs(error.mean()) < 5 * expected_std / math.sqrt(error.size)
+    assert error.std() == pytest.approx(expected_std, rel=0.1)
+
+
+def test_conditional_rounding_keeps_the_norm_bound() -> None:
+    plan = plan_distributed(mechanism=Mechanism.SKELLAM, dimension=256, clip=1.0, bits=16, expected_clients=2,
+                            max_clients=2, noise_multiplier=0.5, beta=0.5)
+    encoding = plan.encoding(os.urandom(32))
+    update = np.full(256, 1.0)
+    # Without noise the rounded vector's norm is the encoded norm; check it on the rotated, scaled input.
+    scaled = encoding.rotate(update / np.linalg.norm(update) * plan.scale)
+    assert np.linalg.norm(scaled) <= plan.l2_sensitivity
+
+
+# ---- refusals -------------------------------------------------------------------------------------------
+def test_dp_configurations_that_promise_nothing_are_refused() -> None:
+    with pytest.raises(ConfigurationError) as error:
+        DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-5, noise_multiplier=0.0)
+    assert error.value.parameter == "noise_multiplier"
+    with pytest.raises(ConfigurationError):
+        DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-5, noise_multiplier=0.0, target_epsilon=3.0, rounds=5)
+    with pytest.raises(ConfigurationError) as error:
+        DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-5, target_epsilon=3.0)
+    assert error.value.parameter == "rounds"
+    with pytest.raises(ConfigurationError) as error:
+        DPConfig(level=PrivacyLevel.LOCAL, delta=1e-5, noise_multiplier=1.0, max_grad_norm=math.inf)
+    assert error.value.parameter == "max_grad_norm"
+    with pytest.raises(ConfigurationError) as error:
+        DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-5, noise_multiplier=1.0, mechanism=Mechanism.GAUSSIAN)
+    assert error.value.parameter == "mechanism"
+    with pytest.raises(ConfigurationError) as error:
+        DPConfig(level=PrivacyLevel.CENTRAL, delta=0.2, noise_multiplier=1.0).check_population(10)
+    assert error.value.parameter == "delta"
+
+
+def test_a_ring_too_small_for_the_noise_plus_the_data_is_refused() -> None:
+    with pytest.raises(ConfigurationError) as error:
+        plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=10_000, clip=1.0, bits=8, expected_clients=50,
+                         max_clients=100, noise_multiplier=2.0)
+    assert error.value.parameter == "bits"
+
+
+# ---- DP in the training wrapper -------------------------------------------------------------------
+import torch  # noqa: E402
+
+
+def _federation(*, dp: DPConfig | None, protocol=None, clients: int = 8, fraction: float = 1.0,  # type: ignore[no-untyped-def]
+                dropout: float = 0.0):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fedsecure.fl import FederatedClient, Federation
+    from fedsecure.protocols import ProtocolKind
+
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    data = [TensorDataset(torch.randn(64, 5, generator=generator), torch.randint(0, 2, (64,), generator=generator))
+            for _ in range(clients)]
+
+    def train(model, loader, privatize=None) -> None:  # type: ignore[no-untyped-def]
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        if privatize is not None:
+            model, optimizer, loader = privatize(model, optimizer, loader)
+        for x, y in loader:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+    return Federation(model=torch.nn.Linear(5, 2), train=train,
+                      clients=[FederatedClient(i, DataLoader(d, batch_size=16), 64) for i, d in enumerate(data)],
+                      protocol=protocol or ProtocolKind.SECAGG, clip=1.0, fraction=fraction, dropout=dropout, dp=dp)
+
+
+@pytest.mark.parametrize("level", [PrivacyLevel.CENTRAL, PrivacyLevel.DISTRIBUTED])
+def test_user_level_dp_trains_and_stays_within_the_target(level: PrivacyLevel) -> None:
+    from fedsecure.fl import train_federated
+
+    dp = DPConfig(level=level, delta=1e-3, target_epsilon=5.0, rounds=3)
+    federation = _federation(dp=dp)
+    before = federation.global_vector()
+    result = train_federated(federation, rounds=3)
+    assert not any(r.aborted for r in result.history)
+    epsilons = [r.epsilon for r in result.history]
+    assert all(e is not None for e in epsilons) and epsilons == sorted(epsilons)  # type: ignore[type-var]
+    assert 0 < epsilons[-1] <= 5.0  # type: ignore[operator]
+    assert not np.array_equal(federation.global_vector(), before)
+    ledger = federation.ledger
+    assert ledger is not None and len(ledger.entries) == 3
+    assert ledger.client_epsilon(0) > 0 and set(ledger.to_json()) >= {"epsilon", "client_epsilon", "rounds"}
+
+
+def test_distributed_dp_records_the_noise_of_the_actual_survivors() -> None:
+    dp = DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-3, noise_multiplier=1.0)
+    federation = _federation(dp=dp, clients=10, dropout=0.0)
+    plan = federation.distributed_plan
+    assert plan is not None and plan.expected_clients == 10
+    full = federation.run_round(0)
+    federation.dropout = 0.3  # three of ten vanish: less noise in the sum than planned
+    short = federation.run_round(1)
+    ledger = federation.ledger
+    assert ledger is not None and not full.aborted and not short.aborted and short.survivors < 10
+    first, second = ledger.entries
+    assert second.contributors == short.survivors and second.noise_multiplier < first.noise_multiplier
+    assert second.epsilon_round > first.epsilon_round
+
+
+def test_a_client_that_sat_out_spends_nothing() -> None:
+    dp = DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-3, noise_multiplier=2.0)
+    federation = _federation(dp=dp, clients=8, fraction=0.5)
+    federation.run_round(0)
+    ledger = federation.ledger
+    assert ledger is not None
+    (entry,) = ledger.entries
+    absent = sorted(set(range(8)) - set(entry.participants))
+    assert absent and all(ledger.client_epsilon(c) == 0.0 for c in absent)
+    assert all(ledger.client_epsilon(c) > 0 for c in entry.participants)
+    # Population-wide, amplification by sampling at q = 0.5 makes the round cheaper than for a participant.
+    assert ledger.epsilon < entry.epsilon_round
+
+
+def test_refuse_over_budget_raises_the_threshold_so_clients_refuse_to_unmask() -> None:
+    dp = DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-3, target_epsilon=4.0, rounds=2, refuse_over_budget=True)
+    federation = _federation(dp=dp, clients=10)
+    before = federation.global_vector()
+    federation.dropout = 0.6  # far fewer noise shares than planned
+    record = federation.run_round(0)
+    assert record.aborted
+    np.testing.assert_array_equal(federation.global_vector(), before)
+    ledger = federation.ledger
+    assert ledger is not None and ledger.epsilon == 0.0 and ledger.entries[-1].refused
+
+
+def test_local_dp_through_opacus_reports_each_clients_epsilon() -> None:
+    dp = DPConfig(level=PrivacyLevel.LOCAL, delta=1e-3, noise_multiplier=1.0, max_grad_norm=1.0)
+    federation = _federation(dp=dp, clients=4)
+    first = federation.run_round(0)
+    second = federation.run_round(1)
+    ledger = federation.ledger
+    assert ledger is not None and not first.aborted
+    assert 0 < first.epsilon < second.epsilon  # type: ignore[operator]
+    assert all(ledger.client_epsilon(c) > 0 for c in range(4))
+
+
+def test_dp_refusals_in_the_training_wrapper() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fedsecure.fl import FederatedClient, Federation
+    from fedsecure.protocols import ProtocolKind
+
+    with pytest.raises(ConfigurationError) as error:  # delta >= 1/population
+        _federation(dp=DPConfig(level=PrivacyLevel.CENTRAL, delta=0.2, noise_multiplier=1.0))
+    assert error.value.parameter == "delta"
+    with pytest.raises(ConfigurationError) as error:  # distributed DP is noise in the SecAgg ring
+        _federation(dp=DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-3, noise_multiplier=1.0),
+                    protocol=ProtocolKind.PLAINTEXT)
+    assert error.value.parameter == "protocol"
+    loader = DataLoader(TensorDataset(torch.randn(64, 5), torch.randint(0, 2, (64,))), batch_size=16)
+    with pytest.raises(ConfigurationError) as error:  # local DP needs the privatize hook
+        Federation(model=torch.nn.Linear(5, 2), train=lambda model, data: None,
+                   clients=[FederatedClient(i, loader, 64) for i in range(4)], protocol=ProtocolKind.SECAGG,
+                   dp=DPConfig(level=PrivacyLevel.LOCAL, delta=1e-3, noise_multiplier=1.0))
+    assert error.value.parameter == "train"
+
+
+def test_resume_keeps_composing_the_privacy_ledger(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fedsecure.fl import train_federated
+
+    for level in (PrivacyLevel.CENTRAL, PrivacyLevel.LOCAL):
+        dp = DPConfig(level=level, delta=1e-3, noise_multiplier=1.5)
+        straight = train_federated(_federation(dp=dp, clients=4), rounds=3)
+        out = tmp_path / level.value
+        train_federated(_federation(dp=dp, clients=4), rounds=2, out=str(out))
+        resumed = train_federated(_federation(dp=dp, clients=4), rounds=3, resume=str(out))
+        assert resumed.history[-1].epsilon == pytest.approx(straight.history[-1].epsilon, rel=1e-6)
