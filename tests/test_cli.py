@@ -77,3 +77,30 @@ def test_out_of_range_arguments_are_usage_errors(argv: list[str], capsys: pytest
         main(["simulate", *argv])
     assert info.value.code == 2
     assert "usage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,keys", [
+    (["--mechanism", "gaussian", "--target-epsilon", "3", "--sample-rate", "1", "--rounds", "10", "--delta", "1e-5"],
+     set()),
+    (["--mechanism", "gaussian", "--noise-multiplier", "1.1", "--sample-rate", "0.01", "--rounds", "100",
+      "--delta", "1e-5", "--accountant", "prv"], set()),
+    (["--mechanism", "skellam", "--target-epsilon", "5", "--sample-rate", "1", "--rounds", "5", "--delta", "1e-5",
+      "--clients", "10", "--clip", "1", "--dim", "1000"], {"local_variance", "wrap_probability_bound", "scale"}),
+])
+def test_privacy_json(argv: list[str], keys: set[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["privacy", *argv, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {"epsilon", "delta", "noise_multiplier", "mechanism", "accountant"} | keys <= summary.keys()
+    if "--target-epsilon" in argv:
+        assert summary["epsilon"] <= float(argv[argv.index("--target-epsilon") + 1])
+
+
+@pytest.mark.parametrize("argv", [
+    ["--noise-multiplier", "0", "--sample-rate", "1", "--rounds", "3", "--delta", "1e-5"],
+    ["--noise-multiplier", "1", "--sample-rate", "1", "--rounds", "3", "--delta", "0.3", "--population", "5"],
+    ["--mechanism", "ddgauss", "--noise-multiplier", "5", "--sample-rate", "1", "--rounds", "3", "--delta", "1e-5",
+     "--clients", "100", "--clip", "1", "--bits", "6"],
+])
+def test_privacy_refusals_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["privacy", *argv, "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == "ConfigurationError"

@@ -286,6 +286,17 @@ def test_examples_run_from_the_cli(example: str, extra: list[str], tmp_path, cap
         assert summary["final_loss"] < 0.25 and summary["rounds"] < 30 and "mae" in summary["metrics"]
 
 
+@pytest.mark.parametrize("level", ["local", "central", "distributed"])
+def test_every_dp_level_runs_from_the_cli(level: str, capsys) -> None:
+    code = main(["train", "--example", "linear784", "--clients", "4", "--rounds", "2", "--dp", level,
+                 "--epsilon", "8", "--delta", "1e-3", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [h["epsilon"] for h in summary["history"]] == sorted(h["epsilon"] for h in summary["history"])
+    assert 0 < summary["privacy"]["epsilon"] <= 8
+    assert summary["privacy"]["level"] == level and len(summary["privacy"]["rounds"]) == 2
+
+
 def test_cnn_digits_reaches_90_percent_with_20_percent_dropout(capsys) -> None:
     code = main(["train", "--example", "cnn-digits", "--rounds", "10", "--dropout", "0.2", "--json"])
     summary = json.loads(capsys.readouterr().out)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import FedSecureError
+from ._errors import ConfigurationError, FedSecureError
 from .protocols import ProtocolKind, ThreatModel
 
 __all__ = ["main"]
@@ -125,6 +126,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.dropout is not None:
         options["dropout"] = args.dropout
     experiment = builder(**options)
+    if args.dp is not None:
+        experiment.federation = dataclasses.replace(experiment.federation, dp=_dp_config(args, experiment))
+    ledger = experiment.federation.ledger
     show = sys.stderr.isatty() and not args.quiet
 
     def on_round(record: Any) -> None:
@@ -132,6 +136,8 @@ def _train(args: argparse.Namespace) -> int:
             status = f"ABORTED ({record.abort_reason})" if record.aborted else f"survivors {record.survivors}/{record.cohort}"
             line = (f"round {record.round + 1:>3}/{args.rounds}  loss {record.loss:.4f}  accuracy "
                     f"{100 * record.accuracy:5.1f}%  {status}")
+            if record.epsilon is not None:
+                line += f"  epsilon {record.epsilon:.3f}"
             print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     result = train_federated(experiment.federation, rounds=args.rounds, evaluate=experiment.evaluate,
@@ -148,16 +154,101 @@ def _train(args: argparse.Namespace) -> int:
         "metrics": experiment.metrics(experiment.federation.model) if experiment.metrics else {},
         "history": [{"round": r.round, "loss": r.loss, "accuracy": r.accuracy, "survivors": r.survivors,
                      "aborted": r.aborted, "abort_reason": r.abort_reason, "seconds": r.seconds,
-                     "aggregation_seconds": r.aggregation_seconds} for r in result.history],
+                     "aggregation_seconds": r.aggregation_seconds, "epsilon": r.epsilon} for r in result.history],
     }
+    if ledger is not None:
+        summary["privacy"] = ledger.to_json()
     if args.json:
         print(json.dumps(summary, sort_keys=True))
         return 3 if result.history and all(r.aborted for r in result.history) else 0
     else:
         extra = "".join(f"  {name} {value:.4f}" for name, value in summary["metrics"].items())
+        if ledger is not None:
+            extra += f"  epsilon {ledger.epsilon:.3f} (delta {ledger.config.delta:g}, {ledger.config.level.value} DP)"
         print(f"final accuracy {100 * (result.final_accuracy or 0):.1f}%  loss {result.final_loss:.4f}{extra}  "
               f"in {result.seconds:.1f}s")
     return 3 if result.history and all(r.aborted for r in result.history) else 0
+
+
+def _privacy(args: argparse.Namespace) -> int:
+    from .dp import Accountant, Mechanism, calibrate, gaussian_epsilon, plan_distributed
+
+    mechanism, accountant = Mechanism(args.mechanism), Accountant(args.accountant)
+    if (args.noise_multiplier is None) == (args.target_epsilon is None):
+        raise ConfigurationError("give exactly one of --noise-multiplier and --target-epsilon",
+                                 parameter="noise_multiplier")
+    if args.noise_multiplier is not None and not args.noise_multiplier > 0:
+        raise ConfigurationError(f"noise multiplier {args.noise_multiplier} gives no privacy (epsilon is infinite)",
+                                 parameter="noise_multiplier")
+    if not 0 < args.delta < 1:
+        raise ConfigurationError("delta must lie in (0, 1)", parameter="delta")
+    if args.population is not None and args.delta >= 1 / args.population:
+        raise ConfigurationError(f"delta must be below 1/population = {1 / args.population:g}", parameter="delta")
+    if not 0 < args.sample_rate <= 1:
+        raise ConfigurationError("sample rate must lie in (0, 1]", parameter="sample_rate")
+    summary: dict[str, Any] = {"mechanism": mechanism.value, "delta": args.delta, "sample_rate": args.sample_rate,
+                               "rounds": args.rounds}
+    if mechanism is Mechanism.GAUSSIAN:
+        def epsilon_of(z: float) -> float:
+            return gaussian_epsilon(z, args.sample_rate, args.rounds, args.delta, accountant)
+
+        noise = args.noise_multiplier or calibrate(epsilon_of, args.target_epsilon, high=1e3).noise
+        summary.update(noise_multiplier=noise, epsilon=epsilon_of(noise), accountant=accountant.value)
+    else:
+        if args.clients is None or args.clip is None:
+            raise ConfigurationError(f"{mechanism.value} needs --clients (noise shares per round) and --clip",
+                                     parameter="clients")
+
+        def plan(z: float) -> Any:
+            return plan_distributed(mechanism=mechanism, dimension=args.dim, clip=args.clip, bits=args.bits,
+                                    expected_clients=args.clients, max_clients=args.max_clients or args.clients,
+                                    noise_multiplier=z)
+
+        def epsilon_of(z: float) -> float:
+            return float(plan(z).epsilon(survivors=args.clients, sample_rate=args.sample_rate, rounds=args.rounds,
+                                         delta=args.delta))
+
+        noise = args.noise_multiplier or calibrate(epsilon_of, args.target_epsilon, low=0.05, high=50.0).noise
+        chosen = plan(noise)
+        summary.update(noise_multiplier=chosen.noise_multiplier, epsilon=epsilon_of(noise),
+                       accountant=f"rdp ({mechanism.value} bound, Zhu-Wang subsampling)", clients=args.clients,
+                       bits=args.bits, dim=args.dim, clip=args.clip, scale=chosen.scale,
+                       local_variance=chosen.local_variance, l2_sensitivity=chosen.l2_sensitivity,
+                       wrap_probability_bound=chosen.wrap_bound)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        print(f"{mechanism.value}: noise multiplier {summary['noise_multiplier']:.4f} gives epsilon "
+              f"{summary['epsilon']:.4f} at delta {args.delta:g} after {args.rounds} rounds at sampling rate "
+              f"{args.sample_rate:g} ({summary['accountant']})")
+        if mechanism is not Mechanism.GAUSSIAN:
+            print(f"  per client: variance {summary['local_variance']:.6g} in a {args.bits}-bit ring at scale "
+                  f"{summary['scale']:.6g}; wrap-around probability below {summary['wrap_probability_bound']:.2g}")
+    return 0
+
+
+def _dp_config(args: argparse.Namespace, experiment: Any) -> Any:
+    """The DPConfig ``fedsecure train --dp ...`` asks for; local DP is calibrated per client with Opacus."""
+    from .dp import DPConfig, Mechanism, PrivacyLevel, local_noise_multiplier
+
+    if args.epsilon is None:
+        raise ConfigurationError("--dp needs --epsilon (the budget over --rounds)", parameter="epsilon")
+    level = PrivacyLevel(args.dp)
+    mechanism = Mechanism(args.mechanism) if args.mechanism else None
+    if level is not PrivacyLevel.LOCAL:
+        return DPConfig(level=level, delta=args.delta, target_epsilon=args.epsilon, rounds=args.rounds,
+                        mechanism=mechanism, bits=args.bits)
+    if experiment.local_epochs is None:
+        raise ConfigurationError(f"the {args.example} example does not train with DP-SGD; use central or "
+                                 "distributed DP", parameter="dp")
+    # Every client must stay within the target: calibrate for each (its own sampling rate and step count).
+    noise = 0.0
+    for client in experiment.federation.clients:
+        batch, size = client.data.batch_size, client.num_examples
+        steps = args.rounds * experiment.local_epochs * -(-size // batch)
+        noise = max(noise, local_noise_multiplier(target_epsilon=args.epsilon, delta=args.delta,
+                                                  sample_rate=min(1.0, batch / size), steps=steps))
+    return DPConfig(level=level, delta=args.delta, noise_multiplier=noise, max_grad_norm=args.max_grad_norm)
 
 
 def _plot_history(history: Sequence[Any], path: str, *, title: str) -> None:
@@ -234,9 +325,37 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="Paillier modulus size for the paillier protocols (default 2048)")
     train.add_argument("--insecure-small-keys", action="store_true",
                        help="allow Paillier keys below 2048 bits (demos and tests only)")
+    train.add_argument("--dp", choices=["local", "central", "distributed"],
+                       help="differential privacy: local DP-SGD (Opacus), central DP-FedAvg, or distributed "
+                       "noise under SecAgg")
+    train.add_argument("--epsilon", type=float, help="target epsilon over --rounds (with --dp)")
+    train.add_argument("--delta", type=float, default=1e-5, help="target delta (default 1e-5)")
+    train.add_argument("--mechanism", choices=["ddgauss", "skellam"], help="distributed DP noise (default ddgauss)")
+    train.add_argument("--bits", type=int, default=20, help="ring bits for distributed DP (default 20)")
+    train.add_argument("--max-grad-norm", type=float, default=1.0, help="per-example clip for local DP (default 1)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.add_argument("--quiet", action="store_true", help="no per-round progress")
     train.set_defaults(handler=_train)
+    privacy = commands.add_parser(
+        "privacy",
+        help="compute epsilon for a noise multiplier, or the noise multiplier for a target epsilon",
+        description="Privacy accounting and calibration. Exit status: 0 done, 2 invalid arguments.",
+    )
+    privacy.add_argument("--mechanism", choices=["gaussian", "ddgauss", "skellam"], default="gaussian")
+    privacy.add_argument("--noise-multiplier", type=float, help="noise standard deviation / L2 sensitivity")
+    privacy.add_argument("--target-epsilon", type=float, help="calibrate the noise for this epsilon")
+    privacy.add_argument("--sample-rate", type=float, required=True, help="cohort sampling rate q")
+    privacy.add_argument("--rounds", type=_count, required=True, help="number of rounds (compositions)")
+    privacy.add_argument("--delta", type=float, required=True)
+    privacy.add_argument("--accountant", choices=["rdp", "prv"], default="rdp", help="for the gaussian (default rdp)")
+    privacy.add_argument("--clients", type=_count, help="noise shares summed per round (ddgauss, skellam)")
+    privacy.add_argument("--max-clients", type=_count, help="the most inputs a round may sum (default --clients)")
+    privacy.add_argument("--population", type=_count, help="population size, to refuse delta >= 1/population")
+    privacy.add_argument("--bits", type=int, default=20, help="ring bits (ddgauss, skellam; default 20)")
+    privacy.add_argument("--clip", type=float, help="L2 clip of each update (ddgauss, skellam)")
+    privacy.add_argument("--dim", type=_count, default=10_000, help="update length (ddgauss, skellam; default 10000)")
+    privacy.add_argument("--json", action="store_true", help="print one JSON object")
+    privacy.set_defaults(handler=_privacy)
     return parser
 
 

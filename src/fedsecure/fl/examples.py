@@ -28,6 +28,8 @@ class Experiment:
     evaluate: Callable[[Any], tuple[float, float]]
     stop: Callable[[Any], bool] | None = None
     metrics: Callable[[Any], dict[str, float]] | None = None
+    #: Epochs of local training per round, when the training function takes ``privatize`` (local DP).
+    local_epochs: int | None = None
 
 
 def _loaders(x: np.ndarray, y: np.ndarray, parts: list[np.ndarray], batch_size: int, seed: int) -> list[Any]:
@@ -96,7 +98,8 @@ def linear784(*, protocol: ProtocolKind, clients: int = 10, dropout: float = 0.0
                             clients=_clients(_loaders(x_train, data.y_train, parts, 32, seed), parts),
                             clip=10.0, dropout=dropout, seed=seed, threat=threat, key_bits=key_bits,
                             insecure_keys=insecure_keys)
-    return Experiment(federation, _classifier_evaluation(data.x_test.reshape(len(data.x_test), -1), data.y_test))
+    return Experiment(federation, _classifier_evaluation(data.x_test.reshape(len(data.x_test), -1), data.y_test),
+                      local_epochs=5)
 
 
 class _SmallCNN:
@@ -127,7 +130,7 @@ def cnn_digits(*, protocol: ProtocolKind, clients: int = 20, dropout: float = 0.
                             threat=threat or ThreatModel(dropout_fraction=min(max(0.1, dropout), 0.45),
                                                          corrupt_fraction=0.2),
                             key_bits=key_bits, insecure_keys=insecure_keys)
-    return Experiment(federation, _classifier_evaluation(data.x_test, data.y_test))
+    return Experiment(federation, _classifier_evaluation(data.x_test, data.y_test), local_epochs=2)
 
 
 def logistic(*, protocol: ProtocolKind, clients: int = 5, dropout: float = 0.0, seed: int = 0,
