@@ -76,12 +76,29 @@ def paillier_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def dp_table(data: dict[str, Any]) -> str:
+    lines = [f"cnn-digits, target epsilon {data['epsilon']:g}, delta {data['delta']:g}, {data['rounds']} rounds, "
+             f"clip {data['clip']:g}, 20% dropout; mean over seeds.", "",
+             "| clients | configuration | accuracy | epsilon (ledger) | seeds |", "|---:|---|---:|---:|---:|"]
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in data["dp_records"]:
+        groups.setdefault((r["clients"], r["config"]), []).append(r)
+    for (clients, name), rows in groups.items():
+        accuracy = sum(r["final_accuracy"] for r in rows) / len(rows)
+        epsilons = [r["epsilon"] for r in rows if r["epsilon"] is not None]
+        epsilon = f"{max(epsilons):.3f}" if epsilons else "n/a"
+        lines.append(f"| {clients} | {name} | {100 * accuracy:.1f}% | {epsilon} | {len(rows)} |")
+    return "\n".join(lines)
+
+
 def main(paths: list[str]) -> None:
     for path in paths:
         with open(path) as handle:
             data = json.load(handle)
         print(f"### `{path}`\n\n{_machine(data['machine'])}\n")
-        if "example" in data:
+        if "dp_records" in data:
+            print(dp_table(data) + "\n")
+        elif "example" in data:
             print(train_table(data["records"]) + "\n")
             if "secagg_crypto_floor_s" in data:
                 floor = data["secagg_crypto_floor_s"]
