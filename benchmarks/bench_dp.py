@@ -46,8 +46,9 @@ def run(name: str, level: PrivacyLevel | None, mechanism: Mechanism | None, bits
     federation = dataclasses.replace(experiment.federation, clip=clip)
     dp = None
     if level is PrivacyLevel.LOCAL:
-        noise = max(local_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=min(1.0, 16 / c.num_examples),
-                                           steps=rounds * 2 * -(-c.num_examples // 16)) for c in federation.clients)
+        # Opacus' Poisson loader samples each example with probability 1 / (batches per epoch); 2 local epochs.
+        noise = max(local_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=1.0 / len(c.data),
+                                           steps=rounds * 2 * len(c.data)) for c in federation.clients)
         dp = DPConfig(level=level, delta=delta, noise_multiplier=noise, max_grad_norm=1.0)
     elif level is not None:
         dp = DPConfig(level=level, delta=delta, target_epsilon=epsilon, rounds=rounds, mechanism=mechanism, bits=bits)

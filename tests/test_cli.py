@@ -100,6 +100,11 @@ def test_privacy_json(argv: list[str], keys: set[str], capsys: pytest.CaptureFix
     ["--noise-multiplier", "1", "--sample-rate", "1", "--rounds", "3", "--delta", "0.3", "--population", "5"],
     ["--mechanism", "ddgauss", "--noise-multiplier", "5", "--sample-rate", "1", "--rounds", "3", "--delta", "1e-5",
      "--clients", "100", "--clip", "1", "--bits", "6"],
+    ["--noise-multiplier", "inf", "--sample-rate", "1", "--rounds", "3", "--delta", "1e-5"],
+    ["--target-epsilon", "-1", "--sample-rate", "1", "--rounds", "3", "--delta", "1e-5"],
+    ["--target-epsilon", "1e-6", "--sample-rate", "1", "--rounds", "3", "--delta", "1e-5"],
+    ["--mechanism", "skellam", "--target-epsilon", "0.01", "--sample-rate", "1", "--rounds", "3", "--delta", "1e-5",
+     "--clients", "10", "--clip", "1"],
 ])
 def test_privacy_refusals_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["privacy", *argv, "--json"]) == 2

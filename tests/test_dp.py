@@ -173,7 +173,7 @@ def test_calibrated_distributed_noise_never_overshoots_the_target(target: float,
     def epsilon(z: float) -> float:
         plan = plan_distributed(mechanism=mechanism, dimension=500, clip=1.0, bits=20, expected_clients=8,
                                 max_clients=10, noise_multiplier=z)
-        return plan.epsilon(survivors=8, sample_rate=1.0, rounds=5, delta=1e-5)
+        return plan.epsilon(survivors=8, rounds=5, delta=1e-5)
 
     assert calibrate(epsilon, target, low=0.05, high=50).epsilon <= target
 
@@ -208,14 +208,17 @@ def test_distributed_encoding_sums_to_the_clipped_sum_plus_the_planned_noise(mec
     assert error.std() == pytest.approx(expected_std, rel=0.1)
 
 
-def test_conditional_rounding_keeps_the_norm_bound() -> None:
+def test_conditional_rounding_keeps_the_norm_bound_and_stays_unbiased() -> None:
     plan = plan_distributed(mechanism=Mechanism.SKELLAM, dimension=256, clip=1.0, bits=16, expected_clients=2,
                             max_clients=2, noise_multiplier=0.5, beta=0.5)
     encoding = plan.encoding(os.urandom(32))
-    update = np.full(256, 1.0)
-    # Without noise the rounded vector's norm is the encoded norm; check it on the rotated, scaled input.
-    scaled = encoding.rotate(update / np.linalg.norm(update) * plan.scale)
-    assert np.linalg.norm(scaled) <= plan.l2_sensitivity
+    update = np.full(256, 1.0) / 16.0  # norm 1: on the clip boundary
+    scaled = encoding.rotate(update * plan.scale)
+    rounded = np.array([encoding.round_conditionally(scaled) for _ in range(400)])
+    norms = np.linalg.norm(rounded, axis=1)
+    assert norms.max() <= plan.l2_sensitivity
+    assert plan.l2_sensitivity < plan.clip * plan.scale + math.sqrt(plan.padded_dimension)  # tighter than plain
+    assert np.abs(rounded.mean(axis=0) - scaled).max() < 0.2  # rounding still centred on the input
 
 
 # ---- refusals -------------------------------------------------------------------------------------------
@@ -323,16 +326,42 @@ def test_a_client_that_sat_out_spends_nothing() -> None:
     assert ledger.epsilon < entry.epsilon_round
 
 
-def test_refuse_over_budget_raises_the_threshold_so_clients_refuse_to_unmask() -> None:
-    dp = DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-3, target_epsilon=4.0, rounds=2, refuse_over_budget=True)
-    federation = _federation(dp=dp, clients=10)
+@pytest.mark.parametrize("refuse", [False, True])
+def test_refuse_over_budget_raises_the_threshold_so_clients_refuse_to_unmask(refuse: bool) -> None:
+    dp = DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-3, target_epsilon=4.0, rounds=1,
+                  refuse_over_budget=refuse)
+    federation = _federation(dp=dp, clients=10)  # planned for 10 noise shares in one round: exactly the budget
     before = federation.global_vector()
-    federation.dropout = 0.6  # far fewer noise shares than planned
+    federation.dropout = 0.4  # fewer shares than planned; still above SecAgg's own threshold of 5
     record = federation.run_round(0)
-    assert record.aborted
-    np.testing.assert_array_equal(federation.global_vector(), before)
     ledger = federation.ledger
-    assert ledger is not None and ledger.epsilon == 0.0 and ledger.entries[-1].refused
+    assert ledger is not None
+    if refuse:
+        assert record.aborted
+        np.testing.assert_array_equal(federation.global_vector(), before)
+        assert ledger.epsilon == 0.0 and ledger.entries[-1].refused
+    else:
+        assert not record.aborted and record.survivors < 10
+        assert ledger.epsilon > 4.0  # recorded as it is: above the plan, never silently the planned value
+
+
+def test_refuse_over_budget_needs_the_complete_graph() -> None:
+    from fedsecure.protocols import ProtocolKind
+
+    with pytest.raises(ConfigurationError) as error:
+        _federation(dp=DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-3, target_epsilon=4.0, rounds=1,
+                                refuse_over_budget=True), protocol=ProtocolKind.SECAGG_PLUS)
+    assert error.value.parameter == "protocol"
+
+
+def test_user_level_dp_cohorts_come_from_the_os_and_the_mean_has_a_fixed_denominator() -> None:
+    dp = DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-3, noise_multiplier=1.0)
+    cohorts = {tuple(c.client_id for c in _federation(dp=dp, clients=20, fraction=0.5).sample_cohort(0))
+               for _ in range(6)}
+    assert len(cohorts) > 1  # not reproducible from the seed: unpredictable to whoever knows it
+    distributed = _federation(dp=DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-3, noise_multiplier=1.0),
+                              clients=20, fraction=0.5)
+    assert all(len(distributed.sample_cohort(r)) == 10 for r in range(5))  # fixed size: no count to leak
 
 
 def test_local_dp_through_opacus_reports_each_clients_epsilon() -> None:
@@ -370,10 +399,13 @@ def test_dp_refusals_in_the_training_wrapper() -> None:
 def test_resume_keeps_composing_the_privacy_ledger(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from fedsecure.fl import train_federated
 
-    for level in (PrivacyLevel.CENTRAL, PrivacyLevel.LOCAL):
+    for level in (PrivacyLevel.CENTRAL, PrivacyLevel.LOCAL, PrivacyLevel.DISTRIBUTED):
         dp = DPConfig(level=level, delta=1e-3, noise_multiplier=1.5)
         straight = train_federated(_federation(dp=dp, clients=4), rounds=3)
         out = tmp_path / level.value
         train_federated(_federation(dp=dp, clients=4), rounds=2, out=str(out))
         resumed = train_federated(_federation(dp=dp, clients=4), rounds=3, resume=str(out))
         assert resumed.history[-1].epsilon == pytest.approx(straight.history[-1].epsilon, rel=1e-6)
+    # A resume under another plan (here more dropout, hence more noise per share) would re-account the past: refused.
+    with pytest.raises(ConfigurationError, match="dropout|privacy"):
+        train_federated(_federation(dp=dp, clients=4, dropout=0.5), rounds=3, resume=str(out))

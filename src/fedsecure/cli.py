@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -177,9 +178,9 @@ def _privacy(args: argparse.Namespace) -> int:
     if (args.noise_multiplier is None) == (args.target_epsilon is None):
         raise ConfigurationError("give exactly one of --noise-multiplier and --target-epsilon",
                                  parameter="noise_multiplier")
-    if args.noise_multiplier is not None and not args.noise_multiplier > 0:
-        raise ConfigurationError(f"noise multiplier {args.noise_multiplier} gives no privacy (epsilon is infinite)",
-                                 parameter="noise_multiplier")
+    if args.noise_multiplier is not None and not (math.isfinite(args.noise_multiplier) and args.noise_multiplier > 0):
+        raise ConfigurationError(f"noise multiplier {args.noise_multiplier} must be positive and finite (zero gives "
+                                 "no privacy at all)", parameter="noise_multiplier")
     if not 0 < args.delta < 1:
         raise ConfigurationError("delta must lie in (0, 1)", parameter="delta")
     if args.population is not None and args.delta >= 1 / args.population:
@@ -205,13 +206,13 @@ def _privacy(args: argparse.Namespace) -> int:
                                     noise_multiplier=z)
 
         def epsilon_of(z: float) -> float:
-            return float(plan(z).epsilon(survivors=args.clients, sample_rate=args.sample_rate, rounds=args.rounds,
-                                         delta=args.delta))
+            return float(plan(z).epsilon(survivors=args.clients, rounds=args.rounds, delta=args.delta))
 
         noise = args.noise_multiplier or calibrate(epsilon_of, args.target_epsilon, low=0.05, high=50.0).noise
         chosen = plan(noise)
         summary.update(noise_multiplier=chosen.noise_multiplier, epsilon=epsilon_of(noise),
-                       accountant=f"rdp ({mechanism.value} bound, Zhu-Wang subsampling)", clients=args.clients,
+                       accountant=f"rdp ({mechanism.value} bound, replace-one, no amplification)",
+                       sample_rate=1.0, clients=args.clients,
                        bits=args.bits, dim=args.dim, clip=args.clip, scale=chosen.scale,
                        local_variance=chosen.local_variance, l2_sensitivity=chosen.l2_sensitivity,
                        wrap_probability_bound=chosen.wrap_bound)
@@ -244,10 +245,11 @@ def _dp_config(args: argparse.Namespace, experiment: Any) -> Any:
     # Every client must stay within the target: calibrate for each (its own sampling rate and step count).
     noise = 0.0
     for client in experiment.federation.clients:
-        batch, size = client.data.batch_size, client.num_examples
-        steps = args.rounds * experiment.local_epochs * -(-size // batch)
+        # Opacus' Poisson loader samples each example with probability 1 / (batches per epoch).
+        batches = len(client.data)
         noise = max(noise, local_noise_multiplier(target_epsilon=args.epsilon, delta=args.delta,
-                                                  sample_rate=min(1.0, batch / size), steps=steps))
+                                                  sample_rate=1.0 / batches,
+                                                  steps=args.rounds * experiment.local_epochs * batches))
     return DPConfig(level=level, delta=args.delta, noise_multiplier=noise, max_grad_norm=args.max_grad_norm)
 
 

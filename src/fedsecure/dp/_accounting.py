@@ -94,8 +94,10 @@ def gaussian_rdp(noise_multiplier: float, sample_rate: float, steps: int,
 def gaussian_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
                      accountant: Accountant = Accountant.RDP) -> float:
     """Epsilon of the sampled Gaussian mechanism run ``steps`` times, by Opacus' RDP or PRV accountant."""
-    if noise_multiplier <= 0:
+    if not noise_multiplier > 0:
         return math.inf
+    if not math.isfinite(noise_multiplier):
+        return 0.0
     if steps == 0:
         return 0.0
     if accountant is Accountant.PRV:
@@ -185,10 +187,14 @@ def calibrate(epsilon_of: Callable[[float], float], target_epsilon: float, *, lo
     ``epsilon_of`` must decrease as the noise grows. Bisection keeps the upper
     end, which always meets the target, so the result never overshoots it.
     """
-    if not target_epsilon > 0:
-        raise ValueError("target epsilon must be positive")
+    from .._errors import ConfigurationError
+
+    if not (math.isfinite(target_epsilon) and target_epsilon > 0):
+        raise ConfigurationError("target epsilon must be positive and finite", parameter="target_epsilon")
     if epsilon_of(high) > target_epsilon:
-        raise ValueError(f"even noise {high} does not reach epsilon {target_epsilon}")
+        raise ConfigurationError(f"even a noise multiplier of {high:g} does not reach epsilon {target_epsilon:g}: "
+                                 "raise the target, or lower the rounds or the sampling rate",
+                                 parameter="target_epsilon")
     if epsilon_of(low) <= target_epsilon:
         return Calibration(low, epsilon_of(low))
     while high - low > relative_tolerance * high:

@@ -35,8 +35,12 @@ class DPConfig:
     """Differential privacy for a :class:`~fedsecure.fl.Federation`.
 
     Give either ``noise_multiplier`` or ``target_epsilon`` with ``rounds`` (the
-    horizon the budget is for; the noise is then calibrated so that epsilon
-    after ``rounds`` rounds never exceeds the target). ``mechanism`` defaults to
+    horizon the budget is for; the noise is then calibrated so that the
+    *planned* epsilon after ``rounds`` rounds, with the expected number of
+    contributors, never exceeds the target). Under distributed DP, rounds with
+    fewer survivors than expected carry less noise: the ledger records their
+    actual epsilon, which can then end above the target unless
+    ``refuse_over_budget`` is set. ``mechanism`` defaults to
     the Gaussian for local and central DP and to the distributed discrete
     Gaussian for distributed DP. ``bits`` is the ring size for distributed DP.
     ``max_grad_norm`` is the per-example clip of local DP-SGD. With
@@ -93,6 +97,10 @@ class DPConfig:
                                      "finite max_grad_norm", parameter="max_grad_norm")
         if not 0 <= self.beta < 1:
             raise ConfigurationError("beta must lie in [0, 1)", parameter="beta")
+        if not isinstance(self.bits, int) or not 2 <= self.bits <= 62:
+            raise ConfigurationError("bits must be an integer in [2, 62]", parameter="bits")
+        if not 0 < self.wrap_probability < 1:
+            raise ConfigurationError("wrap_probability must lie in (0, 1)", parameter="wrap_probability")
 
     def check_population(self, population: int) -> None:
         """Refuse a delta that would allow leaking one client's data outright (delta >= 1/population)."""

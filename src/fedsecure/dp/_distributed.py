@@ -43,7 +43,6 @@ from ._accounting import (
     rounded_l1_bound,
     rounded_l2_bound,
     skellam_rdp,
-    subsampled_rdp,
 )
 from ._sampling import VECTOR_VARIANCE_LIMIT, RandomSource, discrete_gaussian, skellam
 
@@ -108,21 +107,24 @@ class DistributedPlan:
     l1_sensitivity: float
     wrap_bound: float
 
-    def rdp(self, survivors: int, sample_rate: float, orders: tuple[int, ...] = INTEGER_ORDERS) -> np.ndarray:
-        """The RDP curve of one round in which ``survivors`` shares of noise were summed."""
+    def rdp(self, survivors: int, orders: tuple[int, ...] = INTEGER_ORDERS) -> np.ndarray:
+        """The RDP curve of one round in which ``survivors`` shares of noise were summed.
+
+        Neighbouring datasets differ by *replacing* one client's data (every
+        client still contributes a noise share, so the number of shares, which the
+        total's variance reveals, is the same on both sides); the difference of
+        the two sums then has twice the per-client L2 and L1 sensitivity. No
+        amplification by sampling is claimed: cohorts have a fixed size.
+        """
         if survivors < 1:
             return np.full(len(orders), math.inf)
+        return np.array([distributed_rdp(self.mechanism, order, l2_sensitivity=2 * self.l2_sensitivity,
+                                         l1_sensitivity=2 * self.l1_sensitivity, local_variance=self.local_variance,
+                                         clients=survivors, dim=self.padded_dimension) for order in orders])
 
-        def curve(order: int) -> float:
-            return distributed_rdp(self.mechanism, order, l2_sensitivity=self.l2_sensitivity,
-                                   l1_sensitivity=self.l1_sensitivity, local_variance=self.local_variance,
-                                   clients=survivors, dim=self.padded_dimension)
-
-        return np.array([subsampled_rdp(order, sample_rate, curve) for order in orders])
-
-    def epsilon(self, *, survivors: int, sample_rate: float, rounds: int, delta: float) -> float:
+    def epsilon(self, *, survivors: int, rounds: int, delta: float) -> float:
         """Epsilon after ``rounds`` rounds with ``survivors`` noise shares each."""
-        return rdp_to_epsilon(INTEGER_ORDERS, rounds * self.rdp(survivors, sample_rate), delta)
+        return rdp_to_epsilon(INTEGER_ORDERS, rounds * self.rdp(survivors), delta)
 
     def encoding(self, rotation_seed: bytes) -> DistributedDPEncoding:
         """The encoding of one round, with the round's public rotation seed."""
@@ -290,16 +292,7 @@ class DistributedDPEncoding:
             raise InvalidUpdateError(f"update has shape {vector.shape}, expected ({plan.dimension},)")
         if not np.all(np.isfinite(vector)):
             raise InvalidUpdateError("update contains NaN or Inf")
-        scaled = self.rotate(_clip_l2(vector, plan.clip) * plan.scale)
-        bound = rounded_l2_bound(plan.clip * plan.scale, plan.padded_dimension, plan.beta)
-        rounding = np.random.default_rng(secrets.randbits(128))  # noqa: csprng-ok (stochastic rounding, not a secret)
-        floor = np.floor(scaled)
-        for _ in range(10_000):
-            rounded = floor + (rounding.random(scaled.size) < scaled - floor)
-            if float(np.dot(rounded, rounded)) <= bound * bound:
-                break
-        else:  # pragma: no cover - probability below beta^10000
-            raise InvalidUpdateError("conditional rounding did not meet its norm bound")
+        rounded = self.round_conditionally(self.rotate(_clip_l2(vector, plan.clip) * plan.scale))
         source = RandomSource()
         if plan.mechanism is Mechanism.DDGAUSS:
             noise = discrete_gaussian(int(plan.local_variance), plan.padded_dimension, source=source)
@@ -307,6 +300,18 @@ class DistributedDPEncoding:
             noise = skellam(plan.local_variance, plan.padded_dimension, source=source)
         integers = rounded.astype(np.int64) + noise.astype(np.int64)
         return EncodedUpdate(values=self.ring.from_signed(integers), ring=self.ring, encoding_digest=self.digest())
+
+    def round_conditionally(self, scaled: np.ndarray) -> np.ndarray:
+        """Stochastic rounding, repeated until the norm is within the conditional-rounding bound (Prop. 22)."""
+        plan = self.plan
+        bound = rounded_l2_bound(plan.clip * plan.scale, plan.padded_dimension, plan.beta)
+        rounding = np.random.default_rng(secrets.randbits(128))  # noqa: csprng-ok (stochastic rounding, not a secret)
+        floor = np.floor(scaled)
+        for _ in range(10_000):
+            rounded: np.ndarray = floor + (rounding.random(scaled.size) < scaled - floor)
+            if float(np.dot(rounded, rounded)) <= bound * bound:
+                return rounded
+        raise InvalidUpdateError("conditional rounding did not meet its norm bound")  # pragma: no cover
 
     def decode_sum(self, ring_sum: np.ndarray) -> np.ndarray:
         """The noised float sum of the survivors' clipped updates (length ``dimension``)."""

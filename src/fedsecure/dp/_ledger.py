@@ -3,10 +3,13 @@
 Two views are kept, because they answer different questions:
 
 * ``epsilon`` (population): the guarantee for any client over the whole run,
-  with privacy amplification by Poisson sampling of the cohort at ``sample_rate``
-  (central and distributed DP), composed over rounds with the round's *actual*
-  noise: under distributed DP the noise of the survivors who actually
-  contributed, never the planned amount.
+  composed over rounds with the round's *actual* noise (under distributed DP the
+  noise of the survivors who actually contributed, never the planned amount).
+  Under central DP it includes amplification by Poisson sampling of the cohort
+  at ``sample_rate``, which holds only against observers who do not learn who
+  was sampled: the server knows, and so does anyone who reads this ledger.
+* ``epsilon_without_amplification``: the largest per-client epsilon, the
+  guarantee that holds against the server too.
 * ``client_epsilon`` (per client): the loss of one client composed over the
   rounds it took part in, without amplification (a client that sat out a round
   spends nothing in it). For local DP it is the client's own Opacus accountant.
@@ -68,7 +71,7 @@ class PrivacyLedger:
         if self.config.level is PrivacyLevel.DISTRIBUTED:
             if self.plan is None:
                 raise ValueError("distributed DP needs its plan")
-            return self.plan.rdp(contributors, sample_rate)
+            return self.plan.rdp(contributors)  # fixed-size cohorts: no amplification
         return gaussian_rdp(noise_multiplier, sample_rate, 1)
 
     def _epsilon(self, rdp: np.ndarray) -> float:
@@ -125,6 +128,12 @@ class PrivacyLedger:
             return _prv_epsilon(self._prv_history, self.config.delta)
         return self._epsilon(self._population_rdp)
 
+    @property
+    def epsilon_without_amplification(self) -> float:
+        """The largest per-client epsilon: what holds even against an observer who knows the cohorts."""
+        clients = set(self._client_rdp) | set(self._local_epsilon)
+        return max((self.client_epsilon(c) for c in clients), default=0.0)
+
     def client_epsilon(self, client: int) -> float:
         """One client's epsilon over the rounds it took part in (0 if it never did)."""
         if self.config.level is PrivacyLevel.LOCAL:
@@ -137,6 +146,7 @@ class PrivacyLedger:
         return {"level": self.config.level.value, "mechanism": (self.config.mechanism or Mechanism.GAUSSIAN).value,
                 "delta": self.config.delta, "accountant": self.config.accountant.value,
                 "sample_rate": self.sample_rate, "epsilon": self.epsilon,
+                "epsilon_without_amplification": self.epsilon_without_amplification,
                 "client_epsilon": {str(c): self.client_epsilon(c) for c in clients},
                 "rounds": [asdict(e) for e in self.entries]}
 

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -234,7 +235,11 @@ class Federation:
         if self.protocol not in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
             raise ConfigurationError("distributed DP adds noise in the SecAgg ring: use secagg or secagg+",
                                      parameter="protocol")
-        expected = max(1, round(q * population * (1 - self.dropout)))
+        if dp.refuse_over_budget and self.protocol is not ProtocolKind.SECAGG:
+            raise ConfigurationError("refuse_over_budget raises the unmasking threshold, which only the complete "
+                                     "graph of secagg turns into a count of all survivors", parameter="protocol")
+        cohort = max(1, round(q * population))
+        expected = max(1, round(cohort * (1 - self.dropout)))
         mechanism = dp.mechanism
         if mechanism is None:  # pragma: no cover - DPConfig always sets it
             raise RuntimeError("unreachable")
@@ -248,10 +253,11 @@ class Federation:
             self._plan = plan_for(dp.noise_multiplier)
         else:
             rounds, target = dp.rounds or 1, dp.target_epsilon or 0.0
-            z = calibrate(lambda z: plan_for(z).epsilon(survivors=expected, sample_rate=q, rounds=rounds,
-                                                        delta=dp.delta), target, low=0.05, high=50.0).noise
+            z = calibrate(lambda z: plan_for(z).epsilon(survivors=expected, rounds=rounds, delta=dp.delta),
+                          target, low=0.05, high=50.0).noise
             self._plan = plan_for(z)
-        self._ledger = PrivacyLedger(dp, sample_rate=q, plan=self._plan)
+        # Fixed-size cohorts: the accounting claims no amplification by sampling.
+        self._ledger = PrivacyLedger(dp, sample_rate=1.0, plan=self._plan)
 
     @property
     def ledger(self) -> PrivacyLedger | None:
@@ -276,6 +282,9 @@ class Federation:
         return self.paillier.keys if self.paillier is not None and self.protocol.is_paillier else None
 
     def _encoding(self, cohort: int) -> EncodingConfig:
+        if not self._weighted:
+            # User-level DP: one scale for every round, whatever the cohort, so the sensitivity bound holds.
+            cohort = len(self.clients)
         return EncodingConfig.fit_scale(dimension=self._spec.size, clients=max(2, cohort), clip=self.clip,
                                         ring_bits=self.ring_bits, clip_mode=ClipMode.L2,
                                         max_weight=self.max_weight if self._weighted else None)
@@ -295,15 +304,21 @@ class Federation:
     def sample_cohort(self, round_index: int) -> list[FederatedClient]:
         """The clients of round ``round_index``: a ``fraction`` of them, reproducible from the seed.
 
-        Under user-level DP each client joins independently with probability
+        Under central DP each client joins independently with probability
         ``fraction`` (Poisson sampling, which the amplification-by-sampling
-        analysis assumes), so a cohort may even be empty; otherwise exactly
-        ``round(fraction * clients)`` are drawn.
+        analysis assumes), so a cohort may even be empty; under distributed DP
+        exactly ``round(fraction * clients)``. Both draw from the OS, so those
+        cohorts are not reproducible from the seed. Otherwise exactly
+        ``round(fraction * clients)`` are drawn from the seed.
         """
-        rng = np.random.default_rng([self.seed, round_index, 1])  # noqa: csprng-ok (client sampling)
-        if self.dp is not None and self.dp.level is not PrivacyLevel.LOCAL and self.fraction < 1:
-            return [c for c, draw in zip(self.clients, rng.random(len(self.clients))) if draw < self.fraction]
         size = max(1, round(self.fraction * len(self.clients)))
+        if self.dp is not None and self.dp.level is not PrivacyLevel.LOCAL:
+            # Under user-level DP the cohort must be unpredictable: drawn from the OS, not from the seed.
+            draw = secrets.SystemRandom()
+            if self.dp.level is PrivacyLevel.CENTRAL:
+                return [c for c in self.clients if draw.random() < self.fraction]
+            return sorted(draw.sample(list(self.clients), size), key=lambda c: c.client_id)
+        rng = np.random.default_rng([self.seed, round_index, 1])  # noqa: csprng-ok (client sampling)
         chosen = sorted(rng.choice(len(self.clients), size=size, replace=False).tolist())
         return [self.clients[i] for i in chosen]
 
@@ -339,11 +354,20 @@ class Federation:
         dp, ledger, plan = self.dp, self._ledger, self._plan
         if dp is None or not dp.refuse_over_budget or ledger is None or plan is None or dp.target_epsilon is None:
             return 0
-        for survivors in range(1, cohort + 1):
+        def within(survivors: int) -> bool:
             z = math.sqrt(survivors * plan.local_variance) / plan.l2_sensitivity
-            if ledger.preview(z, survivors) <= dp.target_epsilon:
-                return survivors
-        return None
+            return ledger.preview(z, survivors) <= (dp.target_epsilon or 0.0)
+
+        if not within(cohort):
+            return None
+        low, high = 0, cohort  # within(high) holds; epsilon only falls as survivors (noise shares) grow
+        while high - low > 1:
+            middle = (low + high) // 2
+            if within(middle):
+                high = middle
+            else:
+                low = middle
+        return high
 
     def _aggregate(self, round_index: int, cohort: Sequence[FederatedClient], updates: dict[int, np.ndarray],
                    weights: dict[int, int], before: np.ndarray) -> RoundRecord:
@@ -393,9 +417,12 @@ class Federation:
         if report.result is None:
             return aborted(str(report.abort))
         survivors = len(report.result.survivors)
+        # User-level DP divides by a fixed, public denominator (McMahan et al.'s fixed-denominator estimator):
+        # the expected number of contributors, so the released model does not reveal how many there were.
+        expected = max(1.0, self.fraction * len(self.clients) * (1 - self.dropout))
         if distributed is not None and self._plan is not None:
             # The noise actually in the sum is that of the survivors' shares, not the planned amount.
-            mean = distributed.decode_sum(report.result.ring_sum) / survivors
+            mean = distributed.decode_sum(report.result.ring_sum) / expected
             noise = math.sqrt(survivors * self._plan.local_variance) / self._plan.l2_sensitivity
         elif user_level:
             total = quantizer.decode_sum(report.result.ring_sum).total
@@ -405,7 +432,7 @@ class Federation:
             if dp is not None and dp.refuse_over_budget and ledger is not None and dp.target_epsilon is not None \
                     and ledger.preview(noise, survivors) > dp.target_epsilon:
                 return aborted("this round would take epsilon above the budget", survivors)
-            mean = (total + noise * sensitivity * gaussian(total.size)) / survivors
+            mean = (total + noise * sensitivity * gaussian(total.size)) / expected
         else:
             decoded = quantizer.decode_sum(report.result.ring_sum)
             if not decoded.total_weight:
@@ -429,7 +456,12 @@ class Federation:
         privacy = None if dp is None else {"level": dp.level.value, "delta": dp.delta,
                                            "mechanism": dp.mechanism.value if dp.mechanism else None,
                                            "noise_multiplier": dp.noise_multiplier,
-                                           "target_epsilon": dp.target_epsilon, "rounds": dp.rounds}
+                                           "target_epsilon": dp.target_epsilon, "rounds": dp.rounds, "bits": dp.bits,
+                                           "beta": dp.beta, "wrap_probability": dp.wrap_probability,
+                                           "max_grad_norm": dp.max_grad_norm, "clip": self.clip,
+                                           "dropout": self.dropout,
+                                           "local_variance": self._plan.local_variance if self._plan else None,
+                                           "scale": self._plan.scale if self._plan else None}
         return {"protocol": self.protocol.value, "clients": len(self.clients), "fraction": self.fraction,
                 "seed": self.seed, "optimizer": self.server_optimizer.kind.value,
                 "layout": [[t.name, list(t.shape)] for t in self._spec.tensors], "privacy": privacy}
