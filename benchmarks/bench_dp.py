@@ -78,11 +78,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--no-local", action="store_true", help="skip local DP-SGD (slow with many clients)")
     parser.add_argument("--json")
     args = parser.parse_args()
     records = []
     for clients in args.clients:
         for name, level, mechanism, bits in CONFIGS:
+            if args.no_local and level is PrivacyLevel.LOCAL:
+                continue
             for seed in args.seeds:
                 records.append(run(name, level, mechanism, bits, clients=clients, epsilon=args.epsilon,
                                    delta=args.delta, rounds=args.rounds, clip=args.clip, seed=seed))

@@ -295,6 +295,8 @@ def test_every_dp_level_runs_from_the_cli(level: str, capsys) -> None:
     assert [h["epsilon"] for h in summary["history"]] == sorted(h["epsilon"] for h in summary["history"])
     assert 0 < summary["privacy"]["epsilon"] <= 8
     assert summary["privacy"]["level"] == level and len(summary["privacy"]["rounds"]) == 2
+    if level == "distributed":
+        assert summary["privacy"]["distributed_plan"]["wrap_probability_bound"] <= 1e-6
 
 
 def test_cnn_digits_reaches_90_percent_with_20_percent_dropout(capsys) -> None:

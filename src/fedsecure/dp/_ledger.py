@@ -143,7 +143,12 @@ class PrivacyLedger:
 
     def to_json(self) -> dict[str, Any]:
         clients = sorted(set(self._client_rdp) | set(self._local_epsilon))
-        return {"level": self.config.level.value, "mechanism": (self.config.mechanism or Mechanism.GAUSSIAN).value,
+        plan = None if self.plan is None else {
+            "bits": self.plan.bits, "scale": self.plan.scale, "local_variance": self.plan.local_variance,
+            "noise_multiplier": self.plan.noise_multiplier, "expected_clients": self.plan.expected_clients,
+            "l2_sensitivity": self.plan.l2_sensitivity, "wrap_probability_bound": self.plan.wrap_bound,
+            "adjacency": "replace-one"}
+        return {"distributed_plan": plan,"level": self.config.level.value, "mechanism": (self.config.mechanism or Mechanism.GAUSSIAN).value,
                 "delta": self.config.delta, "accountant": self.config.accountant.value,
                 "sample_rate": self.sample_rate, "epsilon": self.epsilon,
                 "epsilon_without_amplification": self.epsilon_without_amplification,
