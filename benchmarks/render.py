@@ -78,8 +78,11 @@ def paillier_table(rows: list[dict[str, Any]]) -> str:
 
 def dp_table(data: dict[str, Any]) -> str:
     lines = [f"cnn-digits, target epsilon {data['epsilon']:g}, delta {data['delta']:g}, {data['rounds']} rounds, "
-             f"clip {data['clip']:g}, 20% dropout; mean over seeds.", "",
-             "| clients | configuration | accuracy | epsilon (ledger) | seeds |", "|---:|---|---:|---:|---:|"]
+             f"clip {data['clip']:g}, 20% dropout; accuracy is the mean over seeds, epsilon the largest. Epsilon is "
+             "the ledger's, from the survivors actually summed, except for the replace-one central row, whose "
+             "ledger shows the add/remove epsilon of twice the noise. Central DP-FedAvg alone is accounted for "
+             "add/remove neighbours; distributed DP for replace-one (twice the sensitivity).", "",
+             "| clients | configuration | accuracy | epsilon | seeds |", "|---:|---|---:|---:|---:|"]
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for r in data["dp_records"]:
         groups.setdefault((r["clients"], r["config"]), []).append(r)
