@@ -172,6 +172,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _privacy(args: argparse.Namespace) -> int:
+    try:
+        import opacus  # noqa: F401  (the accountants are Opacus')
+    except ImportError as error:  # pragma: no cover - depends on the installed extras
+        print(f"fedsecure privacy needs the torch extra, which brings Opacus ({error}); install it with\n"
+              "  .venv/bin/pip install -c constraints.txt -e '.[torch]'", file=sys.stderr)
+        return 2
     from .dp import Accountant, Mechanism, calibrate, gaussian_epsilon, plan_distributed
 
     mechanism, accountant = Mechanism(args.mechanism), Accountant(args.accountant)
