@@ -409,3 +409,37 @@ def test_resume_keeps_composing_the_privacy_ledger(tmp_path) -> None:  # type: i
     # A resume under another plan (here more dropout, hence more noise per share) would re-account the past: refused.
     with pytest.raises(ConfigurationError, match="dropout|privacy"):
         train_federated(_federation(dp=dp, clients=4, dropout=0.5), rounds=3, resume=str(out))
+
+
+def test_a_client_with_a_nan_update_still_adds_its_noise_share() -> None:
+    # Whether training yields NaN depends on the data; the number of noise shares must not.
+    federation = _federation(dp=DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-3, noise_multiplier=1.0), clients=8)
+    healthy = federation.run_round(0)
+    original = federation.train
+
+    def poisoned(model, loader, privatize=None) -> None:  # type: ignore[no-untyped-def]
+        original(model, loader)
+        if loader is federation.clients[0].data:
+            with torch.no_grad():
+                model.weight.fill_(float("nan"))
+
+    federation.train = poisoned
+    sick = federation.run_round(1)
+    ledger = federation.ledger
+    assert ledger is not None and not sick.aborted
+    assert sick.survivors == healthy.survivors == 8
+    assert ledger.entries[0].contributors == ledger.entries[1].contributors == 8
+
+
+def test_central_dp_releases_noise_when_no_aggregate_exists_and_builds_deterministically() -> None:
+    dp = DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-3, noise_multiplier=1.0)
+    federations = [_federation(dp=dp, clients=12, fraction=0.35) for _ in range(5)]  # never depends on a draw
+    federation = federations[0]
+    for cohort in ([], federation.clients[:1]):  # Poisson draws that cannot aggregate
+        federation.sample_cohort = lambda round_index, cohort=cohort: list(cohort)  # type: ignore[method-assign]
+        before = federation.global_vector()
+        record = federation.run_round(0)
+        assert record.aborted and not np.array_equal(federation.global_vector(), before)  # noise alone
+    ledger = federation.ledger
+    assert ledger is not None and len(ledger.entries) == 2 and not any(e.refused for e in ledger.entries)
+    assert ledger.epsilon > 0

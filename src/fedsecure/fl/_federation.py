@@ -185,7 +185,11 @@ class Federation:
             self.paillier = PaillierDeployment.create(self.protocol, [c.client_id for c in self.clients],
                                                       key_bits=self.key_bits, insecure=self.insecure_keys)
         # Refuse, now rather than every round, a cohort the protocol can never aggregate.
-        cohort = self.sample_cohort(0) or list(self.clients)
+        if self.dp is not None and self.dp.level is not PrivacyLevel.LOCAL:
+            # User-level DP draws cohorts from the OS; check the protocol against the expected cohort size instead.
+            cohort = list(self.clients)[: max(2, round(self.fraction * len(self.clients)))]
+        else:
+            cohort = self.sample_cohort(0)
         keys = self._paillier_keys
         if keys is not None and keys.threshold_decryption and len(cohort) < keys.decryption_threshold:
             raise ConfigurationError(
@@ -302,7 +306,7 @@ class Federation:
         _write_into(self.model, self._spec.unflatten(vector))  # type: ignore[arg-type]
 
     def sample_cohort(self, round_index: int) -> list[FederatedClient]:
-        """The clients of round ``round_index``: a ``fraction`` of them, reproducible from the seed.
+        """The clients of round ``round_index``: a ``fraction`` of them.
 
         Under central DP each client joins independently with probability
         ``fraction`` (Poisson sampling, which the amplification-by-sampling
@@ -371,11 +375,23 @@ class Federation:
 
     def _aggregate(self, round_index: int, cohort: Sequence[FederatedClient], updates: dict[int, np.ndarray],
                    weights: dict[int, int], before: np.ndarray) -> RoundRecord:
-        clipped = sum(1 for u in updates.values() if np.isfinite(u).all() and np.linalg.norm(u) > self.clip)
         ledger, dp = self._ledger, self.dp
         user_level = ledger is not None and dp is not None and dp.level is not PrivacyLevel.LOCAL
+        # How many updates were clipped depends on the data: under user-level DP it is never recorded.
+        clipped = 0 if user_level else sum(
+            1 for u in updates.values() if np.isfinite(u).all() and np.linalg.norm(u) > self.clip)
+        central = user_level and self._plan is None
 
         def aborted(reason: str, survivors: int = 0) -> RoundRecord:
+            if central and ledger is not None and not reason.startswith("this round would take epsilon"):
+                # Central DP with Poisson cohorts: a round that cannot aggregate (an empty or tiny cohort, or an
+                # aborted protocol) still releases noise, so that whether anything is released never depends
+                # on who was sampled; it is accounted as any other round.
+                LOGGER.warning("round %d: no aggregate (%s); a noise-only update is released", round_index + 1,
+                               reason)
+                self._apply(before, self._central_noise_only(len(before)))
+                entry = ledger.record(round_index, [], contributors=0, noise_multiplier=self._central_noise)
+                return RoundRecord(round_index, len(cohort), 0, True, reason, 0.0, 0.0, clipped, epsilon=entry.epsilon)
             LOGGER.warning("round %d aborted, global model unchanged: %s", round_index + 1, reason)
             if user_level and ledger is not None:
                 ledger.record_refused(round_index, [c.client_id for c in cohort])
@@ -397,6 +413,12 @@ class Federation:
                 else:
                     encoded[client_id] = quantizer.encode(update, weight=weights[client_id] if self._weighted else None)
             except InvalidUpdateError as error:
+                if distributed is not None:
+                    # Under distributed DP a client still adds its noise share: whether it can depends on its
+                    # data, and the number of shares must not. Its update counts as zero.
+                    LOGGER.warning("round %d: client %d sends a zero update: %s", round_index + 1, client_id, error)
+                    encoded[client_id] = distributed.encode(np.zeros(self._spec.size))
+                    continue
                 # A client whose update is unusable (NaN, Inf) refuses the round; the others go on.
                 LOGGER.warning("round %d: client %d refused: %s", round_index + 1, client_id, error)
         if not encoded:
@@ -442,12 +464,22 @@ class Federation:
         if user_level and ledger is not None:
             epsilon = ledger.record(round_index, report.result.survivors, contributors=survivors,
                                     noise_multiplier=noise).epsilon
+        self._apply(before, mean)
+        return RoundRecord(round_index, len(cohort), survivors, False, None, 0.0, 0.0, clipped, epsilon=epsilon)
+
+    def _apply(self, before: np.ndarray, mean: np.ndarray) -> None:
         # Float buffers (say, BatchNorm statistics) are averaged; only parameters go through the optimizer.
         after = before + mean
         mask = self._parameter_mask
         after[mask] = self.server_optimizer.step(before[mask], mean[mask])
         self.set_global_vector(after)
-        return RoundRecord(round_index, len(cohort), survivors, False, None, 0.0, 0.0, clipped, epsilon=epsilon)
+
+    def _central_noise_only(self, size: int) -> np.ndarray:
+        """What central DP releases when no aggregate exists: the noise alone, over the fixed denominator."""
+        sensitivity = self.clip + math.sqrt(size) / self._encoding(len(self.clients)).scale
+        expected = max(1.0, self.fraction * len(self.clients) * (1 - self.dropout))
+        noise: np.ndarray = self._central_noise * sensitivity * gaussian(size) / expected
+        return noise
 
     # ---- checkpoints ----------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
@@ -459,6 +491,8 @@ class Federation:
                                            "target_epsilon": dp.target_epsilon, "rounds": dp.rounds, "bits": dp.bits,
                                            "beta": dp.beta, "wrap_probability": dp.wrap_probability,
                                            "max_grad_norm": dp.max_grad_norm, "clip": self.clip,
+                                           "accountant": dp.accountant.value,
+                                           "refuse_over_budget": dp.refuse_over_budget,
                                            "dropout": self.dropout,
                                            "local_variance": self._plan.local_variance if self._plan else None,
                                            "scale": self._plan.scale if self._plan else None}
