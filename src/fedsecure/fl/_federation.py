@@ -187,7 +187,7 @@ class Federation:
         # Refuse, now rather than every round, a cohort the protocol can never aggregate.
         if self.dp is not None and self.dp.level is not PrivacyLevel.LOCAL:
             # User-level DP draws cohorts from the OS; check the protocol against the expected cohort size instead.
-            cohort = list(self.clients)[: max(2, round(self.fraction * len(self.clients)))]
+            cohort = list(self.clients)[: max(1, round(self.fraction * len(self.clients)))]
         else:
             cohort = self.sample_cohort(0)
         keys = self._paillier_keys
