@@ -382,8 +382,8 @@ class Federation:
             1 for u in updates.values() if np.isfinite(u).all() and np.linalg.norm(u) > self.clip)
         central = user_level and self._plan is None
 
-        def aborted(reason: str, survivors: int = 0) -> RoundRecord:
-            if central and ledger is not None and not reason.startswith("this round would take epsilon"):
+        def aborted(reason: str, survivors: int = 0, *, release_noise: bool = True) -> RoundRecord:
+            if central and release_noise and ledger is not None:
                 # Central DP with Poisson cohorts: a round that cannot aggregate (an empty or tiny cohort, or an
                 # aborted protocol) still releases noise, so that whether anything is released never depends
                 # on who was sampled; it is accounted as any other round.
@@ -453,7 +453,7 @@ class Federation:
             noise = self._central_noise
             if dp is not None and dp.refuse_over_budget and ledger is not None and dp.target_epsilon is not None \
                     and ledger.preview(noise, survivors) > dp.target_epsilon:
-                return aborted("this round would take epsilon above the budget", survivors)
+                return aborted("this round would take epsilon above the budget", survivors, release_noise=False)
             mean = (total + noise * sensitivity * gaussian(total.size)) / expected
         else:
             decoded = quantizer.decode_sum(report.result.ring_sum)
