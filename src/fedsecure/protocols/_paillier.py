@@ -408,6 +408,8 @@ class PaillierServerSession(ServerSession):
         ring = self._config.ring
         if message.vector.shape != (self._config.vector_length,) or message.vector.dtype != ring.dtype:
             raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=DECRYPTOR)
+        if not ring.contains(message.vector):
+            raise PeerProtocolError(PeerFault.MALFORMED, peer=DECRYPTOR, detail="values outside the ring")
         self._finish(np.array(message.vector), self._contributors)
 
     def _handle(self, message: ClientMessage) -> None:
