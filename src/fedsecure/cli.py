@@ -32,6 +32,12 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _missing_extras(command: str, extras: str, error: ImportError) -> int:
+    print(f"fedsecure {command} needs the {extras} extras ({error}); install them with\n"
+          f"  .venv/bin/pip install -c constraints.txt -e '.[{extras}]'", file=sys.stderr)
+    return 2
+
+
 class _Progress:
     """A one-line progress display on stderr, shown only when stderr is a terminal."""
 
@@ -108,9 +114,7 @@ def _train(args: argparse.Namespace) -> int:
         from .fl import train_federated
         from .fl.examples import EXAMPLES
     except ImportError as error:  # pragma: no cover - depends on the installed extras
-        print(f"fedsecure train needs the torch and examples extras ({error}); install them with\n"
-              "  .venv/bin/pip install -c constraints.txt -e '.[torch,examples]'", file=sys.stderr)
-        return 2
+        return _missing_extras("train", "torch,examples", error)
 
     import logging
     import os
@@ -175,9 +179,7 @@ def _privacy(args: argparse.Namespace) -> int:
     try:
         import opacus  # noqa: F401  (the accountants are Opacus')
     except ImportError as error:  # pragma: no cover - depends on the installed extras
-        print(f"fedsecure privacy needs the torch extra, which brings Opacus ({error}); install it with\n"
-              "  .venv/bin/pip install -c constraints.txt -e '.[torch]'", file=sys.stderr)
-        return 2
+        return _missing_extras("privacy", "torch", error)
     from .dp import Accountant, Mechanism, calibrate, gaussian_epsilon, plan_distributed
 
     mechanism, accountant = Mechanism(args.mechanism), Accountant(args.accountant)

@@ -107,6 +107,10 @@ class DistributedPlan:
     l1_sensitivity: float
     wrap_bound: float
 
+    def noise_multiplier_for(self, survivors: int) -> float:
+        """The noise multiplier of a sum of ``survivors`` shares: its standard deviation over the L2 sensitivity."""
+        return math.sqrt(survivors * self.local_variance) / self.l2_sensitivity
+
     def rdp(self, survivors: int, orders: tuple[int, ...] = INTEGER_ORDERS) -> np.ndarray:
         """The RDP curve of one round in which ``survivors`` shares of noise were summed.
 
@@ -198,10 +202,10 @@ def plan_distributed(
         signal = (max_clients * clip * scale) ** 2 / padded + max_clients / 4
         wrap = _wrap_bound(signal_proxy=signal, noise_variance=max_clients * variance, mechanism=mechanism,
                            half_ring=half_ring, dim=padded)
-        actual = math.sqrt(expected_clients * variance) / l2
         return DistributedPlan(mechanism=mechanism, dimension=dimension, padded_dimension=padded, clip=clip,
                                bits=bits, scale=scale, local_variance=variance, beta=beta,
-                               expected_clients=expected_clients, max_clients=max_clients, noise_multiplier=actual,
+                               expected_clients=expected_clients, max_clients=max_clients,
+                               noise_multiplier=math.sqrt(expected_clients * variance) / l2,
                                l2_sensitivity=l2, l1_sensitivity=rounded_l1_bound(l2, padded), wrap_bound=wrap)
 
     low, high = 1e-9, half_ring / clip

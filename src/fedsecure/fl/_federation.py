@@ -359,8 +359,7 @@ class Federation:
         if dp is None or not dp.refuse_over_budget or ledger is None or plan is None or dp.target_epsilon is None:
             return 0
         def within(survivors: int) -> bool:
-            z = math.sqrt(survivors * plan.local_variance) / plan.l2_sensitivity
-            return ledger.preview(z, survivors) <= (dp.target_epsilon or 0.0)
+            return ledger.preview(plan.noise_multiplier_for(survivors), survivors) <= (dp.target_epsilon or 0.0)
 
         if not within(cohort):
             return None
@@ -439,17 +438,14 @@ class Federation:
         if report.result is None:
             return aborted(str(report.abort))
         survivors = len(report.result.survivors)
-        # User-level DP divides by a fixed, public denominator (McMahan et al.'s fixed-denominator estimator):
-        # the expected number of contributors, so the released model does not reveal how many there were.
-        expected = max(1.0, self.fraction * len(self.clients) * (1 - self.dropout))
+        expected = self._fixed_denominator()
         if distributed is not None and self._plan is not None:
             # The noise actually in the sum is that of the survivors' shares, not the planned amount.
             mean = distributed.decode_sum(report.result.ring_sum) / expected
-            noise = math.sqrt(survivors * self._plan.local_variance) / self._plan.l2_sensitivity
+            noise = self._plan.noise_multiplier_for(survivors)
         elif user_level:
             total = quantizer.decode_sum(report.result.ring_sum).total
-            # Stochastic rounding can lengthen a clipped update by up to sqrt(d) / scale (DDGauss, Theorem 1).
-            sensitivity = self.clip + math.sqrt(total.size) / encoding.scale
+            sensitivity = self._central_sensitivity(total.size)
             noise = self._central_noise
             if dp is not None and dp.refuse_over_budget and ledger is not None and dp.target_epsilon is not None \
                     and ledger.preview(noise, survivors) > dp.target_epsilon:
@@ -474,11 +470,20 @@ class Federation:
         after[mask] = self.server_optimizer.step(before[mask], mean[mask])
         self.set_global_vector(after)
 
+    def _fixed_denominator(self) -> float:
+        # User-level DP divides by a fixed, public denominator (McMahan et al.'s fixed-denominator estimator):
+        # the expected number of contributors, so the released model does not reveal how many there were.
+        return max(1.0, self.fraction * len(self.clients) * (1 - self.dropout))
+
+    def _central_sensitivity(self, size: int) -> float:
+        # Stochastic rounding can lengthen a clipped update by up to sqrt(d) / scale (DDGauss, Theorem 1);
+        # under user-level DP the scale is the same in every round.
+        return self.clip + math.sqrt(size) / self._encoding(len(self.clients)).scale
+
     def _central_noise_only(self, size: int) -> np.ndarray:
         """What central DP releases when no aggregate exists: the noise alone, over the fixed denominator."""
-        sensitivity = self.clip + math.sqrt(size) / self._encoding(len(self.clients)).scale
-        expected = max(1.0, self.fraction * len(self.clients) * (1 - self.dropout))
-        noise: np.ndarray = self._central_noise * sensitivity * gaussian(size) / expected
+        noise: np.ndarray = (self._central_noise * self._central_sensitivity(size) * gaussian(size)
+                             / self._fixed_denominator())
         return noise
 
     # ---- checkpoints ----------------------------------------------------------------------------------

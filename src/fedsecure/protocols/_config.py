@@ -248,6 +248,7 @@ class RoundConfig:
             if paillier is None:
                 raise ConfigurationError(f"protocol {protocol.value} needs the deployment's Paillier keys",
                                          parameter="paillier")
+            # Checked again by _check_paillier for configs built directly; here first, before any layout is sized.
             if paillier.threshold_decryption != (protocol is ProtocolKind.PAILLIER_THRESHOLD):
                 raise ConfigurationError(f"protocol {protocol.value} does not match the keys' trust arrangement",
                                          parameter="paillier")
@@ -256,11 +257,6 @@ class RoundConfig:
                 raise ConfigurationError(f"clients {missing[:5]} have no registered signing key",
                                          parameter="signing_keys")
             params = complete_graph_parameters(len(cohort), threat)
-            layout = SlotLayout.create(max_coordinate=encoding.max_coordinate, clients=encoding.clients,
-                                       plaintext_bits=paillier.key_bits - 1)
-            parameters = PaillierParameters(keys=paillier, layout=layout,
-                                            ciphertexts=layout.plaintexts_for(encoding.vector_length),
-                                            min_contributors=params.threshold)
         elif protocol is ProtocolKind.SECAGG:
             params = complete_graph_parameters(len(cohort), threat)
         else:
@@ -269,9 +265,12 @@ class RoundConfig:
         if threshold > min(params.degree, len(cohort)):
             raise ConfigurationError(f"a threshold of {threshold} exceeds the neighbourhood of "
                                      f"{min(params.degree, len(cohort))} clients", parameter="min_threshold")
-        if parameters is not None:
-            parameters = PaillierParameters(keys=parameters.keys, layout=parameters.layout,
-                                            ciphertexts=parameters.ciphertexts, min_contributors=threshold)
+        if paillier is not None and protocol.is_paillier:
+            layout = SlotLayout.create(max_coordinate=encoding.max_coordinate, clients=encoding.clients,
+                                       plaintext_bits=paillier.key_bits - 1)
+            parameters = PaillierParameters(keys=paillier, layout=layout,
+                                            ciphertexts=layout.plaintexts_for(encoding.vector_length),
+                                            min_contributors=threshold)
         seed = os.urandom(_GRAPH_SEED_BYTES) if params.degree < len(cohort) else bytes(_GRAPH_SEED_BYTES)
         return cls(protocol=protocol, round_id=round_id, clients=cohort, vector_length=encoding.vector_length,
                    ring_bits=encoding.ring.bits, threshold=threshold,

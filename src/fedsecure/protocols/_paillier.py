@@ -123,6 +123,33 @@ def _check_commitments(config: RoundConfig, commitments: Sequence[Commitment], r
                                     detail=f"commitment of {sender}") from None
 
 
+def _check_contribution(config: RoundConfig, contribution: EncryptedInput, committed: bytes, set_digest: bytes,
+                        registry: Mapping[int, bytes], blame: int | str) -> list[gmpy2.mpz]:
+    """One revealed contribution: it matches its commitment, is signed over the commitment set, and parses.
+
+    The server checks each contribution as it arrives (``blame`` is its sender);
+    whoever decrypts checks them all again (``blame`` is the server that relayed them).
+    """
+    sender = contribution.sender
+
+    def fault(kind: PeerFault, detail: str) -> PeerProtocolError:
+        return PeerProtocolError(kind, peer=blame, detail=detail)  # type: ignore[arg-type]
+
+    if hashlib.sha256(contribution.ciphertexts).digest() != committed:
+        raise fault(PeerFault.BAD_AGGREGATE, f"{sender}'s ciphertexts differ from its commitment")
+    try:
+        verify_signature(registry[sender], contribution.signature,
+                         contribution_payload(config, sender, contribution.ciphertexts, set_digest))
+    except CryptoError:
+        raise fault(PeerFault.BAD_SIGNATURE, f"contribution of {sender}") from None
+    parameters = _parameters(config)
+    try:
+        return ciphertexts_from_bytes(contribution.ciphertexts, parameters.keys.public_key,
+                                      count=parameters.ciphertexts)
+    except CryptoError as error:
+        raise fault(PeerFault.BAD_CIPHERTEXT, f"contribution of {sender}: {error}") from None
+
+
 def _check_request(config: RoundConfig, request: DecryptionRequest, registry: Mapping[int, bytes],
                    min_contributors: int, blame: int | str) -> list[gmpy2.mpz]:
     """Everything whoever decrypts must check before it decrypts; returns the recomputed aggregate.
@@ -150,20 +177,10 @@ def _check_request(config: RoundConfig, request: DecryptionRequest, registry: Ma
     set_digest = commitment_set_digest(request.commitments)
     columns = []
     for contribution in request.contributions:
-        sender = contribution.sender
-        if sender not in committed:
-            raise fault(PeerFault.BAD_AGGREGATE, f"{sender} contributed without committing")
-        if hashlib.sha256(contribution.ciphertexts).digest() != committed[sender]:
-            raise fault(PeerFault.BAD_AGGREGATE, f"{sender}'s ciphertexts differ from its commitment")
-        try:
-            verify_signature(registry[sender], contribution.signature,
-                             contribution_payload(config, sender, contribution.ciphertexts, set_digest))
-        except CryptoError:
-            raise fault(PeerFault.BAD_SIGNATURE, f"contribution of {sender}") from None
-        try:
-            columns.append(ciphertexts_from_bytes(contribution.ciphertexts, public_key, count=parameters.ciphertexts))
-        except CryptoError as error:
-            raise fault(PeerFault.BAD_CIPHERTEXT, f"contribution of {sender}: {error}") from None
+        if contribution.sender not in committed:
+            raise fault(PeerFault.BAD_AGGREGATE, f"{contribution.sender} contributed without committing")
+        columns.append(_check_contribution(config, contribution, committed[contribution.sender], set_digest,
+                                           registry, blame))
     aggregate = multiply_ciphertexts(columns, public_key)
     if ciphertexts_to_bytes(aggregate, public_key) != request.aggregate:
         raise fault(PeerFault.BAD_AGGREGATE, "the product of the contributions differs from the aggregate")
@@ -431,18 +448,8 @@ class PaillierServerSession(ServerSession):
 
     def _on_input(self, message: EncryptedInput) -> None:
         sender = message.sender
-        if hashlib.sha256(message.ciphertexts).digest() != self._commitments[sender].digest:
-            raise PeerProtocolError(PeerFault.BAD_AGGREGATE, peer=sender, detail="ciphertexts differ from the commitment")
-        try:
-            verify_signature(self._parameters.keys.signing_keys[sender], message.signature,
-                             contribution_payload(self._config, sender, message.ciphertexts, self._set_digest))
-        except CryptoError:
-            raise PeerProtocolError(PeerFault.BAD_SIGNATURE, peer=sender) from None
-        try:
-            ciphertexts = ciphertexts_from_bytes(message.ciphertexts, self._public_key,
-                                                 count=self._parameters.ciphertexts)
-        except CryptoError as error:
-            raise PeerProtocolError(PeerFault.BAD_CIPHERTEXT, peer=sender, detail=str(error)) from None
+        ciphertexts = _check_contribution(self._config, message, self._commitments[sender].digest, self._set_digest,
+                                          self._parameters.keys.signing_keys, sender)
         self._product = ciphertexts if self._product is None else multiply_ciphertexts(
             [self._product, ciphertexts], self._public_key)
         self._contributions[sender] = message
