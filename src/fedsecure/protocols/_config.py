@@ -16,7 +16,7 @@ import phe
 
 from .._errors import ConfigurationError
 from ..crypto import MIN_SECURE_KEY_BITS, VERIFY_KEY_BYTES, MaskExpander, Purpose, derive_key
-from ..encoding import EncodingConfig, Ring, SlotLayout
+from ..encoding import Ring, SlotLayout
 from ._parameters import GraphParameters, ThreatModel, choose_parameters, complete_graph_parameters
 
 __all__ = ["ProtocolKind", "RoundConfig", "MAX_CLIENT_ID", "PaillierKeys", "PaillierParameters", "RoundEncoding"]
