@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import ConfigurationError, FedSecureError
+from .bench._runner import ALL_PROTOCOLS
 from .protocols import ProtocolKind, ThreatModel
 
 __all__ = ["main"]
 
 _PROTOCOLS = {kind.value: kind for kind in ProtocolKind}
+_BENCH_PROTOCOLS = ALL_PROTOCOLS
 
 
 def _count(text: str) -> int:
@@ -238,27 +240,14 @@ def _privacy(args: argparse.Namespace) -> int:
 
 def _dp_config(args: argparse.Namespace, experiment: Any) -> Any:
     """The DPConfig ``fedsecure train --dp ...`` asks for; local DP is calibrated per client with Opacus."""
-    from .dp import DPConfig, Mechanism, PrivacyLevel, local_noise_multiplier
+    from .dp import Mechanism, PrivacyLevel
+    from .fl.examples import dp_config_for
 
     if args.epsilon is None:
         raise ConfigurationError("--dp needs --epsilon (the budget over --rounds)", parameter="epsilon")
-    level = PrivacyLevel(args.dp)
-    mechanism = Mechanism(args.mechanism) if args.mechanism else None
-    if level is not PrivacyLevel.LOCAL:
-        return DPConfig(level=level, delta=args.delta, target_epsilon=args.epsilon, rounds=args.rounds,
-                        mechanism=mechanism, bits=args.bits)
-    if experiment.local_epochs is None:
-        raise ConfigurationError(f"the {args.example} example does not train with DP-SGD; use central or "
-                                 "distributed DP", parameter="dp")
-    # Every client must stay within the target: calibrate for each (its own sampling rate and step count).
-    noise = 0.0
-    for client in experiment.federation.clients:
-        # Opacus' Poisson loader samples each example with probability 1 / (batches per epoch).
-        batches = len(client.data)
-        noise = max(noise, local_noise_multiplier(target_epsilon=args.epsilon, delta=args.delta,
-                                                  sample_rate=1.0 / batches,
-                                                  steps=args.rounds * experiment.local_epochs * batches))
-    return DPConfig(level=level, delta=args.delta, noise_multiplier=noise, max_grad_norm=args.max_grad_norm)
+    return dp_config_for(experiment, level=PrivacyLevel(args.dp), epsilon=args.epsilon, delta=args.delta,
+                         rounds=args.rounds, mechanism=Mechanism(args.mechanism) if args.mechanism else None,
+                         bits=args.bits, max_grad_norm=args.max_grad_norm, name=args.example)
 
 
 def _plot_history(history: Sequence[Any], path: str, *, title: str) -> None:
@@ -282,6 +271,78 @@ def _plot_history(history: Sequence[Any], path: str, *, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench import PROFILES, run_benchmark, run_utility, write_csv, write_json, write_markdown, write_plots
+    from .bench._output import clean, markdown_tables
+
+    profile = PROFILES["full" if args.full else "quick"]
+    overrides: dict[str, Any] = {}
+    if args.clients:
+        overrides["clients_sweep"] = tuple(args.clients)
+    if args.dims:
+        overrides["dim_sweep"] = tuple(args.dims)
+    if args.dropouts:
+        overrides["dropout_sweep"] = tuple(args.dropouts)
+    if args.rounds:
+        overrides["dropout_rounds"] = args.rounds
+        overrides["peer_cases"] = tuple(dataclasses.replace(case, rounds=args.rounds) if case.dropout else case
+                                        for case in profile.peer_cases)
+    if args.repeats:
+        overrides["repeats"] = args.repeats
+    if args.key_bits:
+        if args.key_bits < 2048:
+            raise ConfigurationError("bench measures deployable keys: --key-bits must be at least 2048",
+                                     parameter="key_bits")
+        overrides["key_bits"] = args.key_bits
+    profile = dataclasses.replace(profile, **overrides)
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    if args.utility:
+        try:
+            import matplotlib  # noqa: F401
+            import opacus  # noqa: F401
+            import sklearn  # noqa: F401
+        except ImportError as error:
+            return _missing_extras("bench --utility", "torch,examples", error)
+    if args.plot or args.markdown:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as error:
+            return _missing_extras("bench --plot", "bench", error)
+    log(f"fedsecure bench, profile {profile.name}: progress below, results in {args.out}")
+    result = run_benchmark(profile, protocols=args.protocols, peers=not args.no_peers, seed=args.seed, log=log)
+    data = result.to_json()
+    if args.utility:
+        log(f"utility: cnn-digits, {profile.utility_clients} clients, {profile.utility_rounds} rounds, epsilons "
+            f"{', '.join(f'{e:g}' for e in profile.utility_epsilons)}")
+        data["utility"] = run_utility(clients=profile.utility_clients, rounds=profile.utility_rounds,
+                                      epsilons=profile.utility_epsilons, seed=args.seed, log=log)
+    data = clean(data)
+    out = Path(args.out)
+    write_json(data, out / "bench.json")
+    write_csv(data["records"], out / "bench.csv")
+    if data.get("utility"):
+        write_csv(data["utility"]["records"], out / "utility.csv")
+    plots = Path(args.plot) if args.plot else None
+    if plots is not None:
+        for path in write_plots(data, plots):
+            log(f"wrote {path}")
+    if args.markdown:
+        write_markdown(data, Path(args.markdown), plots=plots)
+        log(f"wrote {args.markdown}")
+    if args.json:
+        print(json.dumps(data, indent=1))
+    else:
+        print(markdown_tables(data))
+    wrong = [r for r in data["records"] if r.get("wrong_rounds")]
+    return 1 if wrong else 0
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -346,6 +407,37 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.add_argument("--quiet", action="store_true", help="no per-round progress")
     train.set_defaults(handler=_train)
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark every protocol against its peers (Flower's SecAgg+, per-value phe) in the same run",
+        description="Sweep protocols over clients, vector length and dropout; compare with Flower's own SecAgg+ "
+        "(with the bench extra) and per-value phe, pair by pair. Writes bench.json and bench.csv to --out. "
+        "Exit status: 0 done, 1 some completed round returned a wrong sum, 2 invalid arguments.",
+    )
+    size = bench.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sweeps, under a minute (the default)")
+    size.add_argument("--full", action="store_true", help="the sweeps behind the published figures (under an hour)")
+    bench.add_argument("--protocols", nargs="+", choices=list(_BENCH_PROTOCOLS), default=list(_BENCH_PROTOCOLS),
+                       help="which to run (default all; phe is per-value python-paillier, extrapolated)")
+    bench.add_argument("--clients", nargs="+", type=_count, help="override the clients sweep")
+    bench.add_argument("--dims", nargs="+", type=_count, help="override the vector-length sweep")
+    bench.add_argument("--dropouts", nargs="+", type=_fraction, help="override the dropout sweep")
+    bench.add_argument("--rounds", type=_count, help="rounds per dropout level and per peer case with dropout")
+    bench.add_argument("--repeats", type=_count, help="timed rounds per sweep point")
+    bench.add_argument("--key-bits", type=int, help="Paillier modulus size (default 2048)")
+    bench.add_argument("--no-peers", action="store_true", help="skip Flower's SecAgg+ even when installed")
+    bench.add_argument("--utility", action="store_true",
+                       help="also train cnn-digits under local, central and distributed DP at several epsilons "
+                       "(needs the torch and examples extras)")
+    bench.add_argument("--seed", type=int, default=0, help="simulated data and dropouts only; never keys")
+    bench.add_argument("--out", default="fedsecure-bench", help="directory for bench.json and bench.csv")
+    bench.add_argument("--plot", metavar="DIR", help="write the PNG plots here")
+    bench.add_argument("--markdown", metavar="FILE",
+                       help="write the tables here (between the generated markers if FILE already has them)")
+    bench.add_argument("--json", action="store_true", help="print the whole run as one JSON document")
+    bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    bench.set_defaults(handler=_bench)
+
     privacy = commands.add_parser(
         "privacy",
         help="compute epsilon for a noise multiplier, or the noise multiplier for a target epsilon",

@@ -17,7 +17,7 @@ from ._data import Partition, load_digits_28x28, make_logistic_data, partition
 from ._federation import FederatedClient, Federation
 from ._optimizers import ServerOptimizer
 
-__all__ = ["Experiment", "EXAMPLES", "linear784", "logistic", "cnn_digits"]
+__all__ = ["Experiment", "EXAMPLES", "linear784", "logistic", "cnn_digits", "dp_config_for"]
 
 
 @dataclass
@@ -187,3 +187,32 @@ def mean_absolute_error(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 EXAMPLES: dict[str, Callable[..., Experiment]] = {"linear784": linear784, "logistic": logistic,
                                                     "cnn-digits": cnn_digits}
+
+
+def dp_config_for(experiment: Experiment, *, level: Any, epsilon: float, delta: float, rounds: int,
+                  mechanism: Any = None, bits: int = 20, max_grad_norm: float = 1.0,
+                  name: str = "this") -> Any:
+    """The :class:`~fedsecure.dp.DPConfig` spending (``epsilon``, ``delta``) over ``rounds`` rounds of ``experiment``.
+
+    Central and distributed DP are calibrated by the federation itself. Local
+    DP-SGD is calibrated here for every client (its own sampling rate and step
+    count) and the largest noise multiplier is used, so that every client stays
+    within the target.
+    """
+    from ..dp import DPConfig, PrivacyLevel, local_noise_multiplier
+
+    if level is not PrivacyLevel.LOCAL:
+        return DPConfig(level=level, delta=delta, target_epsilon=epsilon, rounds=rounds, mechanism=mechanism,
+                        bits=bits)
+    if experiment.local_epochs is None:
+        from .._errors import ConfigurationError
+
+        raise ConfigurationError(f"the {name} example does not train with DP-SGD; use central or distributed DP",
+                                 parameter="dp")
+    noise = 0.0
+    for client in experiment.federation.clients:
+        # Opacus' Poisson loader samples each example with probability 1 / (batches per epoch).
+        batches = len(client.data)
+        noise = max(noise, local_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=1.0 / batches,
+                                                  steps=rounds * experiment.local_epochs * batches))
+    return DPConfig(level=level, delta=delta, noise_multiplier=noise, max_grad_norm=max_grad_norm)
