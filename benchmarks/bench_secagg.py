@@ -24,24 +24,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-import fedsecure
 from fedsecure.encoding import ClipMode, EncodingConfig, Quantizer, Ring
 from fedsecure.protocols import ProtocolKind, RoundConfig, ServerSession, ThreatModel
 from fedsecure.protocols._secagg import apply_masks
+from fedsecure.bench._environment import environment
+from fedsecure.bench._memory import ServerMemoryProbe
 from fedsecure.runtime import DropoutSchedule, Simulator, client_stages, plaintext_ring_sum
 
 THREAT = ThreatModel(dropout_fraction=0.1, corrupt_fraction=0.2)
@@ -56,24 +54,10 @@ def log(text: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    import cryptography
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        import subprocess
-
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
-    except OSError:
-        commit = ""
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "commit": commit,
-            "numpy": np.__version__, "cryptography": cryptography.__version__, "fedsecure": fedsecure.__version__,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    """The machine, library versions, commit and date, as ``fedsecure bench`` records them."""
+    env = environment()
+    return {"cpu": env["cpu"], "cores": env["cores"], "python": env["python"], "commit": env["commit"],
+            "date": env["date"], **{name: version for name, version in env["versions"].items() if version}}
 
 
 def make_updates(n: int, d: int, seed: int) -> tuple[EncodingConfig, dict[int, Any]]:
@@ -82,76 +66,6 @@ def make_updates(n: int, d: int, seed: int) -> tuple[EncodingConfig, dict[int, A
     quantizer = Quantizer(encoding)
     rng = np.random.default_rng(seed)  # noqa: csprng-ok (benchmark data)
     return encoding, {c: quantizer.encode(rng.uniform(-1, 1, d).astype(np.float64)) for c in range(n)}
-
-
-def deep_size(root: object) -> int:
-    """Bytes held by an object graph: containers, slotted objects, bytes and numpy buffers."""
-    seen: set[int] = set()
-    stack = [root]
-    total = 0
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen or obj is None or isinstance(obj, type) or callable(obj):
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, np.ndarray):
-            total += sys.getsizeof(obj) + (obj.nbytes if obj.base is None else 0)
-            if obj.base is not None:
-                stack.append(obj.base)
-            continue
-        total += sys.getsizeof(obj)
-        if isinstance(obj, dict) or type(obj).__name__ == "mappingproxy":
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            stack.extend(obj)
-        elif not isinstance(obj, (bytes, bytearray, str, int, float, bool)):
-            if hasattr(obj, "__dict__"):
-                stack.append(vars(obj))
-            for slot in getattr(type(obj), "__slots__", ()):
-                if hasattr(obj, slot):
-                    stack.append(getattr(obj, slot))
-    return total
-
-
-class ServerMemoryProbe:
-    """Wraps a server session and estimates its peak memory.
-
-    The server's retained state is the size of its live object graph, taken
-    before each ``close_stage`` (when a stage's state is largest). Transient
-    allocations inside each server call come from tracemalloc's peak during
-    that call (no client code runs inside a server call). Messages the server
-    returns are charged to it until the call returns; after that they belong to
-    the transport, which in a real server sends them as they are produced.
-    """
-
-    def __init__(self, inner: ServerSession) -> None:
-        self._inner = inner
-        self._retained = 0
-        self.peak = 0
-
-    def _measure(self, call: Callable[[], Any]) -> Any:
-        before, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        try:
-            return call()
-        finally:
-            _, peak = tracemalloc.get_traced_memory()
-            self.peak = max(self.peak, self._retained + peak - before)
-
-    def start(self) -> Any:
-        return self._measure(self._inner.start)
-
-    def receive_bytes(self, data: bytes, *, sender: int) -> Any:
-        return self._measure(lambda: self._inner.receive_bytes(data, sender=sender))
-
-    def close_stage(self) -> Any:
-        self._retained = deep_size(self._inner)
-        self.peak = max(self.peak, self._retained)
-        return self._measure(self._inner.close_stage)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 def mask_ratio(d: int, keys: int, repeats: int = 5) -> dict[str, float]:

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import ConfigurationError, FedSecureError
@@ -276,8 +276,8 @@ def _plot_history(history: Sequence[Any], path: str, *, title: str) -> None:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .bench import PROFILES, run_benchmark, run_utility, write_csv, write_json, write_markdown, write_plots
-    from .bench._output import clean, markdown_tables
+    from .bench import PROFILES, run_benchmark, run_utility
+    from .bench._output import clean
 
     profile = PROFILES["full" if args.full else "quick"]
     overrides: dict[str, Any] = {}
@@ -316,6 +316,12 @@ def _bench(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError as error:
             return _missing_extras("bench --plot", "bench", error)
+    if args.render:
+        # Re-render a finished run (plots, Markdown, tables) without measuring anything again.
+        data = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        if data.get("format") != "fedsecure-bench/1":
+            raise ConfigurationError(f"{args.render} is not a fedsecure bench.json", parameter="render")
+        return _bench_outputs(args, data, log, write_results=False)
     log(f"fedsecure bench, profile {profile.name}: progress below, results in {args.out}")
     result = run_benchmark(profile, protocols=args.protocols, peers=not args.no_peers, seed=args.seed, log=log)
     data = result.to_json()
@@ -324,12 +330,22 @@ def _bench(args: argparse.Namespace) -> int:
             f"{', '.join(f'{e:g}' for e in profile.utility_epsilons)}")
         data["utility"] = run_utility(clients=profile.utility_clients, rounds=profile.utility_rounds,
                                       epsilons=profile.utility_epsilons, seed=args.seed, log=log)
-    data = clean(data)
-    out = Path(args.out)
-    write_json(data, out / "bench.json")
-    write_csv(data["records"], out / "bench.csv")
-    if data.get("utility"):
-        write_csv(data["utility"]["records"], out / "utility.csv")
+    return _bench_outputs(args, clean(data), log, write_results=True)
+
+
+def _bench_outputs(args: argparse.Namespace, data: dict[str, Any], log: Callable[[str], None], *,
+                   write_results: bool) -> int:
+    from pathlib import Path
+
+    from .bench import write_csv, write_json, write_markdown, write_plots
+    from .bench._output import markdown_tables
+
+    if write_results:
+        out = Path(args.out)
+        write_json(data, out / "bench.json")
+        write_csv(data["records"], out / "bench.csv")
+        if data.get("utility"):
+            write_csv(data["utility"]["records"], out / "utility.csv")
     plots = Path(args.plot) if args.plot else None
     if plots is not None:
         for path in write_plots(data, plots):
@@ -423,7 +439,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dims", nargs="+", type=_count, help="override the vector-length sweep")
     bench.add_argument("--dropouts", nargs="+", type=_fraction, help="override the dropout sweep")
     bench.add_argument("--rounds", type=_count, help="rounds per dropout level and per peer case with dropout")
-    bench.add_argument("--repeats", type=_count, help="timed rounds per sweep point")
+    bench.add_argument("--repeats", type=_count, help="timed rounds per sweep point (Paillier protocols: the profile's own count)")
     bench.add_argument("--key-bits", type=int, help="Paillier modulus size (default 2048)")
     bench.add_argument("--no-peers", action="store_true", help="skip Flower's SecAgg+ even when installed")
     bench.add_argument("--utility", action="store_true",
@@ -434,6 +450,8 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", metavar="DIR", help="write the PNG plots here")
     bench.add_argument("--markdown", metavar="FILE",
                        help="write the tables here (between the generated markers if FILE already has them)")
+    bench.add_argument("--render", metavar="BENCH_JSON",
+                       help="measure nothing: redraw --plot and --markdown (and the tables) from a bench.json")
     bench.add_argument("--json", action="store_true", help="print the whole run as one JSON document")
     bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     bench.set_defaults(handler=_bench)

@@ -44,6 +44,8 @@ class Profile:
     dropout_sweep_dim: int
     dropout_rounds: int
     repeats: int
+    # Paillier rounds cost seconds to minutes each, so they are timed fewer times.
+    paillier_repeats: int
     peer_cases: tuple[PeerCase, ...]
     phe_dim: int
     phe_sample: int
@@ -70,7 +72,7 @@ QUICK = Profile(
     clients_sweep=(5, 10, 20), clients_sweep_dim=1_000,
     dim_sweep=(1_000, 10_000), dim_sweep_clients=10,
     dropout_sweep=(0.1, 0.3), dropout_sweep_clients=10, dropout_sweep_dim=1_000, dropout_rounds=3,
-    repeats=1,
+    repeats=1, paillier_repeats=1,
     # Flower's own SecAgg+ example (examples/flower-secure-aggregation) runs 5 SuperNodes with num-shares 3,
     # reconstruction-threshold 2 and the quickstart CIFAR-10 CNN of 62,006 parameters.
     peer_cases=(
@@ -89,7 +91,7 @@ FULL = Profile(
     clients_sweep=(10, 25, 50, 100, 200), clients_sweep_dim=10_000,
     dim_sweep=(1_000, 10_000, 100_000, 1_000_000), dim_sweep_clients=20,
     dropout_sweep=(0.1, 0.2, 0.3), dropout_sweep_clients=20, dropout_sweep_dim=1_000, dropout_rounds=30,
-    repeats=3,
+    repeats=3, paillier_repeats=1,
     peer_cases=(
         PeerCase("complete graph", clients=50, dim=100_000, rounds=2, complete_graph=True),
         PeerCase("Flower's example configuration", clients=5, dim=62_006, rounds=30, dropout=0.1, num_shares=3,
@@ -97,6 +99,7 @@ FULL = Profile(
         PeerCase("fedsecure's parameters", clients=50, dim=10_000, rounds=30, dropout=0.1),
     ),
     phe_dim=100_000, phe_sample=30,
+    threshold_max_clients=25,
 )
 
 PROFILES = {profile.name: profile for profile in (QUICK, FULL)}

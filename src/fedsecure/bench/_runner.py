@@ -209,14 +209,15 @@ class _Bench:
         repeats = self.profile.repeats
         for clients, dim in points:
             self.log(f"{suite}: n={clients} d={dim}")
-            plans: list[DropPlan] = [{}] * repeats
             ours: dict[str, dict[str, Any] | None] = {}
             for protocol in self.protocols:
                 if protocol == "phe":
                     self.phe_reference(suite, clients, dim, 0.0, False)
-                else:
-                    ours[protocol] = self.fedsecure(suite, protocol, clients, dim, plans, dropout=0.0,
-                                                    bernoulli=False, memory=True)
+                    continue
+                count = self.profile.paillier_repeats if protocol.startswith("paillier") else repeats
+                plans: list[DropPlan] = [{}] * count
+                ours[protocol] = self.fedsecure(suite, protocol, clients, dim, plans, dropout=0.0, bernoulli=False,
+                                                memory=True)
             if self.flower is not None and "secagg+" in self.protocols:
                 degree, threshold = self._secaggplus_parameters(clients)
                 peer = self.flower_peer(suite, clients, dim, [{}] * self.profile.flower_repeats, dropout=0.0,
