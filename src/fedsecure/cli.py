@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import ConfigurationError, FedSecureError
-from .bench._runner import ALL_PROTOCOLS
 from .protocols import ProtocolKind, ThreatModel
 
 __all__ = ["main"]
 
 _PROTOCOLS = {kind.value: kind for kind in ProtocolKind}
-_BENCH_PROTOCOLS = ALL_PROTOCOLS
+# Every protocol, and per-value python-paillier as the reference (the same list as fedsecure.bench's).
+_BENCH_PROTOCOLS = tuple(_PROTOCOLS) + ("phe",)
 
 
 def _count(text: str) -> int:
@@ -344,6 +344,7 @@ def _bench_outputs(args: argparse.Namespace, data: dict[str, Any], log: Callable
         out = Path(args.out)
         write_json(data, out / "bench.json")
         write_csv(data["records"], out / "bench.csv")
+        write_csv(data["comparisons"], out / "comparisons.csv")
         if data.get("utility"):
             write_csv(data["utility"]["records"], out / "utility.csv")
     plots = Path(args.plot) if args.plot else None
@@ -351,13 +352,17 @@ def _bench_outputs(args: argparse.Namespace, data: dict[str, Any], log: Callable
         for path in write_plots(data, plots):
             log(f"wrote {path}")
     if args.markdown:
-        write_markdown(data, Path(args.markdown), plots=plots)
+        try:
+            write_markdown(data, Path(args.markdown), plots=plots)
+        except FileExistsError as error:
+            print(f"fedsecure bench: {error}", file=sys.stderr)
+            return 2
         log(f"wrote {args.markdown}")
     if args.json:
         print(json.dumps(data, indent=1))
     else:
         print(markdown_tables(data))
-    wrong = [r for r in data["records"] if r.get("wrong_rounds")]
+    wrong = [r for r in data["records"] if r["implementation"] == "fedsecure" and r.get("wrong_rounds")]
     return 1 if wrong else 0
 
 
@@ -427,8 +432,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "bench",
         help="benchmark every protocol against its peers (Flower's SecAgg+, per-value phe) in the same run",
         description="Sweep protocols over clients, vector length and dropout; compare with Flower's own SecAgg+ "
-        "(with the bench extra) and per-value phe, pair by pair. Writes bench.json and bench.csv to --out. "
-        "Exit status: 0 done, 1 some completed round returned a wrong sum, 2 invalid arguments.",
+        "(with the bench extra) and per-value phe, pair by pair. Writes bench.json, bench.csv and comparisons.csv to "
+        "--out. Exit status: 0 done, 1 a round fedsecure completed returned a wrong sum, 2 invalid arguments.",
     )
     size = bench.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small sweeps, under a minute (the default)")

@@ -27,12 +27,19 @@ def _cpu_model() -> str:
 
 
 def _commit() -> str:
+    # The commit of the checkout fedsecure runs from ("-dirty" if it has uncommitted changes), or "" when
+    # fedsecure is installed from a wheel or sits inside some other repository.
+    here = Path(__file__).resolve().parent
     try:
-        completed = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                   cwd=Path(__file__).resolve().parent, timeout=10, check=False)
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, cwd=here,
+                             timeout=10, check=False)
+        if top.returncode != 0 or Path(top.stdout.strip(), "src", "fedsecure").resolve() != here.parent:
+            return ""
+        described = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], capture_output=True,
+                                   text=True, cwd=here, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return ""
-    return completed.stdout.strip() if completed.returncode == 0 else ""
+    return described.stdout.strip() if described.returncode == 0 else ""
 
 
 def environment() -> dict[str, Any]:

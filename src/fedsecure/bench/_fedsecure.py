@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..encoding import ClipMode, EncodingConfig, Quantizer
-from ..protocols import PaillierDeployment, ProtocolKind, RoundConfig, ServerSession, ThreatModel
+from ..protocols import PaillierDeployment, ProtocolKind, RoundConfig, ServerSession, Stage, ThreatModel
 from ..runtime import DropoutSchedule, Simulator, client_data, client_stages, plaintext_ring_sum
 from ._memory import ServerMemoryProbe
 
@@ -20,6 +20,7 @@ __all__ = ["DropPlan", "FedsecureRound", "drop_plans", "run_fedsecure_rounds", "
 # One drop plan per round: each dropping client maps to a position in [0, 1) along the protocol's client
 # stages, so the same plan means "the same client drops at the same point" for protocols with different stages.
 DropPlan = Mapping[int, float]
+INPUT_STAGES = frozenset({Stage.MASKED_INPUT, Stage.CIPHERTEXT_INPUT, Stage.PLAINTEXT_INPUT})
 
 
 def drop_plans(clients: int, fraction: float, rounds: int, *, seed: int, bernoulli: bool) -> list[dict[int, float]]:
@@ -63,6 +64,7 @@ class FedsecureRound:
     client_seconds: float
     server_seconds: float
     server_peak_bytes: int | None = None
+    abort_reason: str | None = None
 
 
 def run_fedsecure_rounds(
@@ -90,6 +92,8 @@ def run_fedsecure_rounds(
                                         clip_mode=ClipMode.PER_COORDINATE)
     quantizer = Quantizer(encoding)
     stages = client_stages(protocol)
+    # The stage in which a client's input reaches the server: a client silent from a later stage is in the sum.
+    input_stage = next(i for i, stage in enumerate(stages) if stage in INPUT_STAGES)
     keys = paillier.keys if paillier is not None else None
     results: list[FedsecureRound] = []
     probes: list[ServerMemoryProbe] = []
@@ -117,14 +121,18 @@ def run_fedsecure_rounds(
             results[0] = dataclasses.replace(results[0], server_peak_bytes=peak)
             continue
         result = report.result
-        correct = result is not None and bool(
-            np.array_equal(plaintext_ring_sum(updates, result.survivors), result.ring_sum))
+        # Correct means: exactly the clients the drop plan left in reached the sum, and the sum is theirs.
+        drop_at = {c: stage_index(position, len(stages)) for c, position in plan.items()}
+        expected = [c for c in range(n) if drop_at.get(c, len(stages)) > input_stage]
+        correct = result is not None and sorted(result.survivors) == expected and bool(
+            np.array_equal(plaintext_ring_sum(updates, expected), result.ring_sum))
         completers = [c for c in range(n) if c not in plan]
         results.append(FedsecureRound(
             seconds=seconds, aborted=report.aborted, correct=correct,
             survivors=len(result.survivors) if result is not None else 0,
             bytes_up=float(np.mean([report.bytes_sent(c) for c in completers])) if completers else 0.0,
             bytes_down=float(np.mean([report.bytes_received(c) for c in completers])) if completers else 0.0,
-            client_seconds=report.median_client_seconds, server_seconds=report.server_seconds))
+            client_seconds=report.median_client_seconds, server_seconds=report.server_seconds,
+            abort_reason=str(report.abort) if report.abort is not None else None))
     return config, results
 

@@ -11,9 +11,15 @@ the wire and, as a real transport would, a separate copy per node (Flower's setu
 stage sends one shared ``RecordDict`` to every node, and ``secaggplus_mod`` pops
 from it in place).
 
-Dropouts are silent: a node that drops at a stage never replies from then on,
-which is what Flower's grid reports to the workflow when a reply's deadline
-passes. Flower's simulation engine needs Ray, which this grid does not.
+Dropouts are silent: a node that drops at a stage never replies from then on.
+The grid returns at once with the replies it has, which is what Flower's grid
+does when a finite ``timeout`` expires (the workflow's default, ``None``, would
+wait forever for a vanished node on a real grid). Flower's simulation engine
+needs Ray, which this grid does not.
+
+Flower's masks come from NumPy's ``RandomState`` seeded with 32 bits folded
+from the agreed key, and its quantisation uses the global NumPy generator: the
+peer is measured for speed and bytes, not offered as equally secure.
 """
 
 from __future__ import annotations
@@ -100,6 +106,7 @@ def run_flower_secaggplus(
     from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
     from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
     from flwr.common.serde import message_from_proto, message_to_proto
+    from flwr.proto.message_pb2 import Message as ProtoMessage
     from flwr.compat.common import recorddict_compat
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.strategy import FedAvg
@@ -164,23 +171,25 @@ def run_flower_secaggplus(
                 message.metadata.__dict__["_message_id"] = str(uuid.uuid4())
                 ids.append(message.metadata.message_id)
                 node = message.metadata.dst_node_id
-                proto = message_to_proto(message)
-                self.bytes_down[node] += proto.ByteSize()
+                # Real bytes both ways, as Flower's gRPC transport sends them: the whole Message proto, metadata
+                # included, serialised and parsed again (which also gives each node its own copy).
+                down = message_to_proto(message).SerializeToString()
+                self.bytes_down[node] += len(down)
                 stage = _stage_index(stage_of(message))
                 if node in self.silent or (node in self.silent_from and stage >= self.silent_from[node]):
                     self.silent.add(node)
                     continue
-                delivered = message_from_proto(proto)
+                delivered = message_from_proto(ProtoMessage.FromString(down))
                 try:
                     reply = self.client_app(delivered, self.contexts[node])
                 except Exception as error:  # noqa: BLE001 (Flower's own simulation worker does the same)
                     reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=repr(error)),
                                     reply_to=delivered)
                 reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
-                reply_proto = message_to_proto(reply)
-                self.bytes_up[node] += reply_proto.ByteSize()
+                up = message_to_proto(reply).SerializeToString()
+                self.bytes_up[node] += len(up)
                 self.messages_up[node] += 1
-                self.replies[message.metadata.message_id] = message_from_proto(reply_proto)
+                self.replies[message.metadata.message_id] = message_from_proto(ProtoMessage.FromString(up))
             return ids
 
         def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Any]:
@@ -200,7 +209,10 @@ def run_flower_secaggplus(
         return VectorClient(int(context.node_config["partition-id"])).to_client()
 
     run_id = 4242
-    # Flower's Message constructor reads this global task identity (its simulation engine sets it too).
+    # Flower's Message constructor reads this global task identity (its simulation engine sets it too); it is
+    # restored when the run ends.
+    identity = ("_run_id", "_task_id", "_node_id")
+    saved_identity = {name: getattr(TaskIdentity, name) for name in identity}
     TaskIdentity.run_id = run_id
     TaskIdentity.task_id = 1
     TaskIdentity.node_id = SUPERLINK_NODE_ID
@@ -244,6 +256,10 @@ def run_flower_secaggplus(
         DefaultWorkflow(fit_workflow=timed_round)(grid_, legacy)
 
     server_context = Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config={})
-    with _quiet_flower():
-        server_app(grid=grid, context=server_context)
+    try:
+        with _quiet_flower():
+            server_app(grid=grid, context=server_context)
+    finally:
+        for name, value in saved_identity.items():
+            setattr(TaskIdentity, name, value)
     return rounds

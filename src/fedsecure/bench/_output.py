@@ -176,6 +176,10 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _times(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio:,.1f}x"
+
+
 def markdown_tables(data: dict[str, Any], *, plots: str | None = None) -> str:
     """The run's figures as Markdown tables (and links to its plots, relative to where the Markdown lives)."""
     env = data["environment"]
@@ -191,21 +195,22 @@ def markdown_tables(data: dict[str, Any], *, plots: str | None = None) -> str:
     if comparisons:
         lines += [
             "**fedsecure against its peers, pair by pair in the same run** (ratio = peer / fedsecure, so above 1 "
-            "means fedsecure is faster or smaller):",
+            "means fedsecure is faster or smaller). Times and bytes are medians over the rounds both completed "
+            "(\"both\"); with none, there is no ratio and the aborted rounds are the result:",
             "",
-            "| case | n | d | dropout | rounds | fedsecure (k, t) | peer (k, t) | fedsecure s/round | peer s/round "
-            "| time ratio | fedsecure B/param | peer B/param | bytes ratio | aborted (fedsecure / peer) |",
+            "| case | n | d | dropout | rounds (both) | fedsecure (k, t) | peer (k, t) | fedsecure s/round "
+            "| peer s/round | time ratio | fedsecure B/param | peer B/param | bytes ratio | aborted (fedsecure / peer) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in comparisons:
             peer = f"{c['peer']} {c['peer_protocol']}" if c["peer"] == "flower" else "per-value phe"
             lines.append(
                 f"| {c['case']} ({c['protocol']} vs {peer}) | {c['clients']} | {c['dim']} | {_fmt(c['dropout'])} | "
-                f"{c['rounds']} | {_fmt(c['fedsecure_degree'])}, {_fmt(c['fedsecure_threshold'])} | "
+                f"{c['rounds']} ({c['matched_rounds']}) | {_fmt(c['fedsecure_degree'])}, {_fmt(c['fedsecure_threshold'])} | "
                 f"{_fmt(c['peer_degree'])}, {_fmt(c['peer_threshold'])} | {_fmt(c['fedsecure_round_s'])} | "
-                f"{_fmt(c['peer_round_s'])} | **{c['time_ratio']:.1f}x** | {_fmt(c['fedsecure_bytes_up_per_param'])} | "
-                f"{_fmt(c['peer_bytes_up_per_param'])} | {c['bytes_ratio']:.1f}x | "
-                f"{_fmt(c['fedsecure_aborted_rounds'])} / {_fmt(c['peer_aborted_rounds'])} |")
+                f"{_fmt(c['peer_round_s'])} | **{_times(c['time_ratio'])}** | "
+                f"{_fmt(c['fedsecure_bytes_up_per_param'])} | {_fmt(c['peer_bytes_up_per_param'])} | "
+                f"{_times(c['bytes_ratio'])} | {_fmt(c['fedsecure_aborted_rounds'])} / {_fmt(c['peer_aborted_rounds'])} |")
         lines.append("")
 
     def pivot(suite: str, x: str, y: str, title: str) -> None:
@@ -254,7 +259,10 @@ def markdown_tables(data: dict[str, Any], *, plots: str | None = None) -> str:
 
 
 def write_markdown(data: dict[str, Any], path: Path, *, plots: Path | None = None) -> None:
-    """Write the tables to ``path``, between the generated-section markers if the file already has them."""
+    """Write the tables to a new file ``path``, or between the generated-section markers of an existing one.
+
+    An existing file without both markers is refused, never overwritten.
+    """
     relative = os.path.relpath(plots, path.parent) if plots is not None else None
     section = f"{MARKDOWN_BEGIN}\n{markdown_tables(data, plots=relative)}\n{MARKDOWN_END}"
     if path.exists():
@@ -264,4 +272,6 @@ def write_markdown(data: dict[str, Any], path: Path, *, plots: Path | None = Non
             _, tail = rest.split(MARKDOWN_END, 1)
             _atomic_write(path, head + section + tail)
             return
+        raise FileExistsError(f"{path} exists and has no generated-section markers; add the two lines\n"
+                              f"{MARKDOWN_BEGIN}\n{MARKDOWN_END}\nwhere the tables should go, or name a new file")
     _atomic_write(path, section + "\n")

@@ -44,7 +44,8 @@ class Profile:
     dropout_sweep_dim: int
     dropout_rounds: int
     repeats: int
-    # Paillier rounds cost seconds to minutes each, so they are timed fewer times.
+    # Timed rounds per sweep point, for fedsecure and Flower alike; Paillier rounds cost seconds to minutes
+    # each, so they are timed fewer times.
     paillier_repeats: int
     peer_cases: tuple[PeerCase, ...]
     phe_dim: int
@@ -58,7 +59,6 @@ class Profile:
     # Flower's SecAgg+ costs grow with clients x neighbours (pure-Python Shamir sharing); skipped above these.
     flower_max_clients: int = 100
     flower_max_dim: int = 1_000_000
-    flower_repeats: int = 1
     # SecAgg's complete graph costs clients^2 * dim keystream words; skipped above this.
     complete_graph_max_words: float = 1e10
     # --utility: cnn-digits over this many clients and rounds, at these epsilons.
@@ -91,7 +91,7 @@ FULL = Profile(
     clients_sweep=(10, 25, 50, 100, 200), clients_sweep_dim=10_000,
     dim_sweep=(1_000, 10_000, 100_000, 1_000_000), dim_sweep_clients=20,
     dropout_sweep=(0.1, 0.2, 0.3), dropout_sweep_clients=20, dropout_sweep_dim=1_000, dropout_rounds=30,
-    repeats=3, paillier_repeats=1,
+    repeats=2, paillier_repeats=1,
     peer_cases=(
         PeerCase("complete graph", clients=50, dim=100_000, rounds=2, complete_graph=True),
         PeerCase("Flower's example configuration", clients=5, dim=62_006, rounds=30, dropout=0.1, num_shares=3,

@@ -11,7 +11,6 @@ from typing import Any
 
 from ..crypto import generate_paillier_keypair
 from ..protocols import PaillierDeployment, ProtocolKind, RoundConfig, ThreatModel
-from ..protocols._parameters import complete_graph_parameters
 from ._environment import environment
 from ._fedsecure import DropPlan, FedsecureRound, drop_plans, run_fedsecure_rounds, stage_index, vectors
 from ._flower import FLOWER_STAGES, FlowerRound, flower_available, run_flower_secaggplus
@@ -21,7 +20,7 @@ from ._profiles import Profile
 __all__ = ["ALL_PROTOCOLS", "BenchResult", "run_benchmark"]
 
 # "phe" is per-value python-paillier, extrapolated from a timed sample: the reference, not a protocol.
-ALL_PROTOCOLS = ("plaintext", "secagg", "secagg+", "paillier", "paillier-threshold", "phe")
+ALL_PROTOCOLS = tuple(kind.value for kind in ProtocolKind) + ("phe",)
 THREAT = ThreatModel()
 
 Log = Callable[[str], None]
@@ -44,6 +43,12 @@ class BenchResult:
 
 def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
 
 
 class _Bench:
@@ -87,18 +92,24 @@ class _Bench:
         peak = next((r.server_peak_bytes for r in rounds if r.server_peak_bytes is not None), None)
         record = self._record(
             suite, "fedsecure", protocol, clients=len(config.clients), dim=dim, dropout=dropout, bernoulli=bernoulli,
-            degree=config.degree, threshold=config.threshold, rounds=len(rounds), aborted_rounds=len(rounds) - len(completed),
-            wrong_rounds=sum(not r.correct for r in completed),
+            degree=config.degree, threshold=config.threshold, rounds=len(rounds),
+            aborted_rounds=len(rounds) - len(completed), wrong_rounds=sum(not r.correct for r in completed),
             round_s=_median([r.seconds for r in timed]), round_s_min=min(r.seconds for r in timed),
             client_s=_median([r.client_seconds for r in timed]), server_s=_median([r.server_seconds for r in timed]),
             bytes_up_per_param=_median([r.bytes_up for r in timed]) / dim,
             bytes_down_per_param=_median([r.bytes_down for r in timed]) / dim,
             server_peak_mib=None if peak is None else peak / 2**20, setup_s=setup_s, extrapolated=False,
-            max_abs_error=None)
-        self.log(f"  fedsecure {protocol:<18} n={len(config.clients):<4} d={dim:<8} drop={dropout:<4} "
-                 f"round {record['round_s']:.3f} s  {record['bytes_up_per_param']:.2f} B/param  "
-                 f"aborted {record['aborted_rounds']}/{len(rounds)}  wrong {record['wrong_rounds']}")
+            max_abs_error=None, per_round_s=[r.seconds for r in rounds],
+            per_round_completed=[not r.aborted for r in rounds], per_round_bytes_up=[r.bytes_up for r in rounds],
+            abort_reasons=sorted({r.abort_reason for r in rounds if r.abort_reason}))
+        self._log_record(record)
         return record
+
+    def _log_record(self, record: dict[str, Any]) -> None:
+        name = f"{record['implementation']:<9} {record['protocol']:<18}"
+        self.log(f"  {name} n={record['clients']:<4} d={record['dim']:<8} drop={record['dropout']:<4} "
+                 f"round {record['round_s']:.3f} s  {record['bytes_up_per_param']:.2f} B/param  "
+                 f"aborted {record['aborted_rounds']}/{record['rounds']}  wrong {record['wrong_rounds']}")
 
     def _flower_record(self, suite: str, rounds: Sequence[FlowerRound], *, clients: int, dim: int, dropout: float,
                        bernoulli: bool, num_shares: int, threshold: int) -> dict[str, Any]:
@@ -113,27 +124,43 @@ class _Bench:
             bytes_up_per_param=_median([r.bytes_up for r in timed]) / dim,
             bytes_down_per_param=_median([r.bytes_down for r in timed]) / dim,
             server_peak_mib=None, setup_s=0.0, extrapolated=False,
-            max_abs_error=max((r.max_abs_error for r in completed), default=None))
-        self.log(f"  flower    secagg+{'':<11} n={clients:<4} d={dim:<8} drop={dropout:<4} "
-                 f"round {record['round_s']:.3f} s  {record['bytes_up_per_param']:.2f} B/param  "
-                 f"aborted {record['aborted_rounds']}/{len(rounds)}  wrong {record['wrong_rounds']}")
+            max_abs_error=max((r.max_abs_error for r in completed), default=None),
+            per_round_s=[r.seconds for r in rounds], per_round_completed=[r.completed for r in rounds],
+            per_round_bytes_up=[float(r.bytes_up) for r in rounds], abort_reasons=[])
+        self._log_record(record)
         return record
 
     def _compare(self, suite: str, label: str, ours: dict[str, Any], peer: dict[str, Any]) -> None:
-        # Ratios are peer over fedsecure: above 1 means fedsecure is faster or smaller.
+        """Ratios of peer over fedsecure (above 1: fedsecure is faster or smaller), on matching rounds only.
+
+        Both sides ran the same drop plans, round by round; time and bytes are
+        compared over the rounds both completed, so neither side is credited
+        with the shorter time of an aborted round. Without such rounds the
+        ratios are ``None`` and the aborted-round counts are the result.
+        """
+        matched = [i for i, (a, b) in enumerate(zip(ours["per_round_completed"], peer["per_round_completed"],
+                                                     strict=True)) if a and b]
+
+        def median_of(record: dict[str, Any], key: str) -> float | None:
+            return _median([record[key][i] for i in matched]) if matched else None
+
+        ours_s, peer_s = median_of(ours, "per_round_s"), median_of(peer, "per_round_s")
+        ours_b, peer_b = median_of(ours, "per_round_bytes_up"), median_of(peer, "per_round_bytes_up")
+        env = self.env
         self.result.comparisons.append({
             "suite": suite, "case": label, "protocol": ours["protocol"], "peer": peer["implementation"],
             "peer_protocol": peer["protocol"], "clients": ours["clients"], "dim": ours["dim"],
-            "dropout": ours["dropout"], "rounds": ours["rounds"], "fedsecure_degree": ours["degree"],
-            "fedsecure_threshold": ours["threshold"], "peer_degree": peer["degree"], "peer_threshold": peer["threshold"],
-            "fedsecure_round_s": ours["round_s"], "peer_round_s": peer["round_s"],
-            "time_ratio": peer["round_s"] / ours["round_s"],
-            "fedsecure_bytes_up_per_param": ours["bytes_up_per_param"],
-            "peer_bytes_up_per_param": peer["bytes_up_per_param"],
-            "bytes_ratio": peer["bytes_up_per_param"] / ours["bytes_up_per_param"],
+            "dropout": ours["dropout"], "rounds": ours["rounds"], "matched_rounds": len(matched),
+            "fedsecure_degree": ours["degree"], "fedsecure_threshold": ours["threshold"],
+            "peer_degree": peer["degree"], "peer_threshold": peer["threshold"],
+            "fedsecure_round_s": ours_s, "peer_round_s": peer_s, "time_ratio": _ratio(peer_s, ours_s),
+            "fedsecure_bytes_up_per_param": None if ours_b is None else ours_b / ours["dim"],
+            "peer_bytes_up_per_param": None if peer_b is None else peer_b / peer["dim"],
+            "bytes_ratio": _ratio(peer_b, ours_b),
             "fedsecure_aborted_rounds": ours["aborted_rounds"], "peer_aborted_rounds": peer["aborted_rounds"],
             "fedsecure_wrong_rounds": ours["wrong_rounds"], "peer_wrong_rounds": peer["wrong_rounds"],
-        })
+            "cpu": env["cpu"], "cores": env["cores"], "date": env["date"], "commit": env["commit"],
+        } | {f"{name}_version": version for name, version in env["versions"].items()})
 
     # ------------------------------------------------------------- runners
     def _deployment(self, protocol: ProtocolKind, clients: int) -> tuple[PaillierDeployment, float]:
@@ -198,11 +225,14 @@ class _Bench:
         self.log(f"  phe       per value{'':<9} n={clients:<4} d={dim:<8} round {seconds:.1f} s (extrapolated from "
                  f"{self._phe.sample} values)")
 
-    def _secaggplus_parameters(self, clients: int) -> tuple[int, int]:
-        # What fedsecure's SecAgg+ chose for this cohort, handed to Flower so both run the same graph.
-        config = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(clients),
-                                    encoding=_encoding(clients, 1), threat=THREAT)
-        return config.degree, config.threshold
+    def warm_up(self) -> None:
+        """One small untimed round per implementation, so no timed round pays for first imports and caches."""
+        plans: list[DropPlan] = [{}]
+        for protocol in ("plaintext", "secagg", "secagg+"):
+            if protocol in self.protocols:
+                run_fedsecure_rounds(ProtocolKind(protocol), vectors(5, 100, self.seed), plans, threat=THREAT)
+        if self.flower is not None:
+            run_flower_secaggplus(vectors(5, 100, self.seed), [{}], num_shares=5, threshold=3)
 
     # --------------------------------------------------------------- suites
     def sweep(self, suite: str, points: Sequence[tuple[int, int]]) -> None:
@@ -218,12 +248,12 @@ class _Bench:
                 plans: list[DropPlan] = [{}] * count
                 ours[protocol] = self.fedsecure(suite, protocol, clients, dim, plans, dropout=0.0, bernoulli=False,
                                                 memory=True)
-            if self.flower is not None and "secagg+" in self.protocols:
-                degree, threshold = self._secaggplus_parameters(clients)
-                peer = self.flower_peer(suite, clients, dim, [{}] * self.profile.flower_repeats, dropout=0.0,
-                                        bernoulli=False, num_shares=degree, threshold=threshold)
-                ours_plus = ours.get("secagg+")
-                if peer is not None and ours_plus is not None:
+            ours_plus = ours.get("secagg+")
+            if self.flower is not None and ours_plus is not None:
+                # Flower runs the neighbourhood and threshold fedsecure chose, and the same number of rounds.
+                peer = self.flower_peer(suite, clients, dim, [{}] * repeats, dropout=0.0, bernoulli=False,
+                                        num_shares=ours_plus["degree"], threshold=ours_plus["threshold"])
+                if peer is not None:
                     self._compare(suite, f"{suite} sweep: n={clients}, d={dim}", ours_plus, peer)
 
     def dropout_sweep(self) -> None:
@@ -235,12 +265,12 @@ class _Bench:
             ours = {protocol: self.fedsecure("dropout", protocol, clients, dim, plans, dropout=fraction,
                                              bernoulli=True)
                     for protocol in self.protocols if protocol != "phe"}
-            if self.flower is not None and "secagg+" in self.protocols:
-                degree, threshold = self._secaggplus_parameters(clients)
+            ours_plus = ours.get("secagg+")
+            if self.flower is not None and ours_plus is not None:
                 peer = self.flower_peer("dropout", clients, dim, plans, dropout=fraction, bernoulli=True,
-                                        num_shares=degree, threshold=threshold)
-                if peer is not None and ours.get("secagg+") is not None:
-                    self._compare("dropout", f"dropout sweep: p={fraction}", ours["secagg+"], peer)  # type: ignore[arg-type]
+                                        num_shares=ours_plus["degree"], threshold=ours_plus["threshold"])
+                if peer is not None:
+                    self._compare("dropout", f"dropout sweep: p={fraction}", ours_plus, peer)
 
     def peers(self) -> None:
         if self.flower is None:
@@ -257,17 +287,17 @@ class _Bench:
                 plans = [{}] * case.rounds
             ours = self.fedsecure("peers", protocol, case.clients, case.dim, plans, dropout=case.dropout,
                                   bernoulli=bool(case.dropout))
+            if ours is None:
+                continue
             if case.num_shares is not None and case.threshold is not None:
                 shares, threshold = case.num_shares, case.threshold
-            elif case.complete_graph:
-                params = complete_graph_parameters(case.clients, THREAT)
-                shares, threshold = params.degree, params.threshold
             else:
-                shares, threshold = self._secaggplus_parameters(case.clients)
+                # The neighbourhood and threshold fedsecure ran (the complete graph for SecAgg).
+                shares, threshold = ours["degree"], ours["threshold"]
             # The profile names these cases explicitly, so the sweep limits do not apply.
             peer = self.flower_peer("peers", case.clients, case.dim, plans, dropout=case.dropout,
                                     bernoulli=bool(case.dropout), num_shares=shares, threshold=threshold, limited=False)
-            if ours is not None and peer is not None:
+            if peer is not None:
                 self._compare("peers", case.name, ours, peer)
 
     def phe_suite(self) -> None:
@@ -278,28 +308,25 @@ class _Bench:
         public, private = generate_paillier_keypair(p.key_bits)
         packed = measure_packed_encryption(public, dim=p.phe_dim, clients=10)
         per_value = measure_per_value_phe(public, private, p.phe_sample)
+        phe_s = per_value.encrypt_s * p.phe_dim
         ours = self._record("phe", "fedsecure", "paillier", clients=1, dim=p.phe_dim, dropout=0.0, bernoulli=False,
                             degree=None, threshold=None, rounds=1, aborted_rounds=0, wrong_rounds=0,
                             round_s=packed.seconds, round_s_min=packed.seconds, client_s=packed.seconds,
                             server_s=None, bytes_up_per_param=packed.bytes_per_param, bytes_down_per_param=None,
-                            server_peak_mib=None, setup_s=0.0, extrapolated=False, max_abs_error=None)
+                            server_peak_mib=None, setup_s=0.0, extrapolated=False, max_abs_error=None,
+                            per_round_s=[packed.seconds], per_round_completed=[True],
+                            per_round_bytes_up=[packed.bytes_per_param * p.phe_dim], abort_reasons=[])
         peer = self._record("phe", "phe", "phe", clients=1, dim=p.phe_dim, dropout=0.0, bernoulli=False,
-                            degree=None, threshold=None, rounds=0, aborted_rounds=0, wrong_rounds=0,
-                            round_s=per_value.encrypt_s * p.phe_dim, round_s_min=per_value.encrypt_s * p.phe_dim,
-                            client_s=per_value.encrypt_s * p.phe_dim, server_s=None,
+                            degree=None, threshold=None, rounds=1, aborted_rounds=None, wrong_rounds=None,
+                            round_s=phe_s, round_s_min=phe_s, client_s=phe_s, server_s=None,
                             bytes_up_per_param=float(per_value.bytes_per_value), bytes_down_per_param=None,
-                            server_peak_mib=None, setup_s=0.0, extrapolated=True, max_abs_error=None)
+                            server_peak_mib=None, setup_s=0.0, extrapolated=True, max_abs_error=None,
+                            per_round_s=[phe_s], per_round_completed=[True],
+                            per_round_bytes_up=[float(per_value.bytes_per_value * p.phe_dim)], abort_reasons=[])
         self._compare("phe", f"encrypt one update of {p.phe_dim} values", ours, peer)
         self.log(f"  packed {packed.seconds:.2f} s, per-value phe {peer['round_s']:.0f} s (extrapolated): "
                  f"x{peer['round_s'] / packed.seconds:.0f}; {packed.bytes_per_param:.2f} against "
                  f"{per_value.bytes_per_value} B/param")
-
-
-def _encoding(clients: int, dim: int) -> Any:
-    from ..encoding import ClipMode, EncodingConfig
-
-    return EncodingConfig.fit_scale(dimension=dim, clients=clients, clip=1.0, ring_bits=32,
-                                    clip_mode=ClipMode.PER_COORDINATE)
 
 
 def run_benchmark(profile: Profile, *, protocols: Sequence[str] = ALL_PROTOCOLS, peers: bool = True,
@@ -318,6 +345,7 @@ def run_benchmark(profile: Profile, *, protocols: Sequence[str] = ALL_PROTOCOLS,
         raise ValueError(f"unknown protocols {sorted(unknown)}; choose from {', '.join(ALL_PROTOCOLS)}")
     bench = _Bench(profile, protocols, peers, seed, log or (lambda _: None))
     started = time.perf_counter()
+    bench.warm_up()
     bench.sweep("clients", [(n, profile.clients_sweep_dim) for n in profile.clients_sweep])
     bench.sweep("dim", [(profile.dim_sweep_clients, d) for d in profile.dim_sweep])
     bench.dropout_sweep()

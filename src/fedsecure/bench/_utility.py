@@ -1,4 +1,4 @@
-"""Privacy against utility: the cnn-digits example trained under each DP level at several epsilons."""
+"""Privacy against utility: a digits example (cnn-digits by default) trained under each DP level at several epsilons."""
 
 from __future__ import annotations
 
@@ -22,25 +22,25 @@ UTILITY_LEVELS: tuple[tuple[str, str | None, str], ...] = (
 
 
 def run_utility(*, clients: int, rounds: int, epsilons: Sequence[float], delta: float = 1e-5, seed: int = 0,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train ``cnn-digits`` (bundled scikit-learn digits) without DP and at each epsilon under each DP level.
+                example: str = "cnn-digits", log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``example`` (on scikit-learn's bundled digits) without DP and at each epsilon under each DP level.
 
     Every run trains a fresh model for ``rounds`` rounds over ``clients``
-    clients with the example's Dirichlet label skew and 20% dropout, and records
+    clients with the example's own partition and dropout, and records
     the final test accuracy and the epsilon the privacy ledger reports (the
     accounting of what actually ran, not the plan). Needs the ``torch`` and
     ``examples`` extras.
     """
     from ..dp import Mechanism, PrivacyLevel
     from ..fl import train_federated
-    from ..fl.examples import cnn_digits, dp_config_for
+    from ..fl.examples import EXAMPLES, dp_config_for
     from ..protocols import ProtocolKind
 
     say = log or (lambda _: None)
     records = []
     for label, level, protocol in UTILITY_LEVELS:
         for epsilon in (epsilons if level is not None else [None]):
-            experiment = cnn_digits(protocol=ProtocolKind(protocol), clients=clients, seed=seed)
+            experiment = EXAMPLES[example](protocol=ProtocolKind(protocol), clients=clients, seed=seed)
             federation = experiment.federation
             if level is not None and epsilon is not None:
                 dp = dp_config_for(experiment, level=PrivacyLevel(level), epsilon=epsilon, delta=delta, rounds=rounds,
@@ -58,7 +58,7 @@ def run_utility(*, clients: int, rounds: int, epsilons: Sequence[float], delta: 
             records.append(record)
             say(f"  utility {label:<45} epsilon {epsilon if epsilon is not None else '-':<6} accuracy "
                 f"{100 * (result.final_accuracy or 0):5.1f}%  ({record['seconds']:.0f} s)")
-    return {"example": "cnn-digits", "clients": clients, "rounds": rounds, "delta": delta,
+    return {"example": example, "clients": clients, "rounds": rounds, "delta": delta,
             "epsilons": list(epsilons), "records": records}
 
 
