@@ -95,9 +95,14 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         report = simulate(protocol=_PROTOCOLS[args.protocol], clients=args.clients, dimension=args.dim,
                           dropout=args.dropout, seed=args.seed, threat=threat, ring_bits=args.ring_bits,
-                          progress=progress, key_bits=args.key_bits, insecure_keys=args.insecure_small_keys)
+                          progress=progress, key_bits=args.key_bits, insecure_keys=args.insecure_small_keys,
+                          record_fields=args.transcript is not None)
     finally:
         progress.finish()
+    if args.transcript is not None:
+        from .runtime import write_transcript
+
+        write_transcript(args.transcript, [report.transcript()])
     summary = report.to_json()
     if args.json:
         print(json.dumps(summary, sort_keys=True))
@@ -106,6 +111,27 @@ def _simulate(args: argparse.Namespace) -> int:
     if summary["aborted"]:
         return 3
     return 0 if summary["correct"] else 1
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .audit import TranscriptError, read_transcript, run_checks
+
+    try:
+        rounds = read_transcript(args.transcript)
+    except OSError as error:
+        raise TranscriptError(f"cannot read {args.transcript}: {error.strerror}") from None
+    results = run_checks(rounds)
+    if args.json:
+        print(json.dumps({"transcript": args.transcript, "checks": [r.to_json() for r in results]}, indent=1))
+    else:
+        for result in results:
+            verdict = "n/a " if not result.applicable else ("PASS" if result.passed else "FAIL")
+            print(f"{verdict}  {result.name:<22} {result.detail}")
+            for line in result.evidence[:20]:
+                print(f"        {line}")
+            if len(result.evidence) > 20:
+                print(f"        ... and {len(result.evidence) - 20} more")
+    return 0 if all(r.passed for r in results) else 1
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -391,6 +417,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="Paillier modulus size for the paillier protocols (default 2048)")
     sim.add_argument("--insecure-small-keys", action="store_true",
                      help="allow Paillier keys below 2048 bits (demos and tests only)")
+    sim.add_argument("--transcript", metavar="FILE",
+                     help="write the round's audit transcript (JSON lines, public fields only) for `fedsecure audit`")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.add_argument("--quiet", action="store_true", help="no progress display")
     sim.set_defaults(handler=_simulate)
@@ -460,6 +488,18 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the whole run as one JSON document")
     bench.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     bench.set_defaults(handler=_bench)
+
+    audit = commands.add_parser(
+        "audit",
+        help="check a transcript for what the server could have learnt",
+        description="Run every check on a transcript written by `fedsecure simulate --transcript`: no client's "
+        "self-mask seed and pairwise key both revealed, the graph and threshold within the threat model's bound, "
+        "fresh public keys, ring headroom, share envelopes delivered only to their recipients. Exit status: 0 every "
+        "check passed, 1 some check failed, 2 the file is not a valid transcript.",
+    )
+    audit.add_argument("transcript", help="a transcript file (JSON lines)")
+    audit.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    audit.set_defaults(handler=_audit)
 
     privacy = commands.add_parser(
         "privacy",

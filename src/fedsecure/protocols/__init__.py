@@ -25,7 +25,14 @@ from ._messages import (
     UnmaskingShares,
     UnmaskRequest,
 )
-from ._parameters import GraphParameters, ThreatModel, choose_parameters, complete_graph_parameters
+from ._parameters import (
+    GraphParameters,
+    ThreatModel,
+    choose_parameters,
+    complete_graph_parameters,
+    graph_security_failure,
+)
+from ._public import public_view
 from ._secagg import SecAggClientSession, SecAggServerSession
 from ._paillier import (
     PaillierClientSession,
@@ -96,4 +103,6 @@ __all__ = [
     "create_server_session",
     "decode_message",
     "encode_message",
+    "graph_security_failure",
+    "public_view",
 ]

@@ -130,6 +130,30 @@ def complete_graph_parameters(clients: int, threat: ThreatModel) -> GraphParamet
                            security_failure=0.0, correctness_failure=independent)
 
 
+def graph_security_failure(clients: int, degree: int, threshold: int, threat: ThreatModel) -> float:
+    """An upper bound on the probability that the server and the corrupt clients learn an honest input.
+
+    This is the bound :func:`choose_parameters` selects against (Bell et al. 2020, §3-§4; module docstring): the
+    random graph falls apart once the corrupt and dropped clients are removed, or some client has
+    ``threshold`` corrupt neighbours. For the complete graph it is 0 when ``threshold`` is a majority above
+    the corrupt count, else 1. A threshold of at most half the neighbourhood is always 1: then the
+    server can collect both kinds of share of one client (Bonawitz et al. 2017, §4).
+    """
+    n = clients
+    corrupt = math.floor(threat.corrupt_fraction * n)
+    if degree >= n:
+        return 0.0 if threshold >= max((n + 1) // 2, corrupt + 1, 2) else 1.0
+    if threshold < (degree + 1) // 2 or threshold > degree:
+        return 1.0
+    dropped = math.ceil(threat.dropout_fraction * n)
+    removed = min(n, corrupt + dropped)
+    others = degree - 1
+    half = others // 2
+    disconnect = (n * n / 2) * math.comb(removed, 2 * half) / math.comb(n, 2 * half)
+    corrupt_tails = _upper_tails(_hypergeometric_pmf(n - 1, corrupt, others))
+    return min(1.0, n * corrupt_tails[threshold] + disconnect)
+
+
 def choose_parameters(clients: int, threat: ThreatModel) -> GraphParameters:
     """The smallest SecAgg+ neighbourhood and threshold meeting ``threat`` (see the module docstring)."""
     if clients < 1:

@@ -3,8 +3,11 @@
 from ._schedule import DropoutSchedule, client_stages
 from ._simulate import SimulationReport, client_data, plaintext_ring_sum, simulate
 from ._simulator import Interceptor, RoundReport, Simulator, TranscriptRecord
+from ._transcript import TRANSCRIPT_FORMAT, TRANSCRIPT_VERSION, transcript_lines, write_transcript
 
 __all__ = [
+    "TRANSCRIPT_FORMAT",
+    "TRANSCRIPT_VERSION",
     "DropoutSchedule",
     "Interceptor",
     "RoundReport",
@@ -15,4 +18,6 @@ __all__ = [
     "client_stages",
     "plaintext_ring_sum",
     "simulate",
+    "transcript_lines",
+    "write_transcript",
 ]

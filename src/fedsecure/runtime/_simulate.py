@@ -13,6 +13,7 @@ from ..crypto import MIN_SECURE_KEY_BITS
 from ..protocols import PaillierDeployment, ProtocolKind, RoundConfig, ThreatModel
 from ._schedule import DropoutSchedule
 from ._simulator import Progress, RoundReport, Simulator
+from ._transcript import transcript_lines
 
 __all__ = ["SimulationReport", "simulate", "client_data", "plaintext_ring_sum"]
 
@@ -43,6 +44,11 @@ class SimulationReport:
     encoding: EncodingConfig
     correct: bool
     max_abs_error: float
+    threat: ThreatModel | None = None
+
+    def transcript(self) -> list[dict[str, Any]]:
+        """The round's audit transcript lines (the round must be simulated with ``record_fields=True``)."""
+        return list(transcript_lines(self.round, encoding=self.encoding, threat=self.threat))
 
     def to_json(self) -> dict[str, Any]:
         """The stable machine-readable summary printed by ``fedsecure simulate --json``."""
@@ -100,6 +106,7 @@ def simulate(
     paillier: PaillierDeployment | None = None,
     key_bits: int = MIN_SECURE_KEY_BITS,
     insecure_keys: bool = False,
+    record_fields: bool = False,
 ) -> SimulationReport:
     """Run one round over ``clients`` simulated clients with ``dimension``-long updates.
 
@@ -108,6 +115,8 @@ def simulate(
     dropout schedule reproducible; every key and mask comes from the OS.
     Paillier protocols use ``paillier`` if given, else set up a fresh deployment
     with ``key_bits``-bit keys (below 2048 only with ``insecure_keys``).
+    ``record_fields`` keeps every message's public fields, for
+    :meth:`SimulationReport.transcript`.
     """
     if clients < 1:
         raise ValueError("clients must be at least 1")
@@ -129,7 +138,8 @@ def simulate(
         updates[c] = quantizer.encode(client_data(seed, c, dimension))
         if progress is not None and (c + 1) % 100 == 0:
             progress("encode", c + 1, clients)
-    report = Simulator(config, updates, schedule=schedule, progress=progress, paillier=paillier).run()
+    report = Simulator(config, updates, schedule=schedule, progress=progress, paillier=paillier,
+                       record_fields=record_fields).run()
 
     correct = False
     max_abs_error = float("nan")
@@ -141,4 +151,5 @@ def simulate(
             float_sum += client_data(seed, c, dimension)
         decoded = quantizer.decode_sum(report.result.ring_sum).total
         max_abs_error = float(np.max(np.abs(decoded - float_sum)))
-    return SimulationReport(round=report, encoding=encoding, correct=correct, max_abs_error=max_abs_error)
+    return SimulationReport(round=report, encoding=encoding, correct=correct, max_abs_error=max_abs_error,
+                            threat=threat)

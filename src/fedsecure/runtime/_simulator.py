@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._errors import FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
 from ..encoding import EncodedUpdate
@@ -29,6 +30,7 @@ from ..protocols import (
     create_server_session,
     decode_message,
     encode_message,
+    public_view,
 )
 from ._schedule import DropoutSchedule
 
@@ -51,6 +53,8 @@ class TranscriptRecord:
     receiver: int | str
     message_type: str
     size: int
+    #: The message's public fields (:func:`~fedsecure.protocols.public_view`), when the simulator records them.
+    fields: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -95,7 +99,9 @@ class Simulator:
     ``wrap_server`` may wrap the server session (benchmarks use it to measure
     the server's own memory). Paillier rounds need the ``paillier`` deployment:
     each client's credentials and, for a separate decryptor, the key holder,
-    which appears in the transcript as ``"decryptor"``.
+    which appears in the transcript as ``"decryptor"``. With ``record_fields``
+    every transcript record also carries the message's public fields, for
+    auditing (it costs a hash of every vector and envelope).
     """
 
     def __init__(
@@ -108,6 +114,7 @@ class Simulator:
         progress: Progress | None = None,
         wrap_server: Callable[[ServerSession], ServerSession] | None = None,
         paillier: PaillierDeployment | None = None,
+        record_fields: bool = False,
     ) -> None:
         missing = set(config.clients) - updates.keys()
         if missing:
@@ -121,12 +128,25 @@ class Simulator:
         if config.protocol.is_paillier and paillier is None:
             raise ValueError(f"a {config.protocol.value} round needs its PaillierDeployment")
         self._paillier = paillier
+        self._record_fields = record_fields
+
+    def _fields(self, message: Any) -> Mapping[str, Any] | None:
+        return public_view(message) if self._record_fields else None
+
+    def _fields_of_bytes(self, data: bytes, max_bytes: int) -> Mapping[str, Any] | None:
+        if not self._record_fields:
+            return None
+        try:
+            return public_view(decode_message(data, max_bytes=max_bytes))
+        except FedSecureError as error:
+            return {"undecodable": type(error).__name__}
 
     def _decrypt(self, server: ServerSession, data: bytes, label: str, transcript: list[TranscriptRecord],
                  refusals: dict[str, FedSecureError], rejected: list[PeerProtocolError]) -> float:
         # The separate decryptor: a party of its own, reached over the same codec. Returns its time.
         key_holder = self._paillier.key_holder if self._paillier is not None else None
-        transcript.append(TranscriptRecord(label, SERVER, "decryptor", "DecryptionRequest", len(data)))
+        transcript.append(TranscriptRecord(label, SERVER, "decryptor", "DecryptionRequest", len(data),
+                                           self._fields_of_bytes(data, server.max_message_bytes)))
         if key_holder is None:
             return 0.0
         started = time.perf_counter()
@@ -140,7 +160,8 @@ class Simulator:
             refusals["decryptor"] = error
             return time.perf_counter() - started
         elapsed = time.perf_counter() - started
-        transcript.append(TranscriptRecord(label, "decryptor", SERVER, "DecryptedAggregate", len(reply)))
+        transcript.append(TranscriptRecord(label, "decryptor", SERVER, "DecryptedAggregate", len(reply),
+                                           self._fields_of_bytes(reply, server.max_message_bytes)))
         try:
             server.receive_bytes(reply, sender=DECRYPTOR)
         except PeerProtocolError as error:
@@ -189,11 +210,12 @@ class Simulator:
                     continue
                 if recipient in client_errors or self._schedule.is_silent(recipient, stage):
                     continue
-                transcript.append(TranscriptRecord(label, SERVER, recipient, type(message).__name__, len(data)))
+                transcript.append(TranscriptRecord(label, SERVER, recipient, type(message).__name__, len(data),
+                                                   self._fields(message)))
                 started = clock()
                 try:
                     replies = clients[recipient].receive(decode_message(data, max_bytes=server.max_message_bytes))
-                    wire = [(type(reply).__name__, encode_message(reply)) for reply in replies]
+                    wire = [(type(reply).__name__, encode_message(reply), reply) for reply in replies]
                 except FedSecureError as error:
                     # The client refused (an honest client aborting); it is silent from now on.
                     client_errors[recipient] = error
@@ -201,13 +223,19 @@ class Simulator:
                 elapsed = clock() - started
                 client_seconds[recipient] += elapsed
                 client_stage_seconds[label] += elapsed
-                for type_name, reply_bytes in wire:
-                    transcript.append(TranscriptRecord(label, recipient, SERVER, type_name, len(reply_bytes)))
+                for type_name, reply_bytes, reply in wire:
+                    fields = self._fields(reply)
                     if self._interceptor is not None:
                         tampered = self._interceptor(recipient, stage, reply_bytes)
                         if tampered is None:
+                            # Swallowed: nothing reached the server.
                             continue
+                        if tampered != reply_bytes:
+                            # The transcript shows what was on the wire, not what the honest session produced.
+                            fields = self._fields_of_bytes(tampered, server.max_message_bytes)
                         reply_bytes = tampered
+                    transcript.append(TranscriptRecord(label, recipient, SERVER, type_name, len(reply_bytes),
+                                                       fields))
                     started = clock()
                     try:
                         server.receive_bytes(reply_bytes, sender=recipient)

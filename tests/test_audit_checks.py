@@ -1,0 +1,168 @@
+"""Transcripts and the auditor's checks: a real round passes, and each check fails on a transcript doctored to break it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedsecure.audit import RoundTranscript, TranscriptError, read_transcript, run_checks
+from fedsecure.cli import main
+from fedsecure.protocols import ProtocolKind, Stage, ThreatModel
+from fedsecure.runtime import DropoutSchedule, simulate, write_transcript
+
+THREAT = ThreatModel()
+
+
+def _lines(protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients: int = 12, round_id: int = 0,
+           schedule: DropoutSchedule | None = None) -> list[dict[str, Any]]:
+    # Clients 0 and 1 drop after sending their masked inputs' shares: the server asks for their key shares.
+    schedule = schedule or DropoutSchedule.at_stages({Stage.MASKED_INPUT: [0, 1]})
+    report = simulate(protocol=protocol, clients=clients, dimension=16, threat=THREAT, schedule=schedule,
+                      round_id=round_id, record_fields=True)
+    assert report.correct
+    return report.transcript()
+
+
+def _checks(lines: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
+    path = tmp_path / "t.jsonl"
+    write_transcript(path, [lines])
+    return {result.name: result for result in run_checks(read_transcript(path))}
+
+
+def _messages(lines: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [line for line in lines if line["kind"] == "message" and line["type"] == kind]
+
+
+@pytest.mark.parametrize("protocol", [ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS])
+def test_an_honest_round_passes_every_check(protocol: ProtocolKind, tmp_path: Path) -> None:
+    results = _checks(_lines(protocol), tmp_path)
+    assert all(result.passed and result.applicable for result in results.values()), results
+
+
+def test_transcript_has_public_fields_and_never_a_share_value_or_vector(tmp_path: Path) -> None:
+    lines = _lines()
+    header, outcome = lines[0], lines[-1]
+    assert header["kind"] == "round" and header["format"] == "fedsecure-transcript" and header["version"] == 1
+    assert outcome["kind"] == "outcome" and outcome["survivors"] == list(range(2, 12))
+    advertised = _messages(lines, "AdvertiseKeys")[0]["fields"]
+    assert len(bytes.fromhex(advertised["cipher_public_key"])) == 32
+    unmasking = _messages(lines, "UnmaskingShares")[0]["fields"]
+    assert {share["owner"] for share in unmasking["key_shares"]} == {0, 1}
+    assert all(set(share) == {"owner"} for share in unmasking["self_mask_shares"] + unmasking["key_shares"])
+    masked = _messages(lines, "MaskedInput")[0]["fields"]
+    assert set(masked["vector"]) == {"length", "sha256"}
+    # Every line is JSON; nothing in the file is a share value or a vector element.
+    text = "\n".join(json.dumps(line) for line in lines)
+    assert '"value"' not in text
+
+
+def test_double_reveal_is_caught(tmp_path: Path) -> None:
+    lines = _lines()
+    # The server asks every survivor for client 0's self-mask share too, although client 0 dropped: doctor
+    # every UnmaskingShares to carry it.
+    for message in _messages(lines, "UnmaskingShares"):
+        message["fields"]["self_mask_shares"].append({"owner": 0})
+    result = _checks(lines, tmp_path)["no-double-reveal"]
+    assert not result.passed and "client 0" in result.evidence[0]
+
+
+def test_weak_threshold_is_caught(tmp_path: Path) -> None:
+    lines = _lines()
+    lines[0]["threshold"] = 2
+    result = _checks(lines, tmp_path)["graph-security-bound"]
+    assert not result.passed and "t=2" in result.evidence[0]
+
+
+def test_missing_threat_model_fails_the_bound(tmp_path: Path) -> None:
+    lines = _lines()
+    lines[0]["threat"] = None
+    assert not _checks(lines, tmp_path)["graph-security-bound"].passed
+
+
+def test_short_neighbourhood_is_caught(tmp_path: Path) -> None:
+    lines = _lines(clients=60)
+    assert lines[0]["degree"] < 60
+    first = next(iter(lines[0]["neighbours"]))
+    lines[0]["neighbours"][first] = lines[0]["neighbours"][first][:-1]
+    result = _checks(lines, tmp_path)["graph-security-bound"]
+    assert not result.passed and f"client {first}" in result.evidence[0]
+
+
+def test_reused_public_key_is_caught_within_and_across_rounds(tmp_path: Path) -> None:
+    lines = _lines()
+    adverts = _messages(lines, "AdvertiseKeys")
+    adverts[1]["fields"]["mask_public_key"] = adverts[0]["fields"]["mask_public_key"]
+    assert not _checks(lines, tmp_path)["fresh-public-keys"].passed
+    # Across rounds: round 1 re-advertises a key of round 0.
+    first, second = _lines(round_id=0), _lines(round_id=1)
+    _messages(second, "AdvertiseKeys")[3]["fields"]["cipher_public_key"] = (
+        _messages(first, "AdvertiseKeys")[3]["fields"]["cipher_public_key"])
+    path = tmp_path / "two.jsonl"
+    write_transcript(path, [first, second])
+    results = {r.name: r for r in run_checks(read_transcript(path))}
+    assert not results["fresh-public-keys"].passed and "round 0" in results["fresh-public-keys"].evidence[0]
+    assert results["no-double-reveal"].passed
+
+
+def test_ring_without_headroom_is_caught(tmp_path: Path) -> None:
+    lines = _lines()
+    lines[0]["max_coordinate"] = 2**30
+    result = _checks(lines, tmp_path)["ring-headroom"]
+    assert not result.passed
+
+
+def test_redirected_or_replayed_share_is_caught(tmp_path: Path) -> None:
+    lines = _lines()
+    deliveries = _messages(lines, "SharesDelivery")
+    redirected = copy.deepcopy(lines)
+    target = _messages(redirected, "SharesDelivery")
+    # The server hands recipient A the envelope B's neighbour sealed for B.
+    target[0]["fields"]["shares"][0] = copy.deepcopy(deliveries[1]["fields"]["shares"][0])
+    assert not _checks(redirected, tmp_path)["share-binding"].passed
+    replayed = copy.deepcopy(lines)
+    again = _messages(replayed, "SharesDelivery")[0]
+    again["fields"]["shares"].append(copy.deepcopy(again["fields"]["shares"][0]))
+    again["fields"]["shares"][-1]["peer"] = again["fields"]["shares"][0]["peer"]
+    assert not _checks(replayed, tmp_path)["share-binding"].passed
+
+
+@pytest.mark.parametrize("damage, complaint", [
+    (lambda text: text.replace('"version":1', '"version":9', 1), "version 1 header"),
+    (lambda text: text.replace('"seq":3,', '"seq":4,', 1), "out of order"),
+    (lambda text: "\n".join(text.splitlines()[:-1]) + "\n", "no outcome"),
+    (lambda text: text + "{not json\n", "not JSON"),
+    (lambda text: text.replace('"kind":"message"', '"kind":"gossip"', 1), "unknown line kind"),
+])
+def test_malformed_transcripts_are_refused_with_the_line(damage: Any, complaint: str, tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    write_transcript(path, [_lines()])
+    path.write_text(damage(path.read_text(encoding="utf-8")), encoding="utf-8")
+    with pytest.raises(TranscriptError, match=complaint):
+        read_transcript(path)
+
+
+def test_cli_simulate_writes_a_transcript_and_audit_reads_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "round.jsonl"
+    assert main(["simulate", "--clients", "15", "--dim", "50", "--quiet", "--transcript", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["audit", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {c["name"] for c in report["checks"]} == {"no-double-reveal", "graph-security-bound", "fresh-public-keys",
+                                                    "ring-headroom", "share-binding"}
+    assert all(c["passed"] for c in report["checks"])
+    # A doctored file fails with exit status 1; a broken one is refused with 2.
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    lines[0]["threshold"] = 1
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    assert main(["audit", str(path)]) == 1
+    assert "FAIL  graph-security-bound" in capsys.readouterr().out
+    assert main(["audit", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_round_transcript_helpers() -> None:
+    round_ = RoundTranscript(header={"round_id": 7}, messages=[{"type": "A"}, {"type": "B"}, {"type": "A"}])
+    assert round_.round_id == 7 and len(round_.of_type("A")) == 2
