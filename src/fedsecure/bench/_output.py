@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_write_text
+
 __all__ = ["write_json", "write_csv", "write_plots", "markdown_tables", "write_markdown", "PLOT_FILES",
            "MARKDOWN_BEGIN", "MARKDOWN_END"]
 
@@ -19,16 +21,9 @@ PLOT_FILES = ("time_vs_clients.png", "time_vs_dim.png", "bytes_per_param.png", "
               "server_memory_vs_clients.png")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def write_json(data: dict[str, Any], path: Path) -> None:
     """The whole run as one JSON document (records, comparisons, environment, profile)."""
-    _atomic_write(path, json.dumps(data, indent=1, allow_nan=False, default=_no_nan) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False, default=_no_nan) + "\n")
 
 
 def _no_nan(value: object) -> object:
@@ -270,8 +265,8 @@ def write_markdown(data: dict[str, Any], path: Path, *, plots: Path | None = Non
         if MARKDOWN_BEGIN in text and MARKDOWN_END in text:
             head, rest = text.split(MARKDOWN_BEGIN, 1)
             _, tail = rest.split(MARKDOWN_END, 1)
-            _atomic_write(path, head + section + tail)
+            atomic_write_text(path, head + section + tail)
             return
         raise FileExistsError(f"{path} exists and has no generated-section markers; add the two lines\n"
                               f"{MARKDOWN_BEGIN}\n{MARKDOWN_END}\nwhere the tables should go, or name a new file")
-    _atomic_write(path, section + "\n")
+    atomic_write_text(path, section + "\n")
