@@ -118,8 +118,9 @@ def _audit(args: argparse.Namespace) -> int:
 
     from .audit import TranscriptError, read_transcript, run_checks
 
-    if args.transcript is None and not args.leakage:
-        raise ConfigurationError("give a transcript to check, --leakage, or both", parameter="transcript")
+    if args.transcript is None and not args.leakage and not args.dp_audit:
+        raise ConfigurationError("give a transcript to check, --leakage, --dp-audit, or several",
+                                 parameter="transcript")
     output: dict[str, Any] = {}
     results = []
     if args.transcript is not None:
@@ -138,6 +139,20 @@ def _audit(args: argparse.Namespace) -> int:
         leakage = [gradient_leakage(kind, clients=args.clients) for kind in
                    (ProtocolKind.PLAINTEXT, ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS)]
         output["gradient_leakage"] = [r.to_json() for r in leakage]
+    audits = []
+    if args.dp_audit:
+        from .audit._empirical import canary_audit
+
+        try:
+            # The two mechanisms as fedsecure calibrates them, then one with ten times too little noise.
+            audits = [canary_audit(level, epsilon=args.epsilon, canaries=args.canaries, noise_scale=scale)
+                      for level, scale in (("central", 1.0), ("distributed", 1.0), ("central", 0.1))]
+        except ImportError as error:  # pragma: no cover - depends on the installed extras
+            return _missing_extras("audit --dp-audit", "torch", error)
+        output["dp_audit"] = [a.to_json() | {"miscalibrated": scale != 1.0}
+                              for a, scale in zip(audits, (1.0, 1.0, 0.1), strict=True)]
+        output["claimed_epsilon"] = args.epsilon
+        output["empirical_epsilon_lower_bound"] = max(a.empirical_epsilon_lower_bound for a in audits[:2])
     if args.report:
         from .audit._leakage import plot_leakage
         from ._io import atomic_write_text
@@ -161,6 +176,20 @@ def _audit(args: argparse.Namespace) -> int:
                       "correct |", "|---|---|---|"]
             lines += [f"| {r.protocol} | {r.relative_error:.3g} | {r.sum_correct} |" for r in leakage]
             lines += ["", "![gradient leakage](gradient_leakage.png)", ""]
+        if audits:
+            lines += ["## Empirical privacy audit (one run, canaries)", "",
+                      f"Steinke, Nasr and Jagielski (NeurIPS 2023): {args.canaries} canaries, each included with "
+                      "probability 1/2 by a coin from the OS, one release, guesses fixed in advance. A lower bound "
+                      "above the claimed epsilon proves the claim false at the stated confidence.", "",
+                      "| mechanism | noise multiplier (claimed) | correct / guesses | epsilon lower bound | claimed "
+                      "epsilon | verdict |", "|---|---|---|---|---|---|"]
+            for audit_, entry in zip(audits, output["dp_audit"], strict=True):
+                name = audit_.level + (", 10x too little noise" if entry["miscalibrated"] else "")
+                lines.append(f"| {name} | {audit_.noise_multiplier:.3g} ({audit_.claimed_noise_multiplier:.3g}) | "
+                             f"{audit_.correct} / {audit_.guesses} | {audit_.empirical_epsilon_lower_bound:.3g} "
+                             f"({audit_.confidence:.0%}) | {audit_.claimed_epsilon:g} | "
+                             f"{'**VIOLATION**' if audit_.violation else 'consistent'} |")
+            lines.append("")
         atomic_write_text(report / "report.md", "\n".join(lines))
         atomic_write_text(report / "audit.json", json.dumps(output, indent=1) + "\n")
     if args.json:
@@ -175,7 +204,13 @@ def _audit(args: argparse.Namespace) -> int:
                 print(f"        ... and {len(result.evidence) - 20} more")
         for leak in leakage:
             print(f"leakage  {leak.protocol:<10} reconstruction error {leak.relative_error:.3g} (relative L2)")
-    return 0 if all(r.passed for r in results) else 1
+        for audit_, scale in zip(audits, (1.0, 1.0, 0.1), strict=False):
+            name = audit_.level + (" (10x too little noise)" if scale != 1.0 else "")
+            print(f"dp-audit {name:<34} epsilon >= {audit_.empirical_epsilon_lower_bound:.3g} at "
+                  f"{audit_.confidence:.0%} ({audit_.correct}/{audit_.guesses} correct); claimed "
+                  f"{audit_.claimed_epsilon:g}: {'VIOLATION' if audit_.violation else 'consistent'}")
+    # The deliberately miscalibrated mechanism is expected to be flagged; a correct one flagged is a failure.
+    return 0 if all(r.passed for r in results) and not any(a.violation for a in audits[:2]) else 1
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -547,6 +582,11 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="run the gradient-leakage attack on linear784 against plaintext, SecAgg and SecAgg+ "
                        "(needs the torch and examples extras)")
     audit.add_argument("--clients", type=_count, default=10, help="clients in the leakage rounds (default 10)")
+    audit.add_argument("--dp-audit", action="store_true",
+                       help="canary audit (one run) of central and distributed DP as calibrated, and of a central "
+                       "mechanism with 10x too little noise (needs the torch extra for Opacus' accountant)")
+    audit.add_argument("--epsilon", type=float, default=2.0, help="claimed epsilon for --dp-audit (default 2)")
+    audit.add_argument("--canaries", type=_count, default=1000, help="canaries for --dp-audit (default 1000)")
     audit.add_argument("--report", metavar="DIR", help="write report.md, audit.json and the plots here")
     audit.add_argument("--json", action="store_true", help="print the checks (and leakage) as one JSON object")
     audit.set_defaults(handler=_audit)

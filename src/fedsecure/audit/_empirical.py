@@ -1,0 +1,193 @@
+"""An empirical lower bound on epsilon from one run, with canaries (Steinke, Nasr, Jagielski, NeurIPS 2023).
+
+"Privacy Auditing with One (1) Training Run" inserts m canaries, each included
+independently with probability 1/2, runs the mechanism once, and guesses which
+canaries were included from a score: "in" for the k+ highest scores, "out" for
+the k- lowest, abstaining on the rest. If the mechanism is (epsilon, delta)-DP,
+the number of correct guesses among the r = k+ + k- made is stochastically
+dominated by Binomial(r, e^eps / (1 + e^eps)), up to a term in m*delta (their
+Theorem 3 and Appendix D). An epsilon for which v correct guesses would be
+less likely than the significance level is rejected; the largest rejected one is
+the lower bound. k+ and k- are fixed before the run, so the confidence level
+holds as stated.
+
+Here the mechanism is one release of fedsecure's differentially private sum,
+run through fedsecure's own code: central DP-FedAvg (the clipped sum plus
+Gaussian noise drawn from AES-CTR keystream) or distributed DP (every canary
+client runs :meth:`~fedsecure.dp.DistributedDPEncoding.encode`, noise share
+included, and the server decodes the ring sum). Canary i is the i-th basis
+vector scaled to the clip norm, so canaries do not interfere; its score is
+coordinate i of the release. A mechanism whose noise is smaller than its
+accounting claims shows up as a lower bound above the claimed epsilon.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CanaryAudit", "canary_audit", "epsilon_lower_bound", "one_run_p_value"]
+
+
+def _binomial_pmf(r: int, q: float) -> np.ndarray:
+    # In log space, so that tails far below 1e-300 neither overflow nor lose their precision.
+    k = np.arange(r + 1)
+    log_choose = np.array([math.lgamma(r + 1) - math.lgamma(i + 1) - math.lgamma(r - i + 1) for i in range(r + 1)])
+    with np.errstate(divide="ignore"):
+        log_pmf = log_choose + k * np.log(q) + (r - k) * np.log1p(-q)
+    pmf: np.ndarray = np.exp(log_pmf)
+    return pmf
+
+
+def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
+    """P[at least v of r guesses correct] under (epsilon, delta)-DP with m randomised canaries.
+
+    Steinke, Nasr, Jagielski 2023, Theorem 3 with the delta term of their
+    Appendix D: P[Bin(r, q) >= v] + 2 m delta max_i P[v - i <= Bin(r, q) < v] / i,
+    where q = e^eps / (1 + e^eps) is the accuracy of eps-DP randomised response.
+    """
+    if not 0 <= v <= r <= m:
+        raise ValueError("need 0 <= v <= r <= m")
+    q = 1.0 / (1.0 + math.exp(-epsilon))
+    pmf = _binomial_pmf(r, q)
+    tail = float(pmf[v:][::-1].sum())
+    if delta == 0 or v == 0:
+        return min(tail, 1.0)
+    steps = np.arange(1, v + 1)
+    # P[v - i <= Bin < v] for i = 1..v, as a running sum of the pmf below v.
+    below = np.cumsum(pmf[v - steps])
+    return min(tail + 2 * m * delta * float(np.max(below / steps)), 1.0)
+
+
+def epsilon_lower_bound(m: int, r: int, v: int, delta: float, *, significance: float = 0.05) -> float:
+    """The largest epsilon that ``v`` correct guesses of ``r`` reject at ``significance`` (0 if none is rejected).
+
+    With probability at least ``1 - significance`` over the canaries'
+    inclusion, a mechanism that is (epsilon, delta)-DP yields a bound no larger than epsilon.
+    """
+    if not 0 < significance < 1:
+        raise ValueError("significance must lie in (0, 1)")
+    if one_run_p_value(m, r, v, 0.0, delta) >= significance:
+        return 0.0
+    low, high = 0.0, 1.0
+    while one_run_p_value(m, r, v, high, delta) < significance:
+        low, high = high, 2 * high
+        if high > 1e3:
+            return math.inf
+    for _ in range(60):
+        middle = (low + high) / 2
+        if one_run_p_value(m, r, v, middle, delta) < significance:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+@dataclass(frozen=True)
+class CanaryAudit:
+    """One audit: what the mechanism claims, what the canaries show, and whether the claim is contradicted."""
+
+    level: str
+    claimed_epsilon: float
+    delta: float
+    noise_multiplier: float
+    claimed_noise_multiplier: float
+    canaries: int
+    guesses: int
+    correct: int
+    confidence: float
+    empirical_epsilon_lower_bound: float
+
+    @property
+    def violation(self) -> bool:
+        """True when the canaries prove the mechanism is not (claimed epsilon, delta)-DP at the stated confidence."""
+        return self.empirical_epsilon_lower_bound > self.claimed_epsilon
+
+    def to_json(self) -> dict[str, Any]:
+        return {"level": self.level, "claimed_epsilon": self.claimed_epsilon, "delta": self.delta,
+                "noise_multiplier": self.noise_multiplier, "claimed_noise_multiplier": self.claimed_noise_multiplier,
+                "canaries": self.canaries, "guesses": self.guesses, "correct": self.correct,
+                "confidence": self.confidence, "empirical_epsilon_lower_bound": self.empirical_epsilon_lower_bound,
+                "violation": self.violation}
+
+
+def _included(canaries: int) -> np.ndarray:
+    # Fair coins from the OS: the auditor's randomness must be unpredictable to the mechanism.
+    bits = np.unpackbits(np.frombuffer(os.urandom((canaries + 7) // 8), dtype=np.uint8))[:canaries]
+    included: np.ndarray = bits.astype(bool)
+    return included
+
+
+def _central_release(included: np.ndarray, clip: float, noise_multiplier: float) -> np.ndarray:
+    from ..dp import gaussian
+
+    # DP-FedAvg's aggregate: the sum of the clipped canaries, plus N(0, (z * clip)^2) per coordinate.
+    release: np.ndarray = included * clip + noise_multiplier * clip * gaussian(included.size)
+    return release
+
+
+def _distributed_release(included: np.ndarray, clip: float, noise_multiplier: float, bits: int) -> np.ndarray:
+    from ..dp import Mechanism, plan_distributed
+
+    m = included.size
+    plan = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=m, clip=clip, bits=bits, expected_clients=m,
+                            max_clients=m, noise_multiplier=noise_multiplier)
+    encoding = plan.encoding(os.urandom(32))
+    total = np.zeros(plan.padded_dimension, dtype=encoding.ring.dtype)
+    for client in range(m):
+        # Every canary client takes part and adds its noise share; an excluded canary sends zeros.
+        update = np.zeros(m)
+        if included[client]:
+            update[client] = clip
+        np.add(total, encoding.encode(update).values, out=total)
+    release: np.ndarray = encoding.decode_sum(encoding.ring.reduce(total))
+    return release
+
+
+def _calibrated_noise(level: str, epsilon: float, delta: float, canaries: int, bits: int) -> float:
+    from ..dp import Mechanism, calibrate, gaussian_epsilon, plan_distributed
+
+    if level == "central":
+        # One release of the Gaussian mechanism (no sampling), add/remove neighbours.
+        return calibrate(lambda z: gaussian_epsilon(z, 1.0, 1, delta), epsilon).noise
+
+    def distributed_epsilon(z: float) -> float:
+        plan = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=canaries, clip=1.0, bits=bits,
+                                expected_clients=canaries, max_clients=canaries, noise_multiplier=z)
+        return plan.epsilon(survivors=canaries, rounds=1, delta=delta)
+
+    return calibrate(distributed_epsilon, epsilon, low=0.05, high=50.0).noise
+
+
+def canary_audit(level: str, *, epsilon: float = 2.0, delta: float = 1e-5, canaries: int = 1000,
+                 guesses_per_side: int = 50, confidence: float = 0.95, noise_scale: float = 1.0,
+                 bits: int = 32) -> CanaryAudit:
+    """Audit one release of ``level`` ("central" or "distributed") calibrated for (``epsilon``, ``delta``).
+
+    ``noise_scale`` multiplies the calibrated noise multiplier: 1 audits the
+    mechanism as fedsecure runs it; 0.1 is a deliberately miscalibrated one,
+    with ten times too little noise for its claimed epsilon. The guesses are the
+    ``guesses_per_side`` highest and lowest scores, fixed in advance.
+    """
+    if level not in ("central", "distributed"):
+        raise ValueError("level must be 'central' or 'distributed'")
+    if not 0 < 2 * guesses_per_side <= canaries:
+        raise ValueError("need 0 < 2 * guesses_per_side <= canaries")
+    claimed = _calibrated_noise(level, epsilon, delta, canaries, bits)
+    noise = claimed * noise_scale
+    included = _included(canaries)
+    clip = 1.0
+    if level == "central":
+        release = _central_release(included, clip, noise)
+    else:
+        release = _distributed_release(included, clip, noise, bits)
+    order = np.argsort(release)
+    top, bottom = order[-guesses_per_side:], order[:guesses_per_side]
+    correct = int(included[top].sum() + (~included[bottom]).sum())
+    bound = epsilon_lower_bound(canaries, 2 * guesses_per_side, correct, delta, significance=1 - confidence)
+    return CanaryAudit(level, epsilon, delta, noise, claimed, canaries, 2 * guesses_per_side, correct, confidence,
+                       bound)
