@@ -30,6 +30,9 @@ from fedsecure.protocols import (
     UnmaskingShares,
     UnmaskRequest,
     WIRE_VERSION,
+    ConsistencyRequest,
+    ConsistencySignature,
+    SurvivorSignature,
     decode_message,
     encode_message,
 )
@@ -59,6 +62,14 @@ SAMPLES = [
         EncryptedInput(round_id=3, sender=4, ciphertexts=b"d" * 128, signature=b"t" * 64))),
     DecryptedAggregate(round_id=3, sender=DECRYPTOR, contributors=(1, 4), vector=np.arange(5, dtype="<u8")),
     PartialDecryption(round_id=3, sender=2, aggregate_digest=b"g" * 32, partials=b"p" * 128),
+    # The active-adversary variant's signatures and consistency check.
+    AdvertiseKeys(round_id=3, sender=1, cipher_public_key=KEY_A, mask_public_key=KEY_B, signature=b"s" * 64),
+    KeysBroadcast(round_id=3, recipient=2, keys=(PublicKeys(1, KEY_A, KEY_B, b"s" * 64),
+                                                 PublicKeys(2, KEY_B, KEY_A, b"t" * 64))),
+    ConsistencyRequest(round_id=3, recipient=4, survivors=(1, 2, 4, 9)),
+    ConsistencySignature(round_id=3, sender=4, signature=b"u" * 64),
+    UnmaskRequest(round_id=3, recipient=4, survivors=(1, 4),
+                  signatures=(SurvivorSignature(1, b"s" * 64), SurvivorSignature(4, b"t" * 64))),
 ]
 
 
@@ -88,7 +99,7 @@ def test_decoded_vectors_are_read_only() -> None:
 def test_decoder_names_the_fault_and_the_sender() -> None:
     data = encode_message(SAMPLES[1])
     with pytest.raises(DecodeError) as info:
-        decode_message(b"\x02" + data[1:], sender=9)
+        decode_message(bytes([WIRE_VERSION + 1]) + data[1:], sender=9)
     assert info.value.fault is PeerFault.UNSUPPORTED_VERSION and info.value.peer == 9
     with pytest.raises(DecodeError) as info:
         decode_message(data, max_bytes=len(data) - 1, sender=9)

@@ -96,7 +96,7 @@ def _simulate(args: argparse.Namespace) -> int:
         report = simulate(protocol=_PROTOCOLS[args.protocol], clients=args.clients, dimension=args.dim,
                           dropout=args.dropout, seed=args.seed, threat=threat, ring_bits=args.ring_bits,
                           progress=progress, key_bits=args.key_bits, insecure_keys=args.insecure_small_keys,
-                          record_fields=args.transcript is not None)
+                          record_fields=args.transcript is not None, active=args.active)
     finally:
         progress.finish()
     if args.transcript is not None:
@@ -116,101 +116,84 @@ def _simulate(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ._io import atomic_write_text
     from .audit import TranscriptError, read_transcript, run_checks
+    from .audit._report import report_json, report_markdown, summary_lines
 
-    if args.transcript is None and not args.leakage and not args.dp_audit:
-        raise ConfigurationError("give a transcript to check, --leakage, --dp-audit, or several",
+    if args.transcript is None and not args.leakage and not args.dp_audit and not args.attack:
+        raise ConfigurationError("give a transcript to check, --attack, --leakage, --dp-audit, or several",
                                  parameter="transcript")
-    output: dict[str, Any] = {}
-    results = []
+    everything = args.attack == "all"
+    if everything:
+        # "all" is the whole audit: with the torch and examples extras it adds gradient leakage and the DP audit,
+        # and without a transcript of its own it checks a fresh simulated SecAgg+ round.
+        import importlib.util
+
+        extras = all(importlib.util.find_spec(name) is not None for name in ("torch", "opacus", "sklearn"))
+        args.leakage = args.leakage or extras
+        args.dp_audit = args.dp_audit or extras
+        if args.transcript is None:
+            from .runtime import simulate, write_transcript
+
+            import tempfile
+
+            target = Path(args.report) if args.report else Path(tempfile.mkdtemp(prefix="fedsecure-audit-"))
+            args.transcript = str(target / "transcript.jsonl")
+            simulated = simulate(protocol=ProtocolKind.SECAGG_PLUS, clients=args.clients, dimension=1000,
+                                 dropout=0.1, record_fields=True)
+            target.mkdir(parents=True, exist_ok=True)
+            write_transcript(args.transcript, [simulated.transcript()])
+    checks = []
     if args.transcript is not None:
         try:
             rounds = read_transcript(args.transcript)
         except OSError as error:
             raise TranscriptError(f"cannot read {args.transcript}: {error.strerror}") from None
-        results = run_checks(rounds)
-        output |= {"transcript": args.transcript, "checks": [r.to_json() for r in results]}
+        checks = run_checks(rounds)
+    attacks = []
+    if args.attack:
+        from .audit._attacks import ATTACKS, run_attack
+
+        names = list(ATTACKS) if args.attack == "all" else [args.attack]
+        attacks = [run_attack(name, protocol=_PROTOCOLS[args.protocol], clients=args.clients) for name in names]
     leakage = []
-    if args.leakage:
-        try:
-            from .audit._leakage import gradient_leakage
-        except ImportError as error:  # pragma: no cover - depends on the installed extras
-            return _missing_extras("audit --leakage", "torch,examples", error)
-        leakage = [gradient_leakage(kind, clients=args.clients) for kind in
-                   (ProtocolKind.PLAINTEXT, ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS)]
-        output["gradient_leakage"] = [r.to_json() for r in leakage]
     audits = []
-    if args.dp_audit:
-        from .audit._empirical import canary_audit
+    try:
+        if args.leakage:
+            from .audit._leakage import gradient_leakage
 
-        try:
+            leakage = [gradient_leakage(kind, clients=args.clients) for kind in
+                       (ProtocolKind.PLAINTEXT, ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS)]
+        if args.dp_audit:
+            from .audit._empirical import canary_audit
+
             # The two mechanisms as fedsecure calibrates them, then one with ten times too little noise.
-            audits = [canary_audit(level, epsilon=args.epsilon, canaries=args.canaries, noise_scale=scale)
-                      for level, scale in (("central", 1.0), ("distributed", 1.0), ("central", 0.1))]
-        except ImportError as error:  # pragma: no cover - depends on the installed extras
-            return _missing_extras("audit --dp-audit", "torch", error)
-        output["dp_audit"] = [a.to_json() | {"miscalibrated": scale != 1.0}
-                              for a, scale in zip(audits, (1.0, 1.0, 0.1), strict=True)]
-        output["claimed_epsilon"] = args.epsilon
-        output["empirical_epsilon_lower_bound"] = max(a.empirical_epsilon_lower_bound for a in audits[:2])
+            audits = [(canary_audit(level, epsilon=args.epsilon, canaries=args.canaries, noise_scale=scale),
+                       scale != 1.0) for level, scale in (("central", 1.0), ("distributed", 1.0), ("central", 0.1))]
+    except ImportError as error:  # pragma: no cover - depends on the installed extras
+        return _missing_extras("audit --leakage/--dp-audit", "torch,examples", error)
+    output = report_json(transcript=args.transcript, checks=checks, attacks=attacks, leakage=leakage, audits=audits)
     if args.report:
-        from .audit._leakage import plot_leakage
-        from ._io import atomic_write_text
-
         report = Path(args.report)
-        lines = ["# fedsecure audit report", ""]
-        if results:
-            lines += [f"Transcript: `{args.transcript}`.", "", "| check | verdict | detail | evidence |",
-                      "|---|---|---|---|"]
-            for result in results:
-                verdict = "n/a" if not result.applicable else ("pass" if result.passed else "**FAIL**")
-                evidence = "<br>".join(result.evidence[:10]) + (" ..." if len(result.evidence) > 10 else "")
-                lines.append(f"| {result.name} | {verdict} | {result.detail} | {evidence or '–'} |")
-            lines.append("")
+        plot = None
         if leakage:
+            from .audit._leakage import plot_leakage
+
             plot_leakage(leakage, report / "gradient_leakage.png")
-            lines += ["## Gradient leakage on linear784", "",
-                      f"{args.clients} clients each send the gradient of one example; client 0 is the victim. The "
-                      "attack divides a weight-gradient row by its bias gradient in the victim's input message as the "
-                      "server receives it.", "", "| protocol | relative L2 error of the reconstruction | secure sum "
-                      "correct |", "|---|---|---|"]
-            lines += [f"| {r.protocol} | {r.relative_error:.3g} | {r.sum_correct} |" for r in leakage]
-            lines += ["", "![gradient leakage](gradient_leakage.png)", ""]
-        if audits:
-            lines += ["## Empirical privacy audit (one run, canaries)", "",
-                      f"Steinke, Nasr and Jagielski (NeurIPS 2023): {args.canaries} canaries, each included with "
-                      "probability 1/2 by a coin from the OS, one release, guesses fixed in advance. A lower bound "
-                      "above the claimed epsilon proves the claim false at the stated confidence.", "",
-                      "| mechanism | noise multiplier (claimed) | correct / guesses | epsilon lower bound | claimed "
-                      "epsilon | verdict |", "|---|---|---|---|---|---|"]
-            for audit_, entry in zip(audits, output["dp_audit"], strict=True):
-                name = audit_.level + (", 10x too little noise" if entry["miscalibrated"] else "")
-                lines.append(f"| {name} | {audit_.noise_multiplier:.3g} ({audit_.claimed_noise_multiplier:.3g}) | "
-                             f"{audit_.correct} / {audit_.guesses} | {audit_.empirical_epsilon_lower_bound:.3g} "
-                             f"({audit_.confidence:.0%}) | {audit_.claimed_epsilon:g} | "
-                             f"{'**VIOLATION**' if audit_.violation else 'consistent'} |")
-            lines.append("")
-        atomic_write_text(report / "report.md", "\n".join(lines))
+            plot = "gradient_leakage.png"
+        atomic_write_text(report / "report.md", report_markdown(
+            transcript=args.transcript, checks=checks, attacks=attacks, leakage=leakage, audits=audits,
+            canaries=args.canaries, leakage_plot=plot))
         atomic_write_text(report / "audit.json", json.dumps(output, indent=1) + "\n")
     if args.json:
         print(json.dumps(output, indent=1))
     else:
-        for result in results:
-            verdict = "n/a " if not result.applicable else ("PASS" if result.passed else "FAIL")
-            print(f"{verdict}  {result.name:<22} {result.detail}")
-            for line in result.evidence[:20]:
-                print(f"        {line}")
-            if len(result.evidence) > 20:
-                print(f"        ... and {len(result.evidence) - 20} more")
-        for leak in leakage:
-            print(f"leakage  {leak.protocol:<10} reconstruction error {leak.relative_error:.3g} (relative L2)")
-        for audit_, scale in zip(audits, (1.0, 1.0, 0.1), strict=False):
-            name = audit_.level + (" (10x too little noise)" if scale != 1.0 else "")
-            print(f"dp-audit {name:<34} epsilon >= {audit_.empirical_epsilon_lower_bound:.3g} at "
-                  f"{audit_.confidence:.0%} ({audit_.correct}/{audit_.guesses} correct); claimed "
-                  f"{audit_.claimed_epsilon:g}: {'VIOLATION' if audit_.violation else 'consistent'}")
-    # The deliberately miscalibrated mechanism is expected to be flagged; a correct one flagged is a failure.
-    return 0 if all(r.passed for r in results) and not any(a.violation for a in audits[:2]) else 1
+        print("\n".join(summary_lines(checks=checks, attacks=attacks, leakage=leakage, audits=audits)))
+    # Failing: a check, an attack that defeats the protective configuration (sybils aside, which nothing
+    # prevents), or a correctly calibrated mechanism flagged. The deliberately miscalibrated one is meant to be.
+    broken = [a for a in attacks if a.protected.defeated and a.name != "sybils"]
+    flagged = [a for a, miscalibrated in audits if a.violation and not miscalibrated]
+    return 0 if all(r.passed for r in checks) and not broken and not flagged else 1
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -496,6 +479,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="Paillier modulus size for the paillier protocols (default 2048)")
     sim.add_argument("--insecure-small-keys", action="store_true",
                      help="allow Paillier keys below 2048 bits (demos and tests only)")
+    sim.add_argument("--active", action="store_true",
+                     help="SecAgg/SecAgg+ against an actively malicious server: signed keys, a consistency check, "
+                     "t > 2k/3 (see SECURITY.md)")
     sim.add_argument("--transcript", metavar="FILE",
                      help="write the round's audit transcript (JSON lines, public fields only) for `fedsecure audit`")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
@@ -581,7 +567,13 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--leakage", action="store_true",
                        help="run the gradient-leakage attack on linear784 against plaintext, SecAgg and SecAgg+ "
                        "(needs the torch and examples extras)")
-    audit.add_argument("--clients", type=_count, default=10, help="clients in the leakage rounds (default 10)")
+    audit.add_argument("--attack", choices=["all", "split-view", "key-substitution", "below-threshold", "replay",
+                                            "redirect-shares", "sybils"],
+                       help="simulate a malicious server's attack on client 0, against the protective and a "
+                       "weakened configuration; 'all' runs every attack and, with the torch and examples extras, "
+                       "--leakage and --dp-audit too, and checks a fresh simulated round if no transcript is given")
+    audit.add_argument("--protocol", choices=["secagg", "secagg+"], default="secagg", help="for --attack")
+    audit.add_argument("--clients", type=_count, default=10, help="clients in the attack and leakage rounds (default 10)")
     audit.add_argument("--dp-audit", action="store_true",
                        help="canary audit (one run) of central and distributed DP as calibrated, and of a central "
                        "mechanism with 10x too little noise (needs the torch extra for Opacus' accountant)")

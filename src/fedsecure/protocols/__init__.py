@@ -1,7 +1,15 @@
 """Aggregation protocols as sans-IO state machines: SecAgg, SecAgg+, Paillier (two trust arrangements) and the plaintext baseline."""
 
 from ._codec import WIRE_VERSION, decode_message, encode_message
-from ._config import PaillierKeys, PaillierParameters, ProtocolKind, RoundConfig
+from ._config import (
+    IdentityKeys,
+    PaillierKeys,
+    PaillierParameters,
+    ProtocolKind,
+    RoundConfig,
+    active_threshold,
+    create_identities,
+)
 from ._factory import create_client_session, create_server_session
 from ._messages import (
     DECRYPTOR,
@@ -24,6 +32,9 @@ from ._messages import (
     ShareValue,
     UnmaskingShares,
     UnmaskRequest,
+    ConsistencyRequest,
+    ConsistencySignature,
+    SurvivorSignature,
 )
 from ._parameters import (
     GraphParameters,
@@ -46,7 +57,7 @@ from ._paillier import (
 )
 from ._plaintext import PlaintextClientSession, PlaintextServerSession
 from ._session import SERVER, AggregationResult, ClientSession, DropRecord, ServerSession
-from ._stages import CLIENT_TRANSITIONS, SERVER_STAGES, ClientState, Stage
+from ._stages import CLIENT_TRANSITIONS, SERVER_STAGES, ClientState, Stage, client_transitions, server_stages
 
 __all__ = [
     "DECRYPTOR",
@@ -105,4 +116,12 @@ __all__ = [
     "encode_message",
     "graph_security_failure",
     "public_view",
+    "server_stages",
+    "client_transitions",
+    "ConsistencyRequest",
+    "ConsistencySignature",
+    "SurvivorSignature",
+    "IdentityKeys",
+    "active_threshold",
+    "create_identities",
 ]

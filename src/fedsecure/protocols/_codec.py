@@ -42,11 +42,15 @@ from ._messages import (
     ShareValue,
     UnmaskingShares,
     UnmaskRequest,
+    ConsistencyRequest,
+    ConsistencySignature,
+    SurvivorSignature,
 )
 
 __all__ = ["WIRE_VERSION", "encode_message", "decode_message", "DEFAULT_MAX_MESSAGE_BYTES"]
 
-WIRE_VERSION = 1
+# Version 2 added the active-adversary variant's signatures and consistency messages.
+WIRE_VERSION = 2
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 _HEADER = struct.Struct("<BBQI")
 _U32 = struct.Struct("<I")
@@ -71,8 +75,11 @@ _TYPE_CODES: dict[type, int] = {
     PartialDecryption: 13,
     CiphertextCommitment: 14,
     RevealRequest: 15,
+    ConsistencyRequest: 16,
+    ConsistencySignature: 17,
 }
 _COMMITMENT_ENTRY = struct.Struct(f"<I32s{SIGNATURE_BYTES}s")
+_SIGNATURE_ENTRY = struct.Struct(f"<I{SIGNATURE_BYTES}s")
 _DTYPES = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
@@ -116,10 +123,13 @@ def encode_message(message: Message) -> bytes:
     if isinstance(message, RoundStart):
         parts.append(message.config_digest)
     elif isinstance(message, AdvertiseKeys):
-        parts += [message.cipher_public_key, message.mask_public_key]
+        parts += [message.cipher_public_key, message.mask_public_key, _U16.pack(len(message.signature)),
+                  message.signature]
     elif isinstance(message, KeysBroadcast):
         parts.append(_U32.pack(len(message.keys)))
-        parts.extend(_KEY_ENTRY.pack(k.owner, k.cipher_public_key, k.mask_public_key) for k in message.keys)
+        for k in message.keys:
+            parts += [_KEY_ENTRY.pack(k.owner, k.cipher_public_key, k.mask_public_key), _U16.pack(len(k.signature)),
+                      k.signature]
     elif isinstance(message, ShareKeys):
         parts.append(message.seed_commitment)
         parts.extend(_encode_shares(message.shares))
@@ -145,9 +155,14 @@ def encode_message(message: Message) -> bytes:
         parts.extend(_encode_vector(message.vector))
     elif isinstance(message, PartialDecryption):
         parts += [message.aggregate_digest, _U32.pack(len(message.partials)), message.partials]
-    elif isinstance(message, UnmaskRequest):
+    elif isinstance(message, (UnmaskRequest, ConsistencyRequest)):
         parts.append(_U32.pack(len(message.survivors)))
         parts.append(np.asarray(message.survivors, dtype="<u4").tobytes())
+        if isinstance(message, UnmaskRequest):
+            parts.append(_U32.pack(len(message.signatures)))
+            parts.extend(_SIGNATURE_ENTRY.pack(s.owner, s.signature) for s in message.signatures)
+    elif isinstance(message, ConsistencySignature):
+        parts.append(message.signature)
     elif isinstance(message, UnmaskingShares):
         parts.extend(_encode_share_values(message.self_mask_shares))
         parts.extend(_encode_share_values(message.key_shares))
@@ -192,6 +207,11 @@ def _decode_vector(reader: _Reader) -> np.ndarray:
     return np.frombuffer(reader.take(count * width), dtype=dtype)  # type: ignore[operator]
 
 
+def _decode_short(reader: _Reader) -> bytes:
+    (length,) = reader.unpack(_U16)
+    return reader.take(length)  # type: ignore[arg-type]
+
+
 def _decode_blob(reader: _Reader) -> bytes:
     (length,) = reader.unpack(_U32)
     return reader.take(length)  # type: ignore[arg-type]
@@ -215,13 +235,15 @@ def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Messa
     if code == 1:
         return RoundStart(round_id=round_id, recipient=party, config_digest=reader.take(32))
     if code == 2:
-        return AdvertiseKeys(round_id=round_id, sender=party, cipher_public_key=reader.take(PUBLIC_KEY_BYTES),
-                             mask_public_key=reader.take(PUBLIC_KEY_BYTES))
+        cipher_public, mask_public = reader.take(PUBLIC_KEY_BYTES), reader.take(PUBLIC_KEY_BYTES)
+        return AdvertiseKeys(round_id=round_id, sender=party, cipher_public_key=cipher_public,
+                             mask_public_key=mask_public, signature=_decode_short(reader))
     if code == 3:
         keys = []
-        for _ in range(reader.count(_KEY_ENTRY.size)):
+        for _ in range(reader.count(_KEY_ENTRY.size + _U16.size)):
             owner, cipher_key, mask_key = reader.unpack(_KEY_ENTRY)
-            keys.append(PublicKeys(owner=owner, cipher_public_key=cipher_key, mask_public_key=mask_key))  # type: ignore[arg-type]
+            keys.append(PublicKeys(owner=owner, cipher_public_key=cipher_key, mask_public_key=mask_key,  # type: ignore[arg-type]
+                                   signature=_decode_short(reader)))
         return KeysBroadcast(round_id=round_id, recipient=party, keys=tuple(keys))
     if code in (4, 5):
         commitment = reader.take(32) if code == 4 else b""
@@ -259,10 +281,18 @@ def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Messa
     if code == 13:
         digest = reader.take(32)
         return PartialDecryption(round_id=round_id, sender=party, aggregate_digest=digest, partials=_decode_blob(reader))
-    if code == 7:
+    if code in (7, 16):
         count = reader.count(_U32.size)
         survivors = tuple(int(s) for s in np.frombuffer(reader.take(4 * count), dtype="<u4"))
-        return UnmaskRequest(round_id=round_id, recipient=party, survivors=survivors)
+        if code == 16:
+            return ConsistencyRequest(round_id=round_id, recipient=party, survivors=survivors)
+        signatures = []
+        for _ in range(reader.count(_SIGNATURE_ENTRY.size)):
+            owner, signature = reader.unpack(_SIGNATURE_ENTRY)
+            signatures.append(SurvivorSignature(owner=owner, signature=signature))  # type: ignore[arg-type]
+        return UnmaskRequest(round_id=round_id, recipient=party, survivors=survivors, signatures=tuple(signatures))
+    if code == 17:
+        return ConsistencySignature(round_id=round_id, sender=party, signature=reader.take(SIGNATURE_BYTES))
     if code == 8:
         lists = []
         for _ in range(2):

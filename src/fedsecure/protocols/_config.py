@@ -15,7 +15,7 @@ import numpy as np
 import phe
 
 from .._errors import ConfigurationError
-from ..crypto import MIN_SECURE_KEY_BITS, VERIFY_KEY_BYTES, MaskExpander, Purpose, derive_key
+from ..crypto import MIN_SECURE_KEY_BITS, VERIFY_KEY_BYTES, MaskExpander, Purpose, SigningKey, derive_key
 from ..encoding import Ring, SlotLayout
 from ._parameters import GraphParameters, ThreatModel, choose_parameters, complete_graph_parameters
 
@@ -55,6 +55,52 @@ class ProtocolKind(enum.Enum):
     @property
     def is_paillier(self) -> bool:
         return self in (ProtocolKind.PAILLIER, ProtocolKind.PAILLIER_THRESHOLD)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class IdentityKeys:
+    """The registry of every client's long-term Ed25519 verification key, for SecAgg's active-adversary variant.
+
+    It is distributed out of band (a PKI the server does not control): with it a
+    client can tell its peers' advertised keys and consistency signatures from
+    ones the server made up (Bonawitz et al. 2017, §4, malicious-server setting).
+    """
+
+    verify_keys: Mapping[int, bytes]
+
+    def __post_init__(self) -> None:
+        keys = dict(self.verify_keys)
+        if not keys or any(type(k) is not int or type(v) is not bytes or len(v) != VERIFY_KEY_BYTES
+                           for k, v in keys.items()):
+            raise ConfigurationError(f"identity keys must map client ids to {VERIFY_KEY_BYTES}-byte Ed25519 keys",
+                                     parameter="identities")
+        if len(set(keys.values())) != len(keys):
+            raise ConfigurationError("two clients share an identity key", parameter="identities")
+        object.__setattr__(self, "verify_keys", MappingProxyType(keys))
+
+    def canonical_bytes(self) -> bytes:
+        return struct.pack("<I", len(self.verify_keys)) + b"".join(
+            struct.pack("<I", client) + key for client, key in sorted(self.verify_keys.items()))
+
+
+def create_identities(clients: Iterable[int]) -> tuple[IdentityKeys, dict[int, SigningKey]]:
+    """Fresh long-term Ed25519 identity keys for ``clients``, from the OS: the registry and the private halves.
+
+    In a deployment each client makes its own key and registers only the public
+    half with a PKI the server does not control; this helper is for simulations and tests.
+    """
+    private = {int(c): SigningKey.generate() for c in clients}
+    return IdentityKeys({c: key.public_bytes for c, key in private.items()}), private
+
+
+def active_threshold(degree: int) -> int:
+    """The smallest threshold the active-adversary variant accepts for a closed neighbourhood of ``degree``.
+
+    Bonawitz et al. 2017, §6.3: against a malicious server the consistency check
+    needs t > 2k/3, so that two contradicting survivor sets cannot both collect t
+    signatures when fewer than k/3 of the neighbourhood are corrupt.
+    """
+    return 2 * degree // 3 + 1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -150,6 +196,7 @@ class RoundConfig:
     graph_seed: bytes
     encoding_digest: bytes
     paillier: PaillierParameters | None = None
+    identities: IdentityKeys | None = None
     _positions: dict[int, int] = field(init=False, repr=False, compare=False)
     _order: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _digest: bytes = field(init=False, repr=False, compare=False)
@@ -180,6 +227,17 @@ class RoundConfig:
             raise ConfigurationError("Paillier rounds, and only they, carry Paillier parameters", parameter="paillier")
         if self.paillier is not None:
             self._check_paillier(self.paillier, clients)
+        if self.identities is not None:
+            if self.protocol not in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
+                raise ConfigurationError("the active-adversary variant is SecAgg's and SecAgg+'s",
+                                         parameter="identities")
+            missing = [c for c in clients if c not in self.identities.verify_keys]
+            if missing:
+                raise ConfigurationError(f"clients {missing[:5]} have no identity key", parameter="identities")
+            if self.threshold < active_threshold(min(self.degree, len(clients))):
+                raise ConfigurationError(
+                    f"the active-adversary variant needs a threshold above 2k/3: at least "
+                    f"{active_threshold(min(self.degree, len(clients)))}", parameter="threshold")
         if self.protocol is not ProtocolKind.PLAINTEXT and self.threshold < 2:
             # With t >= 2 every sum the server can ever unmask holds at least two inputs.
             raise ConfigurationError("secure aggregation needs a threshold of at least 2", parameter="threshold")
@@ -220,6 +278,7 @@ class RoundConfig:
         threat: ThreatModel | None = None,
         paillier: PaillierKeys | None = None,
         min_threshold: int = 0,
+        identities: IdentityKeys | None = None,
     ) -> RoundConfig:
         """A configuration with the threshold and graph derived from ``threat``.
 
@@ -262,6 +321,9 @@ class RoundConfig:
         else:
             params = choose_parameters(len(cohort), threat)
         threshold = max(params.threshold, min_threshold)
+        if identities is not None:
+            # The active-adversary variant: t > 2k/3 (Bonawitz et al. 2017, §6.3).
+            threshold = max(threshold, active_threshold(min(params.degree, len(cohort))))
         if threshold > min(params.degree, len(cohort)):
             raise ConfigurationError(f"a threshold of {threshold} exceeds the neighbourhood of "
                                      f"{min(params.degree, len(cohort))} clients", parameter="min_threshold")
@@ -275,11 +337,16 @@ class RoundConfig:
         return cls(protocol=protocol, round_id=round_id, clients=cohort, vector_length=encoding.vector_length,
                    ring_bits=encoding.ring.bits, threshold=threshold,
                    degree=min(params.degree, len(cohort)), graph_seed=seed, encoding_digest=encoding.digest(),
-                   paillier=parameters)
+                   paillier=parameters, identities=identities)
 
     @property
     def ring(self) -> Ring:
         return Ring(self.ring_bits)
+
+    @property
+    def active(self) -> bool:
+        """True for SecAgg's active-adversary variant: signed keys and a consistency check."""
+        return self.identities is not None
 
     @property
     def complete_graph(self) -> bool:
@@ -303,6 +370,7 @@ class RoundConfig:
                 self.graph_seed,
                 self.encoding_digest,
                 self.paillier.canonical_bytes() if self.paillier is not None else b"",
+                b"active" + self.identities.canonical_bytes() if self.identities is not None else b"",
             )
         )
 

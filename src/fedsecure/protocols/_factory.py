@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._errors import LocalProtocolError
+from ..crypto import SigningKey
 from ..encoding import EncodedUpdate
 from ._config import ProtocolKind, RoundConfig
 from ._paillier import PaillierClientSession, PaillierCredentials, PaillierServerSession
@@ -27,13 +29,20 @@ _SERVERS: dict[ProtocolKind, type[ServerSession]] = {
 
 
 def create_client_session(config: RoundConfig, client_id: int, update: EncodedUpdate,
-                          credentials: PaillierCredentials | None = None) -> ClientSession:
+                          credentials: PaillierCredentials | SigningKey | None = None) -> ClientSession:
     """The client session of ``config.protocol`` for one client and its encoded update.
 
-    Paillier clients also need their long-lived ``credentials`` (signing key, and key share if any).
+    Paillier clients also need their long-lived ``credentials`` (signing key, and key share if any);
+    clients of SecAgg's active-adversary variant their long-term identity :class:`~fedsecure.crypto.SigningKey`.
     """
     if config.protocol in _PAILLIER:
+        if credentials is not None and not isinstance(credentials, PaillierCredentials):
+            raise LocalProtocolError("Paillier clients take PaillierCredentials")
         return PaillierClientSession(config, client_id, update, credentials)
+    if config.active:
+        if not isinstance(credentials, SigningKey):
+            raise LocalProtocolError("the active-adversary variant needs the client's identity SigningKey")
+        return SecAggClientSession(config, client_id, update, credentials)
     return _CLIENTS[config.protocol](config, client_id, update)
 
 

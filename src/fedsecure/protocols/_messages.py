@@ -29,6 +29,9 @@ __all__ = [
     "SharesDelivery",
     "MaskedInput",
     "UnmaskRequest",
+    "ConsistencyRequest",
+    "ConsistencySignature",
+    "SurvivorSignature",
     "ShareValue",
     "UnmaskingShares",
     "PlaintextInput",
@@ -94,14 +97,25 @@ class RoundStart:
         _check_bytes(self.config_digest, DIGEST_BYTES, "config_digest")
 
 
+def _check_optional_signature(value: object) -> None:
+    if type(value) is not bytes or len(value) not in (0, SIGNATURE_BYTES):
+        raise ValueError(f"signature must be empty or {SIGNATURE_BYTES} bytes")
+
+
 @dataclass(frozen=True, slots=True)
 class AdvertiseKeys:
-    """Client to server, stage AdvertiseKeys: the client's two fresh X25519 public keys (c_u^PK, s_u^PK)."""
+    """Client to server, stage AdvertiseKeys: the client's two fresh X25519 public keys (c_u^PK, s_u^PK).
+
+    In the active-adversary variant ``signature`` is the client's long-term
+    Ed25519 signature over both keys, the round and the configuration
+    (Bonawitz et al. 2017, §4, AdvertiseKeys, sigma_u); otherwise it is empty.
+    """
 
     round_id: int
     sender: int
     cipher_public_key: bytes
     mask_public_key: bytes
+    signature: bytes = b""
 
     def __post_init__(self) -> None:
         _check_round(self.round_id)
@@ -110,20 +124,23 @@ class AdvertiseKeys:
         _check_bytes(self.mask_public_key, PUBLIC_KEY_BYTES, "mask_public_key")
         if self.cipher_public_key == self.mask_public_key:
             raise ValueError("the two public keys must differ")
+        _check_optional_signature(self.signature)
 
 
 @dataclass(frozen=True, slots=True)
 class PublicKeys:
-    """One peer's advertised public keys, as forwarded by the server."""
+    """One peer's advertised public keys (and, in the active variant, its signature over them), as forwarded."""
 
     owner: int
     cipher_public_key: bytes
     mask_public_key: bytes
+    signature: bytes = b""
 
     def __post_init__(self) -> None:
         _check_id(self.owner, "owner")
         _check_bytes(self.cipher_public_key, PUBLIC_KEY_BYTES, "cipher_public_key")
         _check_bytes(self.mask_public_key, PUBLIC_KEY_BYTES, "mask_public_key")
+        _check_optional_signature(self.signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +236,12 @@ class MaskedInput(_VectorMessage):
 
 
 @dataclass(frozen=True, slots=True)
-class UnmaskRequest:
-    """Server to client, stage Unmasking: which of the client's neighbours sent a masked input (U3)."""
+class ConsistencyRequest:
+    """Server to client, active variant, stage ConsistencyCheck: the whole set U3 of masked inputs received.
+
+    Bonawitz et al. 2017, §4, ConsistencyCheck: each client signs the set it is
+    shown, so that it can later demand proof that enough others saw the same one.
+    """
 
     round_id: int
     recipient: int
@@ -234,6 +255,58 @@ class UnmaskRequest:
         for s in self.survivors:
             _check_id(s, "survivor")
         _check_unique(list(self.survivors), "survivors")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencySignature:
+    """Client to server, active variant: the client's Ed25519 signature over the survivor set it was shown."""
+
+    round_id: int
+    sender: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        _check_bytes(self.signature, SIGNATURE_BYTES, "signature")
+
+
+@dataclass(frozen=True, slots=True)
+class SurvivorSignature:
+    """One client's consistency signature, as the server forwards it in an :class:`UnmaskRequest`."""
+
+    owner: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_id(self.owner, "owner")
+        _check_bytes(self.signature, SIGNATURE_BYTES, "signature")
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskRequest:
+    """Server to client, stage Unmasking: which of the client's neighbours sent a masked input (U3).
+
+    In the active variant ``signatures`` carries the consistency signatures the
+    server collected (from U4), which the client verifies before unmasking.
+    """
+
+    round_id: int
+    recipient: int
+    survivors: tuple[int, ...]
+    signatures: tuple[SurvivorSignature, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.recipient, "recipient")
+        if type(self.survivors) is not tuple:
+            raise ValueError("survivors must be a tuple")
+        for s in self.survivors:
+            _check_id(s, "survivor")
+        _check_unique(list(self.survivors), "survivors")
+        if type(self.signatures) is not tuple or not all(isinstance(s, SurvivorSignature) for s in self.signatures):
+            raise ValueError("signatures must be a tuple of SurvivorSignature")
+        _check_unique([s.owner for s in self.signatures], "signatures")
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +516,8 @@ class PartialDecryption:
         return f"PartialDecryption(round_id={self.round_id}, sender={self.sender}, <{len(self.partials)} bytes>)"
 
 
-ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, UnmaskingShares, PlaintextInput, CiphertextCommitment,
-                      EncryptedInput, PartialDecryption, DecryptedAggregate]
-ServerMessage = Union[RoundStart, KeysBroadcast, SharesDelivery, UnmaskRequest, RevealRequest, DecryptionRequest]
+ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskingShares, PlaintextInput,
+                      CiphertextCommitment, EncryptedInput, PartialDecryption, DecryptedAggregate]
+ServerMessage = Union[RoundStart, KeysBroadcast, SharesDelivery, ConsistencyRequest, UnmaskRequest, RevealRequest,
+                      DecryptionRequest]
 Message = Union[ClientMessage, ServerMessage]

@@ -12,12 +12,15 @@ Sign convention: for a pair u < v, client u adds PRG(s_uv) and v subtracts it.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 
 import numpy as np
 
-from .._errors import CryptoError, PeerFault, PeerProtocolError, RoundAborted
+from .._errors import CryptoError, LocalProtocolError, PeerFault, PeerProtocolError, RoundAborted
 from ..crypto import (
+    SigningKey,
+    verify_signature,
     ENVELOPE_OVERHEAD,
     SHARE_BYTES,
     KeyAgreementKey,
@@ -35,8 +38,12 @@ from ..crypto import (
 )
 from ..encoding import EncodedUpdate, Ring
 from ._config import RoundConfig
+from ._config import active_threshold
 from ._messages import (
     AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    SurvivorSignature,
     ClientMessage,
     EncryptedShare,
     KeysBroadcast,
@@ -54,7 +61,8 @@ from ._messages import (
 from ._session import SERVER, ClientSession, ServerSession
 from ._stages import Stage
 
-__all__ = ["SecAggClientSession", "SecAggServerSession", "ENVELOPE_BYTES", "apply_masks"]
+__all__ = ["SecAggClientSession", "SecAggServerSession", "ENVELOPE_BYTES", "apply_masks", "keys_payload",
+           "consistency_payload", "consistency_quorum"]
 
 _SHARE_PLAINTEXT_BYTES = 2 * SHARE_BYTES
 ENVELOPE_BYTES = _SHARE_PLAINTEXT_BYTES + ENVELOPE_OVERHEAD
@@ -81,6 +89,29 @@ def _pairwise_mask_key(config: RoundConfig, private: KeyAgreementKey, peer_publi
 
 def _self_mask_key(config: RoundConfig, seed: bytes, u: int) -> bytes:
     return derive_key(seed, purpose=Purpose.SELF_MASK, salt=config.digest, round_id=config.round_id, context=(u,))
+
+
+def keys_payload(config: RoundConfig, owner: int, cipher_public_key: bytes, mask_public_key: bytes) -> bytes:
+    """What a client signs in the active variant's AdvertiseKeys: its two keys, bound to itself and the round."""
+    return (b"fedsecure/v1/advertise-keys" + config.digest + struct.pack("<QI", config.round_id, owner)
+            + cipher_public_key + mask_public_key)
+
+
+def consistency_payload(config: RoundConfig, survivors: Sequence[int]) -> bytes:
+    """What a client signs in ConsistencyCheck: the survivor set U3 it was shown, bound to the round."""
+    ordered = sorted(survivors)
+    return (b"fedsecure/v1/consistency" + config.digest + struct.pack("<QI", config.round_id, len(ordered))
+            + np.asarray(ordered, dtype="<u4").tobytes())
+
+
+def consistency_quorum(config: RoundConfig) -> int:
+    """How many clients must sign the same survivor set before anyone unmasks: more than 2/3 of the cohort.
+
+    Each honest client signs one set per round, so with fewer than a third of the
+    cohort corrupt, two different sets can never both reach this quorum
+    (Bonawitz et al. 2017, §4, ConsistencyCheck, with t > 2n/3 as in §6.3).
+    """
+    return active_threshold(len(config.clients))
 
 
 def _server_fault(fault: PeerFault, detail: str) -> PeerProtocolError:
@@ -110,8 +141,17 @@ class SecAggClientSession(ClientSession):
     reveals both shares of one peer.
     """
 
-    def __init__(self, config: RoundConfig, client_id: int, update: EncodedUpdate) -> None:
+    def __init__(self, config: RoundConfig, client_id: int, update: EncodedUpdate,
+                 identity: SigningKey | None = None) -> None:
         super().__init__(config, client_id, update)
+        if config.identities is not None:
+            # The active-adversary variant: the client's long-term key must be the one the registry lists.
+            if identity is None:
+                raise LocalProtocolError("the active-adversary variant needs this client's identity key")
+            if identity.public_bytes != config.identities.verify_keys[client_id]:
+                raise LocalProtocolError("this identity key is not the one registered for this client")
+        self._identity = identity
+        self._signed_survivors: tuple[int, ...] | None = None
         self._neighbours = config.neighbours(client_id)
         # Two fresh key pairs per round (Bonawitz et al. 2017, §4, AdvertiseKeys):
         # c_u for share encryption, s_u for pairwise masks.
@@ -133,6 +173,8 @@ class SecAggClientSession(ClientSession):
             return [self._share_keys(message)]
         if isinstance(message, SharesDelivery):
             return [self._masked_input(message)]
+        if isinstance(message, ConsistencyRequest):
+            return [self._consistency(message)]
         if isinstance(message, UnmaskRequest):
             return [self._unmask(message)]
         raise _server_fault(PeerFault.OUT_OF_STAGE, type(message).__name__)
@@ -144,8 +186,14 @@ class SecAggClientSession(ClientSession):
 
     def _advertise_keys(self) -> AdvertiseKeys:
         cipher_key, mask_key = self._secret_keys()
+        signature = b""
+        if self._identity is not None:
+            # Bonawitz et al. 2017, §4, AdvertiseKeys (malicious setting): sigma_u over both public keys.
+            signature = self._identity.sign(keys_payload(self._config, self._client_id, cipher_key.public_bytes,
+                                                         mask_key.public_bytes))
         return AdvertiseKeys(round_id=self._config.round_id, sender=self._client_id,
-                             cipher_public_key=cipher_key.public_bytes, mask_public_key=mask_key.public_bytes)
+                             cipher_public_key=cipher_key.public_bytes, mask_public_key=mask_key.public_bytes,
+                             signature=signature)
 
     def _share_keys(self, message: KeysBroadcast) -> ShareKeys:
         config, me = self._config, self._client_id
@@ -163,6 +211,14 @@ class SecAggClientSession(ClientSession):
         if len(owners) < config.threshold:
             raise _server_fault(PeerFault.BAD_SURVIVOR_SET,
                                 f"{len(owners)} clients advertised keys, threshold {config.threshold}")
+        if config.identities is not None:
+            # Every forwarded key must carry its owner's signature: a server cannot substitute its own keys.
+            for k in message.keys:
+                try:
+                    verify_signature(config.identities.verify_keys[k.owner], k.signature,
+                                     keys_payload(config, k.owner, k.cipher_public_key, k.mask_public_key))
+                except CryptoError:
+                    raise _server_fault(PeerFault.BAD_SIGNATURE, f"client {k.owner}'s keys are not signed by it") from None
         self._peer_keys = {k.owner: k for k in message.keys if k.owner != me}
         holders = sorted(owners)
         self._self_mask_seed = os.urandom(32)
@@ -223,8 +279,49 @@ class SecAggClientSession(ClientSession):
                              _self_mask_key(config, self._self_mask_seed, me), pairwise)
         return MaskedInput(round_id=config.round_id, sender=me, vector=masked)
 
+    def _consistency(self, message: ConsistencyRequest) -> ConsistencySignature:
+        config, me = self._config, self._client_id
+        if self._identity is None:
+            raise _server_fault(PeerFault.OUT_OF_STAGE, "a consistency check outside the active variant")
+        survivors = set(message.survivors)
+        if me not in survivors or not survivors <= set(config.clients):
+            raise _server_fault(PeerFault.BAD_SURVIVOR_SET, "the survivor set must include this client, in the cohort")
+        if len(survivors) < consistency_quorum(config):
+            raise _server_fault(PeerFault.BAD_SURVIVOR_SET,
+                                f"{len(survivors)} survivors, below the quorum {consistency_quorum(config)}")
+        # Bonawitz et al. 2017, §4, ConsistencyCheck: sign U3 once; only this set can be unmasked later.
+        self._signed_survivors = tuple(sorted(survivors))
+        return ConsistencySignature(round_id=config.round_id, sender=me,
+                                    signature=self._identity.sign(consistency_payload(config, self._signed_survivors)))
+
+    def _check_consistency(self, message: UnmaskRequest) -> None:
+        # Unmask only if a quorum of the survivors signed the very set this client signed (§4, Unmasking).
+        config = self._config
+        signed = self._signed_survivors
+        if signed is None or config.identities is None:
+            raise _server_fault(PeerFault.OUT_OF_STAGE, "unmasking before the consistency check")
+        holdings = set(self._sharing_peers) | {self._client_id}
+        if set(message.survivors) != set(signed) & holdings:
+            raise _server_fault(PeerFault.BAD_SURVIVOR_SET, "the survivors differ from the set this client signed")
+        payload = consistency_payload(config, signed)
+        signers = set()
+        for entry in message.signatures:
+            if entry.owner not in signed:
+                raise _server_fault(PeerFault.BAD_SIGNATURE, f"a consistency signature from {entry.owner}, not a survivor")
+            try:
+                verify_signature(config.identities.verify_keys[entry.owner], entry.signature, payload)
+            except CryptoError:
+                raise _server_fault(PeerFault.BAD_SIGNATURE,
+                                    f"client {entry.owner}'s consistency signature is not over this set") from None
+            signers.add(entry.owner)
+        if len(signers) < consistency_quorum(config):
+            raise _server_fault(PeerFault.BAD_SURVIVOR_SET,
+                                f"{len(signers)} consistency signatures, quorum {consistency_quorum(config)}")
+
     def _unmask(self, message: UnmaskRequest) -> UnmaskingShares:
         config, me = self._config, self._client_id
+        if config.identities is not None:
+            self._check_consistency(message)
         holdings = set(self._sharing_peers) | {me}
         survivors = set(message.survivors)
         if me not in survivors or not survivors <= holdings:
@@ -252,6 +349,7 @@ class SecAggClientSession(ClientSession):
         super()._discard_secrets()
         self._cipher_key = None
         self._mask_key = None
+        self._identity = None
         self._self_mask_seed = None
         self._own_shares = None
         self._held_shares = {}
@@ -279,6 +377,7 @@ class SecAggServerSession(ServerSession):
         self._running_sum: np.ndarray | None = None
         self._in_sum: set[int] = set()
         self._unmasking: dict[int, UnmaskingShares] = {}
+        self._consistency: dict[int, bytes] = {}
 
     # ---- receiving -------------------------------------------------------------------------------
     def _handle(self, message: ClientMessage) -> None:
@@ -288,6 +387,8 @@ class SecAggServerSession(ServerSession):
             self._on_shares(message)
         elif isinstance(message, MaskedInput):
             self._on_masked_input(message)
+        elif isinstance(message, ConsistencySignature):
+            self._on_consistency(message)
         elif isinstance(message, UnmaskingShares):
             self._on_unmasking(message)
 
@@ -300,8 +401,29 @@ class SecAggServerSession(ServerSession):
             except CryptoError:
                 raise PeerProtocolError(PeerFault.BAD_PUBLIC_KEY, peer=message.sender,
                                         detail="not a valid X25519 key") from None
+        identities = self._config.identities
+        if identities is not None:
+            try:
+                verify_signature(identities.verify_keys[message.sender], message.signature,
+                                 keys_payload(self._config, message.sender, message.cipher_public_key,
+                                              message.mask_public_key))
+            except CryptoError:
+                raise PeerProtocolError(PeerFault.BAD_SIGNATURE, peer=message.sender,
+                                        detail="advertised keys not signed by the sender's identity key") from None
         self._seen_public_keys.update((message.cipher_public_key, message.mask_public_key))
         self._keys[message.sender] = message
+
+    def _on_consistency(self, message: ConsistencySignature) -> None:
+        identities = self._config.identities
+        if identities is None:  # pragma: no cover - the passive stage table never accepts this message
+            raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=message.sender)
+        try:
+            verify_signature(identities.verify_keys[message.sender], message.signature,
+                             consistency_payload(self._config, sorted(self._u3)))
+        except CryptoError:
+            raise PeerProtocolError(PeerFault.BAD_SIGNATURE, peer=message.sender,
+                                    detail="consistency signature not over the survivor set") from None
+        self._consistency[message.sender] = message.signature
 
     def _on_shares(self, message: ShareKeys) -> None:
         u = message.sender
@@ -348,6 +470,8 @@ class SecAggServerSession(ServerSession):
         elif self._stage is Stage.SHARE_KEYS:
             self._envelopes.pop(client, None)
             self._commitments.pop(client, None)
+        elif self._stage is Stage.CONSISTENCY_CHECK:
+            self._consistency.pop(client, None)
         elif self._stage is Stage.UNMASKING:
             self._unmasking.pop(client, None)
 
@@ -368,7 +492,8 @@ class SecAggServerSession(ServerSession):
             for u in sorted(responders):
                 owners = sorted((config.neighbours(u) & responders) | {u})
                 keys = tuple(PublicKeys(owner=v, cipher_public_key=self._keys[v].cipher_public_key,
-                                        mask_public_key=self._keys[v].mask_public_key) for v in owners)
+                                        mask_public_key=self._keys[v].mask_public_key,
+                                        signature=self._keys[v].signature) for v in owners)
                 messages.append(KeysBroadcast(round_id=config.round_id, recipient=u, keys=keys))
             return messages
         if self._stage is Stage.SHARE_KEYS:
@@ -387,9 +512,22 @@ class SecAggServerSession(ServerSession):
             self._u3 = frozenset(self._in_sum)
             self._require(len(self._u3), t, "too few masked inputs")
             self._active = set(self._u3 - self._dropped.keys())
+            if config.active:
+                # Bonawitz et al. 2017, §4, ConsistencyCheck: show every survivor the whole of U3.
+                self._require(len(self._u3), consistency_quorum(config), "too few masked inputs for the quorum")
+                survivors = tuple(sorted(self._u3))
+                return [ConsistencyRequest(round_id=config.round_id, recipient=u, survivors=survivors)
+                        for u in sorted(self._active)]
             return [UnmaskRequest(round_id=config.round_id, recipient=u,
                                   survivors=tuple(sorted(self._holdings[u] & self._u3)))
                     for u in sorted(self._active)]
+        if self._stage is Stage.CONSISTENCY_CHECK:
+            self._require(len(responders), consistency_quorum(config), "too few consistency signatures")
+            self._active = set(responders)
+            signatures = tuple(SurvivorSignature(owner=u, signature=self._consistency[u]) for u in sorted(responders))
+            return [UnmaskRequest(round_id=config.round_id, recipient=u,
+                                  survivors=tuple(sorted(self._holdings[u] & self._u3)), signatures=signatures)
+                    for u in sorted(responders)]
         # Stage.UNMASKING
         self._require(len(responders), t, "too few clients answered the unmasking request")
         self._unmask(responders)

@@ -28,7 +28,7 @@ from ..encoding import EncodedUpdate, Ring
 from ._codec import decode_message
 from ._config import RoundConfig
 from ._messages import ClientMessage, Message, RoundStart, ServerMessage
-from ._stages import CLIENT_TRANSITIONS, FIRST_STAGE, SERVER_STAGES, ClientState, Stage
+from ._stages import FIRST_STAGE, ClientState, Stage, client_transitions, server_stages
 
 __all__ = ["ClientSession", "ServerSession", "AggregationResult", "DropRecord", "SERVER"]
 
@@ -79,7 +79,7 @@ class ClientSession(abc.ABC):
         self._client_id = client_id
         self._update: EncodedUpdate | None = update
         self._state = ClientState.AWAIT_START
-        self._transitions = CLIENT_TRANSITIONS[config.protocol]
+        self._transitions = client_transitions(config.protocol, active=config.active)
 
     @property
     def client_id(self) -> int:
@@ -159,7 +159,7 @@ class ServerSession(abc.ABC):
 
     def __init__(self, config: RoundConfig) -> None:
         self._config = config
-        self._rules = SERVER_STAGES[config.protocol]
+        self._rules = server_stages(config.protocol, active=config.active)
         self._stage = FIRST_STAGE[config.protocol]
         self._started = False
         self._active: set[int] = set(config.clients)

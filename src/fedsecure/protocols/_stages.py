@@ -18,8 +18,18 @@ neighbour graph) run four client stages:
    self-masks of survivors and the pairwise masks of the dropped, and is left
    with sum_{u in U3} x_u.
 
-The consistency-check round of the active-adversary variant (§4, round 3) is
-not part of this table yet. The plaintext baseline has one stage.
+The active-adversary variant (§4, the malicious-server additions) signs the
+advertised keys with each client's long-term Ed25519 identity key and adds a
+stage between 2 and 3:
+
+2½. **ConsistencyCheck**: the server shows every client in U3 the whole set U3;
+   each signs it and returns the signature (U4). In Unmasking the server
+   forwards those signatures, and a client unmasks only if at least t clients
+   of its neighbourhood signed the very set it was shown, so the server cannot
+   tell some clients that v dropped and others that v survived.
+
+Those tables are :data:`ACTIVE_CLIENT_TRANSITIONS` and
+:data:`ACTIVE_SERVER_STAGES`. The plaintext baseline has one stage.
 
 Paillier with a separate decryptor (like FATE's arbiter) has three: clients
 commit to their packed ciphertexts with a signed SHA-256 (**Commitment**); the
@@ -59,9 +69,12 @@ from ._messages import (
     SharesDelivery,
     UnmaskingShares,
     UnmaskRequest,
+    ConsistencyRequest,
+    ConsistencySignature,
 )
 
-__all__ = ["Stage", "ClientState", "StageRule", "CLIENT_TRANSITIONS", "SERVER_STAGES", "FIRST_STAGE"]
+__all__ = ["Stage", "ClientState", "StageRule", "CLIENT_TRANSITIONS", "SERVER_STAGES", "FIRST_STAGE",
+           "ACTIVE_CLIENT_TRANSITIONS", "ACTIVE_SERVER_STAGES", "server_stages", "client_transitions"]
 
 
 class Stage(enum.IntEnum):
@@ -70,7 +83,8 @@ class Stage(enum.IntEnum):
     ADVERTISE_KEYS = 0
     SHARE_KEYS = 1
     MASKED_INPUT = 2
-    UNMASKING = 3
+    CONSISTENCY_CHECK = 3
+    UNMASKING = 4
     PLAINTEXT_INPUT = 10
     # Paillier stages, in protocol order (DropoutSchedule compares stages by value).
     COMMITMENT = 11
@@ -91,6 +105,7 @@ class ClientState(enum.Enum):
     AWAIT_START = "await-start"
     AWAIT_KEYS = "await-keys"
     AWAIT_SHARES = "await-shares"
+    AWAIT_CONSISTENCY = "await-consistency"
     AWAIT_UNMASK = "await-unmask"
     AWAIT_DECRYPTION = "await-decryption"
     AWAIT_REVEAL = "await-reveal"
@@ -160,3 +175,30 @@ FIRST_STAGE: Mapping[ProtocolKind, Stage] = {
     ProtocolKind.PAILLIER: Stage.COMMITMENT,
     ProtocolKind.PAILLIER_THRESHOLD: Stage.COMMITMENT,
 }
+
+# The active-adversary variant of SecAgg and SecAgg+ (Bonawitz et al. 2017, §4, with consistency checks).
+ACTIVE_CLIENT_TRANSITIONS: Mapping[ClientState, Mapping[type, tuple[ClientState, Stage]]] = {
+    ClientState.AWAIT_START: {RoundStart: (ClientState.AWAIT_KEYS, Stage.ADVERTISE_KEYS)},
+    ClientState.AWAIT_KEYS: {KeysBroadcast: (ClientState.AWAIT_SHARES, Stage.SHARE_KEYS)},
+    ClientState.AWAIT_SHARES: {SharesDelivery: (ClientState.AWAIT_CONSISTENCY, Stage.MASKED_INPUT)},
+    ClientState.AWAIT_CONSISTENCY: {ConsistencyRequest: (ClientState.AWAIT_UNMASK, Stage.CONSISTENCY_CHECK)},
+    ClientState.AWAIT_UNMASK: {UnmaskRequest: (ClientState.DONE, Stage.UNMASKING)},
+}
+ACTIVE_SERVER_STAGES: Mapping[Stage, StageRule] = {
+    Stage.ADVERTISE_KEYS: StageRule(accepts=AdvertiseKeys, next_stage=Stage.SHARE_KEYS),
+    Stage.SHARE_KEYS: StageRule(accepts=ShareKeys, next_stage=Stage.MASKED_INPUT),
+    Stage.MASKED_INPUT: StageRule(accepts=MaskedInput, next_stage=Stage.CONSISTENCY_CHECK),
+    Stage.CONSISTENCY_CHECK: StageRule(accepts=ConsistencySignature, next_stage=Stage.UNMASKING),
+    Stage.UNMASKING: StageRule(accepts=UnmaskingShares, next_stage=Stage.DONE),
+}
+
+
+def server_stages(protocol: ProtocolKind, *, active: bool = False) -> Mapping[Stage, StageRule]:
+    """The server's stage table for ``protocol`` (the active-adversary table for SecAgg/SecAgg+ if ``active``)."""
+    return ACTIVE_SERVER_STAGES if active else SERVER_STAGES[protocol]
+
+
+def client_transitions(protocol: ProtocolKind, *,
+                       active: bool = False) -> Mapping[ClientState, Mapping[type, tuple[ClientState, Stage]]]:
+    """A client's transition table for ``protocol`` (the active-adversary one if ``active``)."""
+    return ACTIVE_CLIENT_TRANSITIONS if active else CLIENT_TRANSITIONS[protocol]

@@ -8,14 +8,17 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ..protocols import SERVER_STAGES, DecryptedAggregate, ProtocolKind, Stage
+from ..protocols import DecryptedAggregate, ProtocolKind, Stage, server_stages
 
 __all__ = ["DropoutSchedule", "client_stages"]
 
 
-def client_stages(protocol: ProtocolKind) -> tuple[Stage, ...]:
-    """The stages in which clients answer, in protocol order (a separate decryptor's stage is not one)."""
-    rules = SERVER_STAGES[protocol]
+def client_stages(protocol: ProtocolKind, *, active: bool = False) -> tuple[Stage, ...]:
+    """The stages in which clients answer, in protocol order (a separate decryptor's stage is not one).
+
+    ``active`` selects SecAgg's active-adversary variant, with its consistency check.
+    """
+    rules = server_stages(protocol, active=active)
     return tuple(stage for stage, rule in rules.items() if rule.accepts is not DecryptedAggregate)
 
 
@@ -46,11 +49,12 @@ class DropoutSchedule:
         protocol: ProtocolKind,
         rng: np.random.Generator,
         stages: Sequence[Stage] | None = None,
+        active: bool = False,
     ) -> DropoutSchedule:
         """``round(fraction * n)`` clients, chosen uniformly, each silent from a uniformly chosen stage."""
         if not 0 <= fraction <= 1:
             raise ValueError("dropout fraction must be in [0, 1]")
-        stages = tuple(stages) if stages is not None else client_stages(protocol)
+        stages = tuple(stages) if stages is not None else client_stages(protocol, active=active)
         count = round(fraction * len(clients))
         chosen = rng.choice(np.asarray(clients), size=count, replace=False)
         picks = rng.integers(0, len(stages), size=count)

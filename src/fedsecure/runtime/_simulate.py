@@ -10,7 +10,7 @@ import numpy as np
 
 from ..encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
 from ..crypto import MIN_SECURE_KEY_BITS
-from ..protocols import PaillierDeployment, ProtocolKind, RoundConfig, ThreatModel
+from ..protocols import PaillierDeployment, ProtocolKind, RoundConfig, ThreatModel, create_identities
 from ._schedule import DropoutSchedule
 from ._simulator import Progress, RoundReport, Simulator
 from ._transcript import transcript_lines
@@ -107,6 +107,7 @@ def simulate(
     key_bits: int = MIN_SECURE_KEY_BITS,
     insecure_keys: bool = False,
     record_fields: bool = False,
+    active: bool = False,
 ) -> SimulationReport:
     """Run one round over ``clients`` simulated clients with ``dimension``-long updates.
 
@@ -116,7 +117,8 @@ def simulate(
     Paillier protocols use ``paillier`` if given, else set up a fresh deployment
     with ``key_bits``-bit keys (below 2048 only with ``insecure_keys``).
     ``record_fields`` keeps every message's public fields, for
-    :meth:`SimulationReport.transcript`.
+    :meth:`SimulationReport.transcript`. ``active`` runs SecAgg's
+    active-adversary variant, with fresh identity keys for the cohort.
     """
     if clients < 1:
         raise ValueError("clients must be at least 1")
@@ -128,18 +130,20 @@ def simulate(
         if progress is not None:
             progress("keygen", 0, 1)
         paillier = PaillierDeployment.create(protocol, range(clients), key_bits=key_bits, insecure=insecure_keys)
+    identities, identity_keys = create_identities(range(clients)) if active else (None, None)
     config = RoundConfig.create(protocol=protocol, clients=range(clients), encoding=encoding, round_id=round_id,
-                                threat=threat, paillier=paillier.keys if paillier is not None else None)
+                                threat=threat, paillier=paillier.keys if paillier is not None else None,
+                                identities=identities)
     if schedule is None:
         rng = np.random.default_rng([seed, 2**31 - 1])  # noqa: csprng-ok (dropout schedule, not a secret)
-        schedule = DropoutSchedule.random(config.clients, dropout, protocol=protocol, rng=rng)
+        schedule = DropoutSchedule.random(config.clients, dropout, protocol=protocol, rng=rng, active=active)
     updates: dict[int, EncodedUpdate] = {}
     for c in config.clients:
         updates[c] = quantizer.encode(client_data(seed, c, dimension))
         if progress is not None and (c + 1) % 100 == 0:
             progress("encode", c + 1, clients)
     report = Simulator(config, updates, schedule=schedule, progress=progress, paillier=paillier,
-                       record_fields=record_fields).run()
+                       record_fields=record_fields, identities=identity_keys).run()
 
     correct = False
     max_abs_error = float("nan")

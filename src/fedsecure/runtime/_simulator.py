@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
+from ..crypto import SigningKey
 from ..encoding import EncodedUpdate
 from ..protocols import (
     DECRYPTOR,
     SERVER,
     DecryptionRequest,
+    PaillierCredentials,
     PaillierDeployment,
     AggregationResult,
     RoundConfig,
@@ -101,7 +103,8 @@ class Simulator:
     each client's credentials and, for a separate decryptor, the key holder,
     which appears in the transcript as ``"decryptor"``. With ``record_fields``
     every transcript record also carries the message's public fields, for
-    auditing (it costs a hash of every vector and envelope).
+    auditing (it costs a hash of every vector and envelope). Rounds of SecAgg's
+    active-adversary variant need every client's ``identities`` key.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class Simulator:
         wrap_server: Callable[[ServerSession], ServerSession] | None = None,
         paillier: PaillierDeployment | None = None,
         record_fields: bool = False,
+        identities: Mapping[int, SigningKey] | None = None,
     ) -> None:
         missing = set(config.clients) - updates.keys()
         if missing:
@@ -129,6 +133,9 @@ class Simulator:
             raise ValueError(f"a {config.protocol.value} round needs its PaillierDeployment")
         self._paillier = paillier
         self._record_fields = record_fields
+        if config.active and (identities is None or set(config.clients) - identities.keys()):
+            raise ValueError("an active-adversary round needs every client's identity key")
+        self._identities = identities or {}
 
     def _fields(self, message: Any) -> Mapping[str, Any] | None:
         return public_view(message) if self._record_fields else None
@@ -189,7 +196,8 @@ class Simulator:
         clients = {}
         for c in config.clients:
             started = clock()
-            credentials = self._paillier.credentials.get(c) if self._paillier is not None else None
+            credentials: PaillierCredentials | SigningKey | None = (
+                self._paillier.credentials.get(c) if self._paillier is not None else self._identities.get(c))
             clients[c] = create_client_session(config, c, self._updates[c], credentials)
             client_seconds[c] += clock() - started
 

@@ -1,0 +1,63 @@
+"""Attack simulations: each fails against the protective configuration and, where one exists, succeeds against
+the weakened one, reconstructing the victim's update."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedsecure.audit._attacks import ATTACKS, run_attack
+from fedsecure.cli import main
+from fedsecure.protocols import ProtocolKind
+
+RECONSTRUCTING = ("split-view", "key-substitution", "below-threshold")
+
+
+@pytest.mark.parametrize("name", RECONSTRUCTING)
+@pytest.mark.parametrize("protocol, clients", [(ProtocolKind.SECAGG, 10), (ProtocolKind.SECAGG_PLUS, 60)])
+def test_attack_fails_when_protected_and_reconstructs_when_weakened(name: str, protocol: ProtocolKind,
+                                                                     clients: int) -> None:
+    result = run_attack(name, protocol=protocol, clients=clients)
+    assert result.protected.defeated is False, result.protected.detail
+    assert result.protected.reconstruction_error is None
+    assert result.weakened.defeated is True, result.weakened.detail
+    # Exact up to the quantisation of the update.
+    assert result.weakened.reconstruction_error is not None and result.weakened.reconstruction_error < 1e-6
+
+
+@pytest.mark.parametrize("name", ["replay", "redirect-shares"])
+def test_bindings_without_a_weaker_configuration(name: str) -> None:
+    result = run_attack(name, protocol=ProtocolKind.SECAGG, clients=8)
+    assert result.protected.defeated is False, result.protected.detail
+    assert result.weakened.defeated is None and "no weakened configuration" in result.weakened.detail
+
+
+def test_sybils_are_reported_as_unpreventable() -> None:
+    result = run_attack("sybils", protocol=ProtocolKind.SECAGG, clients=8)
+    assert result.protected.defeated is True and result.weakened.defeated is True
+    assert result.protected.reconstruction_error is not None and result.protected.reconstruction_error < 1e-6
+    assert "cannot prevent" in result.protected.detail
+
+
+def test_unknown_attack_and_protocol_are_refused() -> None:
+    with pytest.raises(ValueError):
+        run_attack("telepathy")
+    with pytest.raises(ValueError):
+        run_attack("split-view", protocol=ProtocolKind.PLAINTEXT)
+
+
+def test_cli_attack_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--attack", "all", "--clients", "10", "--json", "--report", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [a["name"] for a in out["attacks"]] == list(ATTACKS)
+    for attack in out["attacks"]:
+        assert {"name", "protected_config_defeated", "weakened_config_defeated", "reconstruction_error"} <= attack.keys()
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| split-view | no | **yes** |" in report and "| sybils | **yes** | **yes** |" in report
+    # "all" is the whole audit: a fresh round's transcript checked, and (with torch) leakage and the DP audit.
+    assert (tmp_path / "transcript.jsonl").exists() and all(c["passed"] for c in out["checks"])
+    if "gradient_leakage" in out:
+        assert (tmp_path / "gradient_leakage.png").exists()
+        assert out["empirical_epsilon_lower_bound"] <= out["claimed_epsilon"]
