@@ -22,11 +22,13 @@ UTILITY_LEVELS: tuple[tuple[str, str | None, str], ...] = (
 
 
 def run_utility(*, clients: int, rounds: int, epsilons: Sequence[float], delta: float = 1e-5, seed: int = 0,
-                example: str = "cnn-digits", log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                example: str = "cnn-digits", clip: float = 1.0,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train ``example`` (on scikit-learn's bundled digits) without DP and at each epsilon under each DP level.
 
     Every run trains a fresh model for ``rounds`` rounds over ``clients``
-    clients with the example's own partition and dropout, and records
+    clients with the example's own partition and dropout, every update clipped to
+    L2 norm ``clip`` (user-level DP's sensitivity; the references use it too), and records
     the final test accuracy and the epsilon the privacy ledger reports (the
     accounting of what actually ran, not the plan). Needs the ``torch`` and
     ``examples`` extras.
@@ -41,7 +43,7 @@ def run_utility(*, clients: int, rounds: int, epsilons: Sequence[float], delta: 
     for label, level, protocol in UTILITY_LEVELS:
         for epsilon in (epsilons if level is not None else [None]):
             experiment = EXAMPLES[example](protocol=ProtocolKind(protocol), clients=clients, seed=seed)
-            federation = experiment.federation
+            federation = dataclasses.replace(experiment.federation, clip=clip)
             if level is not None and epsilon is not None:
                 dp = dp_config_for(experiment, level=PrivacyLevel(level), epsilon=epsilon, delta=delta, rounds=rounds,
                                    mechanism=Mechanism.DDGAUSS if level == "distributed" else None, bits=20)
@@ -58,7 +60,7 @@ def run_utility(*, clients: int, rounds: int, epsilons: Sequence[float], delta: 
             records.append(record)
             say(f"  utility {label:<45} epsilon {epsilon if epsilon is not None else '-':<6} accuracy "
                 f"{100 * (result.final_accuracy or 0):5.1f}%  ({record['seconds']:.0f} s)")
-    return {"example": example, "clients": clients, "rounds": rounds, "delta": delta,
+    return {"example": example, "clients": clients, "rounds": rounds, "delta": delta, "clip": clip,
             "epsilons": list(epsilons), "records": records}
 
 
@@ -99,7 +101,7 @@ def utility_table(utility: dict[str, Any]) -> list[str]:
     """Markdown lines: final accuracy per configuration and target epsilon (and the epsilon the ledger reports)."""
     epsilons = utility["epsilons"]
     lines = [f"**Test accuracy, {utility['example']}** ({utility['clients']} clients, {utility['rounds']} rounds, "
-             f"delta = {utility['delta']:g}; the ledger's epsilon in brackets):", "",
+             f"clip {utility.get('clip', '–')}, delta = {utility['delta']:g}; the ledger's epsilon in brackets):", "",
              f"| | no DP | {' | '.join(f'epsilon = {e:g}' for e in epsilons)} |", "|---|---|" + "---|" * len(epsilons)]
     for label, level, _ in UTILITY_LEVELS:
         rows = {r["target_epsilon"]: r for r in utility["records"] if r["config"] == label}
