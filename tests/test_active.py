@@ -241,3 +241,47 @@ def test_cli_simulate_active(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--active", "--clients", "12", "--dim", "20", "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["correct"] and summary["threshold"] >= active_threshold(12)
+
+
+def test_a_client_joins_each_configuration_once() -> None:
+    # A server rerunning one configuration could collect two sets of consistency signatures and replay them.
+    config, updates, keys = _active_round(7)
+    create_client_session(config, 2, updates[2], keys[2])
+    with pytest.raises(LocalProtocolError, match="already took part"):
+        create_client_session(config, 2, updates[2], keys[2])
+    assert config.digest in keys[2].joined
+
+
+def test_a_client_with_an_identity_refuses_a_passive_round() -> None:
+    # The server chooses the configuration: a client that expects the active variant must not be downgraded.
+    config, updates, keys = _active_round(7)
+    passive, passive_updates, _ = make_round(ProtocolKind.SECAGG, clients=7)
+    with pytest.raises(LocalProtocolError, match="requires the active"):
+        create_client_session(passive, 0, passive_updates[0], keys[0])
+
+
+@pytest.mark.parametrize("clients", [60, 200, 500])
+def test_active_secagg_plus_parameters_bound_the_split_share_view(clients: int) -> None:
+    # A server that hides some honest neighbours from the victim at ShareKeys and drops the others from U3
+    # recovers the victim's input once it has 2t - k corrupt neighbours (the view of U2 is not signed). The
+    # active parameters bound that event by 2^-sigma, and t > 2k/3.
+    from fedsecure.protocols import choose_parameters, graph_security_failure
+
+    threat = ThreatModel()
+    params = choose_parameters(clients, threat, active=True)
+    assert params.threshold >= active_threshold(params.degree)
+    assert graph_security_failure(clients, params.degree, params.threshold, threat, active=True) <= 2.0 ** -40
+    passive = choose_parameters(clients, threat)
+    # The passive choice would not meet the active bound.
+    assert graph_security_failure(clients, passive.degree, passive.threshold, threat, active=True) > 2.0 ** -40
+
+
+def test_active_variant_refuses_a_third_corrupt() -> None:
+    from fedsecure import ConfigurationError
+
+    encoding = EncodingConfig.fit_scale(dimension=8, clients=30, clip=1.0, clip_mode=ClipMode.PER_COORDINATE)
+    identities, _ = create_identities(range(30))
+    for protocol in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
+        with pytest.raises(ConfigurationError):
+            RoundConfig.create(protocol=protocol, clients=range(30), encoding=encoding, identities=identities,
+                               threat=ThreatModel(dropout_fraction=0.05, corrupt_fraction=0.34))

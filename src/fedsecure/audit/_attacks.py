@@ -21,9 +21,10 @@ import numpy as np
 
 from .._errors import CryptoError, PeerProtocolError
 from ..crypto import KeyAgreementKey, MaskExpander, Purpose, derive_key, open_envelope, reconstruct_secret
-from ..crypto import share_from_bytes, SHARE_BYTES, SigningKey
+from ..crypto import SHARE_BYTES, share_from_bytes
 from ..encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
 from ..protocols import (
+    ClientIdentity,
     ConsistencyRequest,
     KeysBroadcast,
     MaskedInput,
@@ -42,7 +43,7 @@ from ..protocols import (
     create_identities,
     create_server_session,
 )
-from ..protocols._secagg import _pairwise_mask_key, _self_mask_key, _x, consistency_payload
+from ..protocols._secagg import _pairwise_mask_key, _self_mask_key, _x, consistency_payload, consistency_quorum
 
 __all__ = ["ATTACKS", "AttackResult", "run_attack"]
 
@@ -84,7 +85,7 @@ class _Round:
     quantizer: Quantizer
     floats: dict[int, np.ndarray]
     updates: dict[int, EncodedUpdate]
-    identities: dict[int, SigningKey] | None
+    identities: dict[int, ClientIdentity] | None
 
 
 def _make_round(protocol: ProtocolKind, clients: int, *, active: bool, threshold: int | None = None,
@@ -199,8 +200,10 @@ def _split_view(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcom
         key_shares += [(_x(client), s.value) for s in reply.key_shares if s.owner == victim]
     t = config.threshold
     if len(self_shares) < t or len(key_shares) < t:
+        quorum = f", no view reaching the consistency quorum of {consistency_quorum(config)}" if active else ""
         return Outcome(False, None, f"the server got {len(self_shares)} self-mask and {len(key_shares)} key shares "
-                       f"of the victim (threshold {t}); {len(refusals)} honest clients refused to unmask")
+                       f"of the victim (threshold {t}); {len(refusals)} honest clients refused to unmask{quorum}. "
+                       "Two defences stop it: t > 2k/3 leaves too few holders for two views, and the quorum")
     seed = reconstruct_secret(self_shares, threshold=t)
     mask_key = KeyAgreementKey.from_raw_private_bytes(reconstruct_secret(key_shares, threshold=t))
     keys = server._keys  # type: ignore[attr-defined]
@@ -388,30 +391,59 @@ def _sybils(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcome:
 
 # --------------------------------------------------------------------------- replay
 def _replay(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcome:
-    # Round 1 runs honestly; its server messages are then replayed into round 2, each to its own recipient.
+    """Replay round 1's server messages into round 2, each at the moment round 2 expects its kind.
+
+    With ``active`` it also tries the variant a malicious server would use against the consistency check: rerun
+    the very same configuration, to collect a second set of signatures.
+    """
     first = _make_round(protocol, clients, active=active, seed=0)
     server = create_server_session(first.config)
     sessions = _sessions(first)
     recorded: list[Any] = []
     outbox = server.start()
     while True:
-        recorded += outbox
+        recorded.append(outbox)
         _deliver(server, sessions, outbox)
         outbox = server.close_stage()
         if server.stage is Stage.DONE:
             break
-    second = _make_round(protocol, clients, active=active, seed=1)
-    fresh = _sessions(second)
-    accepted = refused = 0
-    for message in recorded:
+    # A later round of the same cohort and identities, driven honestly up to each stage in turn; there one
+    # client gets round 1's message of that stage in place of its own.
+    faults = []
+    for index, stage_messages in enumerate(recorded):
+        later = dataclasses.replace(first, config=dataclasses.replace(first.config,
+                                                                      round_id=first.config.round_id + 1 + index))
+        server = create_server_session(later.config)
+        sessions = _sessions(later)
+        outbox = server.start()
+        for _ in range(index):
+            _deliver(server, sessions, outbox)
+            outbox = server.close_stage()
+        target = outbox[0].recipient
+        old = next((m for m in stage_messages if m.recipient == target), None)
+        if old is None:
+            continue
         try:
-            fresh[message.recipient].receive(message)
-            accepted += 1
-        except PeerProtocolError:
-            refused += 1
-        fresh = _sessions(second)  # A refusal aborts a session; replay each message to a fresh one.
-    return Outcome(accepted > 0, None, f"{refused} of {len(recorded)} replayed round-1 messages refused by round-2 "
-                   "clients (round id and configuration digest differ; keys are fresh each round)")
+            sessions[target].receive(old)
+            faults.append("accepted")
+        except PeerProtocolError as error:
+            faults.append(error.fault.value)
+    refused = [f for f in faults if f != "accepted"]
+    detail = (f"{len(refused)} of {len(faults)} round-1 messages replayed into round 2 at their own stage were "
+              f"refused ({', '.join(sorted(set(refused)))})")
+    if active and first.identities is not None:
+        # Rerunning the same configuration: every client refuses to join it a second time.
+        rejoined = 0
+        for c in first.config.clients:
+            try:
+                create_client_session(first.config, c, first.updates[c], first.identities[c])
+                rejoined += 1
+            except Exception:  # noqa: BLE001 - any refusal counts; LocalProtocolError is the expected one
+                pass
+        detail += f"; rerunning round 1's configuration, {clients - rejoined} of {clients} clients refused to join"
+        if rejoined:
+            return Outcome(True, None, detail)
+    return Outcome(bool(len(refused) < len(faults)), None, detail)
 
 
 def _na(reason: str) -> Outcome:
@@ -431,9 +463,10 @@ ATTACKS: dict[str, tuple[str, AttackRunner]] = {
                         "threshold; weakened: a threshold of 3)",
                         lambda p, n: (_below_threshold(p, n, active=False, weakened=False),
                                       _below_threshold(p, n, active=False, weakened=True))),
-    "replay": ("replay an earlier round's server messages into the next round (protected: round binding and fresh "
-               "keys; fedsecure has no configuration without them)",
-               lambda p, n: (_replay(p, n, active=False),
+    "replay": ("replay an earlier round's server messages into the next round, and rerun a round's configuration "
+               "to collect a second set of consistency signatures (protected: round binding, fresh keys and the "
+               "active variant's one-join-per-configuration rule; fedsecure has no configuration without the binding)",
+               lambda p, n: (_replay(p, n, active=True),
                              _na("no weakened configuration: every message and key is bound to its round"))),
     "redirect-shares": ("forward the victim's envelope for one peer to another (protected: AES-GCM binding; "
                         "fedsecure has no configuration without it)",

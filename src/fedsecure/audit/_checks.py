@@ -171,7 +171,8 @@ def check_graph_bound(rounds: list[RoundTranscript]) -> CheckResult:
             evidence.append(f"round {round_.round_id}: no threat model recorded, so no bound can be checked")
             continue
         n = len(header["clients"])
-        failure = graph_security_failure(n, header["degree"], header["threshold"], threat)
+        failure = graph_security_failure(n, header["degree"], header["threshold"], threat,
+                                         active=bool(header.get("active")))
         if failure > 2.0 ** -threat.security_bits:
             evidence.append(f"round {round_.round_id}: n={n}, k={header['degree']}, t={header['threshold']} gives "
                             f"a failure bound of {failure:.3g} > 2^-{threat.security_bits}")

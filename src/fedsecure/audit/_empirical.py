@@ -33,13 +33,14 @@ import numpy as np
 __all__ = ["CanaryAudit", "canary_audit", "epsilon_lower_bound", "one_run_p_value"]
 
 
-def _binomial_pmf(r: int, q: float) -> np.ndarray:
-    # In log space, so that tails far below 1e-300 neither overflow nor lose their precision.
+def _binomial_pmf(r: int, epsilon: float) -> np.ndarray:
+    # Bin(r, q) with q = e^eps / (1 + e^eps), in log space: log q and log(1 - q) are computed from epsilon
+    # directly, so that q never rounds to 1 for large epsilon and tiny tails keep their precision.
     k = np.arange(r + 1)
     log_choose = np.array([math.lgamma(r + 1) - math.lgamma(i + 1) - math.lgamma(r - i + 1) for i in range(r + 1)])
-    with np.errstate(divide="ignore"):
-        log_pmf = log_choose + k * np.log(q) + (r - k) * np.log1p(-q)
-    pmf: np.ndarray = np.exp(log_pmf)
+    log_q = -math.log1p(math.exp(-epsilon))
+    log_not_q = -epsilon + log_q
+    pmf: np.ndarray = np.exp(log_choose + k * log_q + (r - k) * log_not_q)
     return pmf
 
 
@@ -52,8 +53,7 @@ def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> flo
     """
     if not 0 <= v <= r <= m:
         raise ValueError("need 0 <= v <= r <= m")
-    q = 1.0 / (1.0 + math.exp(-epsilon))
-    pmf = _binomial_pmf(r, q)
+    pmf = _binomial_pmf(r, epsilon)
     tail = float(pmf[v:][::-1].sum())
     if delta == 0 or v == 0:
         return min(tail, 1.0)

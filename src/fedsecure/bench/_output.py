@@ -134,11 +134,14 @@ def write_plots(data: dict[str, Any], directory: Path) -> list[Path]:
     rates = sorted({r["dropout"] for r in dropout_records})
     width = 0.8 / max(len(labels), 1)
     for i, label in enumerate(labels):
-        heights = []
+        heights, counts = [], []
         for rate in rates:
             match = [r for r in dropout_records if _label(r) == label and r["dropout"] == rate]
             heights.append(match[0]["aborted_rounds"] / match[0]["rounds"] if match else 0.0)
-        axes.bar([j + i * width for j in range(len(rates))], heights, width, label=label)
+            counts.append(f"{match[0]['aborted_rounds']}/{match[0]['rounds']}" if match else "")
+        bars = axes.bar([j + i * width for j in range(len(rates))], heights, width, label=label)
+        # Label every bar, so that a zero (nothing aborted) reads as measured, not missing.
+        axes.bar_label(bars, labels=counts, fontsize=6, rotation=90, padding=2)
     axes.set_xticks([j + 0.4 - width / 2 for j in range(len(rates))], [f"{rate:g}" for rate in rates])
     axes.set_xlabel("probability that a client drops (at a random stage)")
     axes.set_ylabel("fraction of rounds aborted")
@@ -146,8 +149,8 @@ def write_plots(data: dict[str, Any], directory: Path) -> list[Path]:
     clients = dropout_records[0]["clients"] if dropout_records else 0
     axes.set_title(f"Aborted rounds against dropout ({clients} clients, {rounds} rounds each)\n{subtitle}",
                    fontsize=10)
-    axes.set_ylim(0, 1)
-    axes.legend(fontsize=8)
+    axes.set_ylim(0, 1.15)
+    axes.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
     path = directory / "aborts_vs_dropout.png"
     figure.savefig(path, dpi=110)

@@ -2,6 +2,7 @@
 
 from ._codec import WIRE_VERSION, decode_message, encode_message
 from ._config import (
+    ClientIdentity,
     IdentityKeys,
     PaillierKeys,
     PaillierParameters,
@@ -122,6 +123,7 @@ __all__ = [
     "ConsistencySignature",
     "SurvivorSignature",
     "IdentityKeys",
+    "ClientIdentity",
     "active_threshold",
     "create_identities",
 ]

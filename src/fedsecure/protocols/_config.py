@@ -9,7 +9,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import numpy as np
 import phe
@@ -83,14 +83,64 @@ class IdentityKeys:
             struct.pack("<I", client) + key for client, key in sorted(self.verify_keys.items()))
 
 
-def create_identities(clients: Iterable[int]) -> tuple[IdentityKeys, dict[int, SigningKey]]:
-    """Fresh long-term Ed25519 identity keys for ``clients``, from the OS: the registry and the private halves.
+class ClientIdentity:
+    """A client's long-term identity in the active variant: its signing key, and every round it has joined.
+
+    A client takes part in one configuration (its digest binds the round id,
+    cohort, graph and keys registry) at most once. Otherwise a server could run
+    the same configuration twice, collect consistency signatures on two
+    different survivor sets, and replay them (Bonawitz et al. 2017, §4: each
+    honest client signs one set per round). A deployment must persist
+    :attr:`joined` across restarts and pass it back in.
+    """
+
+    __slots__ = ("_signing_key", "_joined")
+
+    def __init__(self, signing_key: SigningKey, joined: Iterable[bytes] = ()) -> None:
+        self._signing_key = signing_key
+        self._joined = set(joined)
+
+    @classmethod
+    def generate(cls) -> ClientIdentity:
+        return cls(SigningKey.generate())
+
+    @property
+    def public_bytes(self) -> bytes:
+        """The 32-byte verification key the registry lists."""
+        return self._signing_key.public_bytes
+
+    @property
+    def joined(self) -> frozenset[bytes]:
+        """The configuration digests of every round this identity has taken part in."""
+        return frozenset(self._joined)
+
+    def sign(self, data: bytes) -> bytes:
+        return self._signing_key.sign(data)
+
+    def claim(self, config: RoundConfig) -> None:
+        """Record taking part in ``config``; refuse a configuration already joined."""
+        from .._errors import LocalProtocolError
+
+        if config.digest in self._joined:
+            raise LocalProtocolError(f"this client already took part in round {config.round_id} of this "
+                                     "configuration; joining it again would let a server replay its signatures")
+        self._joined.add(config.digest)
+
+    def __repr__(self) -> str:
+        return f"<ClientIdentity {self._signing_key!r} joined={len(self._joined)}>"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a ClientIdentity holds a secret key and cannot be pickled")
+
+
+def create_identities(clients: Iterable[int]) -> tuple[IdentityKeys, dict[int, ClientIdentity]]:
+    """Fresh long-term Ed25519 identities for ``clients``, from the OS: the registry and the private identities.
 
     In a deployment each client makes its own key and registers only the public
     half with a PKI the server does not control; this helper is for simulations and tests.
     """
-    private = {int(c): SigningKey.generate() for c in clients}
-    return IdentityKeys({c: key.public_bytes for c, key in private.items()}), private
+    private = {int(c): ClientIdentity.generate() for c in clients}
+    return IdentityKeys({c: identity.public_bytes for c, identity in private.items()}), private
 
 
 def active_threshold(degree: int) -> int:
@@ -317,9 +367,13 @@ class RoundConfig:
                                          parameter="signing_keys")
             params = complete_graph_parameters(len(cohort), threat)
         elif protocol is ProtocolKind.SECAGG:
+            if identities is not None and threat.corrupt_fraction >= 1 / 3:
+                raise ConfigurationError("the active-adversary variant needs fewer than a third of the clients "
+                                         "corrupt", parameter="corrupt_fraction")
             params = complete_graph_parameters(len(cohort), threat)
         else:
-            params = choose_parameters(len(cohort), threat)
+            # The active variant needs a different choice: t > 2k/3, and secrecy against 2t - k corrupt neighbours.
+            params = choose_parameters(len(cohort), threat, active=identities is not None)
         threshold = max(params.threshold, min_threshold)
         if identities is not None:
             # The active-adversary variant: t > 2k/3 (Bonawitz et al. 2017, §6.3).

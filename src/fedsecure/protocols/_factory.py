@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from .._errors import LocalProtocolError
-from ..crypto import SigningKey
 from ..encoding import EncodedUpdate
-from ._config import ProtocolKind, RoundConfig
+from ._config import ClientIdentity, ProtocolKind, RoundConfig
 from ._paillier import PaillierClientSession, PaillierCredentials, PaillierServerSession
 from ._plaintext import PlaintextClientSession, PlaintextServerSession
 from ._secagg import SecAggClientSession, SecAggServerSession
@@ -19,6 +18,7 @@ _CLIENTS: dict[ProtocolKind, type[ClientSession]] = {
     ProtocolKind.SECAGG_PLUS: SecAggClientSession,
 }
 _PAILLIER = (ProtocolKind.PAILLIER, ProtocolKind.PAILLIER_THRESHOLD)
+_SECAGG = (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS)
 _SERVERS: dict[ProtocolKind, type[ServerSession]] = {
     ProtocolKind.PLAINTEXT: PlaintextServerSession,
     ProtocolKind.SECAGG: SecAggServerSession,
@@ -29,20 +29,23 @@ _SERVERS: dict[ProtocolKind, type[ServerSession]] = {
 
 
 def create_client_session(config: RoundConfig, client_id: int, update: EncodedUpdate,
-                          credentials: PaillierCredentials | SigningKey | None = None) -> ClientSession:
+                          credentials: PaillierCredentials | ClientIdentity | None = None) -> ClientSession:
     """The client session of ``config.protocol`` for one client and its encoded update.
 
     Paillier clients also need their long-lived ``credentials`` (signing key, and key share if any);
-    clients of SecAgg's active-adversary variant their long-term identity :class:`~fedsecure.crypto.SigningKey`.
+    clients of SecAgg's active-adversary variant their :class:`ClientIdentity`. A client given an identity
+    refuses a configuration that is not the active variant (a downgrade).
     """
     if config.protocol in _PAILLIER:
         if credentials is not None and not isinstance(credentials, PaillierCredentials):
             raise LocalProtocolError("Paillier clients take PaillierCredentials")
         return PaillierClientSession(config, client_id, update, credentials)
-    if config.active:
-        if not isinstance(credentials, SigningKey):
-            raise LocalProtocolError("the active-adversary variant needs the client's identity SigningKey")
+    if isinstance(credentials, ClientIdentity) or config.active:
+        if not isinstance(credentials, ClientIdentity) or config.protocol not in _SECAGG:
+            raise LocalProtocolError("the active-adversary variant is SecAgg's and needs the client's ClientIdentity")
         return SecAggClientSession(config, client_id, update, credentials)
+    if credentials is not None:
+        raise LocalProtocolError(f"{config.protocol.value} clients take no credentials")
     return _CLIENTS[config.protocol](config, client_id, update)
 
 

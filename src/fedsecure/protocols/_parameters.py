@@ -130,7 +130,8 @@ def complete_graph_parameters(clients: int, threat: ThreatModel) -> GraphParamet
                            security_failure=0.0, correctness_failure=independent)
 
 
-def graph_security_failure(clients: int, degree: int, threshold: int, threat: ThreatModel) -> float:
+def graph_security_failure(clients: int, degree: int, threshold: int, threat: ThreatModel, *,
+                           active: bool = False) -> float:
     """An upper bound on the probability that the server and the corrupt clients learn an honest input.
 
     This is the bound :func:`choose_parameters` selects against (Bell et al. 2020, §3-§4; module docstring): the
@@ -138,12 +139,24 @@ def graph_security_failure(clients: int, degree: int, threshold: int, threat: Th
     ``threshold`` corrupt neighbours. For the complete graph it is 0 when ``threshold`` is a majority above
     the corrupt count, else 1. A threshold of at most half the neighbourhood is always 1: then the
     server can collect both kinds of share of one client (Bonawitz et al. 2017, §4).
+
+    ``active`` bounds the active-adversary variant instead: a malicious server can show a victim a ShareKeys
+    view without some honest neighbours and later drop the others from U3, which succeeds once the victim has
+    ``2t - k`` corrupt neighbours; the bound is on that event (and it needs fewer than a third corrupt).
     """
     n = clients
     corrupt = math.floor(threat.corrupt_fraction * n)
+    if active and 3 * corrupt >= n:
+        return 1.0
     if degree >= n:
-        return 0.0 if threshold >= max((n + 1) // 2, corrupt + 1, 2) else 1.0
+        need = max((n + 1) // 2, corrupt + 1, 2)
+        if active:
+            need = max(need, 2 * n // 3 + 1)
+            # The split needs 2t - n corrupt clients, impossible with t > 2n/3 and fewer than n/3 corrupt.
+        return 0.0 if threshold >= need and (not active or corrupt < 2 * threshold - n) else 1.0
     if threshold < (degree + 1) // 2 or threshold > degree:
+        return 1.0
+    if active and threshold < 2 * degree // 3 + 1:
         return 1.0
     dropped = math.ceil(threat.dropout_fraction * n)
     removed = min(n, corrupt + dropped)
@@ -151,15 +164,24 @@ def graph_security_failure(clients: int, degree: int, threshold: int, threat: Th
     half = others // 2
     disconnect = (n * n / 2) * math.comb(removed, 2 * half) / math.comb(n, 2 * half)
     corrupt_tails = _upper_tails(_hypergeometric_pmf(n - 1, corrupt, others))
-    return min(1.0, n * corrupt_tails[threshold] + disconnect)
+    need = max(0, 2 * threshold - degree) if active else threshold
+    return min(1.0, n * corrupt_tails[min(need, others + 1)] + disconnect)
 
 
-def choose_parameters(clients: int, threat: ThreatModel) -> GraphParameters:
-    """The smallest SecAgg+ neighbourhood and threshold meeting ``threat`` (see the module docstring)."""
+def choose_parameters(clients: int, threat: ThreatModel, *, active: bool = False) -> GraphParameters:
+    """The smallest SecAgg+ neighbourhood and threshold meeting ``threat`` (see the module docstring).
+
+    ``active`` chooses for the active-adversary variant: ``t > 2k/3``, fewer
+    than a third of the clients corrupt, and secrecy bounded against a victim
+    having ``2t - k`` corrupt neighbours (:func:`graph_security_failure`).
+    """
     if clients < 1:
         raise ConfigurationError("a round needs at least one client", parameter="clients")
     n = clients
     corrupt = math.floor(threat.corrupt_fraction * n)
+    if active and threat.corrupt_fraction >= 1 / 3:
+        raise ConfigurationError("the active-adversary variant needs fewer than a third of the clients corrupt",
+                                 parameter="corrupt_fraction")
     dropped = math.ceil(threat.dropout_fraction * n)
     removed = min(n, corrupt + dropped)
     security_target = 2.0 ** -threat.security_bits
@@ -174,8 +196,10 @@ def choose_parameters(clients: int, threat: ThreatModel) -> GraphParameters:
         exact_tails = _upper_tails(_hypergeometric_pmf(n - 1, dropped, others))
         independent_tails = _upper_tails(_binomial_pmf(others, threat.dropout_fraction))
         dropped_tails = [max(a, b) for a, b in zip(exact_tails, independent_tails)]
-        for threshold in range((degree + 1) // 2, degree + 1):
-            security = n * corrupt_tails[threshold] + disconnect
+        lowest = max((degree + 1) // 2, 2 * degree // 3 + 1) if active else (degree + 1) // 2
+        for threshold in range(lowest, degree + 1):
+            need = max(0, 2 * threshold - degree) if active else threshold
+            security = n * corrupt_tails[min(need, others + 1)] + disconnect
             if security > security_target:
                 continue
             # Correctness fails when more than others - threshold neighbours drop.
@@ -185,4 +209,15 @@ def choose_parameters(clients: int, threat: ThreatModel) -> GraphParameters:
                 return GraphParameters(clients=n, degree=degree, threshold=threshold,
                                        security_failure=security, correctness_failure=correctness)
             break  # A larger threshold only makes correctness worse.
-    return complete_graph_parameters(n, threat)
+    complete = complete_graph_parameters(n, threat)
+    if not active:
+        return complete
+    # The complete graph of the active variant: t > 2n/3 (Bonawitz et al. 2017, §6.3).
+    threshold = min(max(complete.threshold, 2 * n // 3 + 1), n)
+    if threshold > n - dropped:
+        raise ConfigurationError(f"with {n} clients, the active variant's threshold of {threshold} cannot survive "
+                                 f"{dropped} dropouts: lower `dropout_fraction` or add clients",
+                                 parameter="dropout_fraction")
+    independent = _upper_tails(_binomial_pmf(n, threat.dropout_fraction))[n - threshold + 1]
+    return GraphParameters(clients=n, degree=n, threshold=threshold, security_failure=0.0,
+                           correctness_failure=independent)

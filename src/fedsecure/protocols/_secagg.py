@@ -19,7 +19,6 @@ import numpy as np
 
 from .._errors import CryptoError, LocalProtocolError, PeerFault, PeerProtocolError, RoundAborted
 from ..crypto import (
-    SigningKey,
     verify_signature,
     ENVELOPE_OVERHEAD,
     SHARE_BYTES,
@@ -38,7 +37,7 @@ from ..crypto import (
 )
 from ..encoding import EncodedUpdate, Ring
 from ._config import RoundConfig
-from ._config import active_threshold
+from ._config import ClientIdentity, active_threshold
 from ._messages import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -142,14 +141,19 @@ class SecAggClientSession(ClientSession):
     """
 
     def __init__(self, config: RoundConfig, client_id: int, update: EncodedUpdate,
-                 identity: SigningKey | None = None) -> None:
+                 identity: ClientIdentity | None = None) -> None:
         super().__init__(config, client_id, update)
         if config.identities is not None:
-            # The active-adversary variant: the client's long-term key must be the one the registry lists.
+            # The active-adversary variant: the client's long-term key must be the one the registry lists,
+            # and it joins each configuration once.
             if identity is None:
-                raise LocalProtocolError("the active-adversary variant needs this client's identity key")
+                raise LocalProtocolError("the active-adversary variant needs this client's identity")
             if identity.public_bytes != config.identities.verify_keys[client_id]:
                 raise LocalProtocolError("this identity key is not the one registered for this client")
+            identity.claim(config)
+        elif identity is not None:
+            # A client that holds an identity expects the active variant; a passive configuration is a downgrade.
+            raise LocalProtocolError("this client requires the active-adversary variant; the round is not one")
         self._identity = identity
         self._signed_survivors: tuple[int, ...] | None = None
         self._neighbours = config.neighbours(client_id)

@@ -24,8 +24,8 @@ stage between 2 and 3:
 
 2½. **ConsistencyCheck**: the server shows every client in U3 the whole set U3;
    each signs it and returns the signature (U4). In Unmasking the server
-   forwards those signatures, and a client unmasks only if at least t clients
-   of its neighbourhood signed the very set it was shown, so the server cannot
+   forwards those signatures, and a client unmasks only if more than two
+   thirds of the cohort signed the very set it signed, so the server cannot
    tell some clients that v dropped and others that v survived.
 
 Those tables are :data:`ACTIVE_CLIENT_TRANSITIONS` and

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
-from ..crypto import SigningKey
 from ..encoding import EncodedUpdate
 from ..protocols import (
     DECRYPTOR,
     SERVER,
     DecryptionRequest,
+    ClientIdentity,
     PaillierCredentials,
     PaillierDeployment,
     AggregationResult,
@@ -118,7 +118,7 @@ class Simulator:
         wrap_server: Callable[[ServerSession], ServerSession] | None = None,
         paillier: PaillierDeployment | None = None,
         record_fields: bool = False,
-        identities: Mapping[int, SigningKey] | None = None,
+        identities: Mapping[int, ClientIdentity] | None = None,
     ) -> None:
         missing = set(config.clients) - updates.keys()
         if missing:
@@ -196,7 +196,7 @@ class Simulator:
         clients = {}
         for c in config.clients:
             started = clock()
-            credentials: PaillierCredentials | SigningKey | None = (
+            credentials: PaillierCredentials | ClientIdentity | None = (
                 self._paillier.credentials.get(c) if self._paillier is not None else self._identities.get(c))
             clients[c] = create_client_session(config, c, self._updates[c], credentials)
             client_seconds[c] += clock() - started
