@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import CryptoError, PeerProtocolError
-from ..crypto import KeyAgreementKey, MaskExpander, Purpose, derive_key, open_envelope, reconstruct_secret
+from ..crypto import KeyAgreementKey, MaskExpander, open_envelope, reconstruct_secret
 from ..crypto import SHARE_BYTES, share_from_bytes
 from ..encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
 from ..protocols import (
@@ -43,7 +43,14 @@ from ..protocols import (
     create_identities,
     create_server_session,
 )
-from ..protocols._secagg import _pairwise_mask_key, _self_mask_key, _x, consistency_payload, consistency_quorum
+from ..protocols._secagg import (
+    _pairwise_mask_key,
+    _self_mask_key,
+    _share_key,
+    _x,
+    consistency_payload,
+    consistency_quorum,
+)
 
 __all__ = ["ATTACKS", "AttackResult", "run_attack"]
 
@@ -109,6 +116,17 @@ def _sessions(round_: _Round) -> dict[int, Any]:
             for c in round_.config.clients}
 
 
+def _run_until(round_: _Round, stage: Stage) -> tuple[ServerSession, dict[int, Any], list[Any]]:
+    """An honest round up to the opening of ``stage``: the server, the client sessions and the stage's messages."""
+    server = create_server_session(round_.config)
+    sessions = _sessions(round_)
+    outbox = server.start()
+    while server.stage is not stage:
+        _deliver(server, sessions, outbox)
+        outbox = server.close_stage()
+    return server, sessions, outbox
+
+
 def _deliver(server: ServerSession, sessions: Mapping[int, Any], outbox: list[Any],
              replies: dict[int, Any] | None = None) -> list[str]:
     """Hand each message to its client and its replies to the server; returns the clients' refusals."""
@@ -154,14 +172,8 @@ def _split_view(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcom
     honest = [h for h in holders if h not in corrupt]
     survived = [victim] + honest[: len(honest) // 2]
     dropped = honest[len(honest) // 2 :]
-    server = create_server_session(config)
-    sessions = _sessions(round_)
-    outbox = server.start()
-    masked: dict[int, np.ndarray] = {}
+    server, sessions, outbox = _run_until(round_, Stage.MASKED_INPUT)
     replies: dict[int, Any] = {}
-    while server.stage is not Stage.MASKED_INPUT:
-        _deliver(server, sessions, outbox)
-        outbox = server.close_stage()
     _deliver(server, sessions, outbox, replies)
     masked = {c: np.array(r.vector) for c, r in replies.items() if isinstance(r, MaskedInput)}
     server.close_stage()
@@ -216,12 +228,6 @@ def _split_view(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcom
 
 
 # --------------------------------------------------------------------------- key substitution
-def _share_key(config: RoundConfig, private: KeyAgreementKey, public: bytes, u: int, v: int) -> bytes:
-    pair = (u, v) if u < v else (v, u)
-    return derive_key(private.exchange(public), purpose=Purpose.SHARE_ENCRYPTION, salt=config.digest,
-                      round_id=config.round_id, context=pair)
-
-
 def _key_substitution(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcome:
     round_ = _make_round(protocol, clients, active=active)
     config, victim = round_.config, 0
@@ -285,12 +291,7 @@ def _below_threshold(protocol: ProtocolKind, clients: int, *, active: bool, weak
     round_ = _make_round(protocol, clients, active=active, threshold=3 if weakened else None)
     config, victim = round_.config, 0
     corrupt = max(config.clients)
-    server = create_server_session(config)
-    sessions = _sessions(round_)
-    outbox = server.start()
-    while server.stage is not Stage.MASKED_INPUT:
-        _deliver(server, sessions, outbox)
-        outbox = server.close_stage()
+    server, sessions, outbox = _run_until(round_, Stage.MASKED_INPUT)
     replies: dict[int, Any] = {}
     _deliver(server, sessions, outbox, replies)
     server.close_stage()
@@ -343,12 +344,7 @@ def _below_threshold(protocol: ProtocolKind, clients: int, *, active: bool, weak
 def _redirect(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcome:
     round_ = _make_round(protocol, clients, active=active)
     config, victim = round_.config, 0
-    server = create_server_session(config)
-    sessions = _sessions(round_)
-    outbox = server.start()
-    while server.stage is not Stage.SHARE_KEYS:
-        _deliver(server, sessions, outbox)
-        outbox = server.close_stage()
+    server, sessions, outbox = _run_until(round_, Stage.SHARE_KEYS)
     _deliver(server, sessions, outbox)
     deliveries = server.close_stage()
     # The server hands the victim's envelope meant for one peer to another peer (and keeps none it can read).

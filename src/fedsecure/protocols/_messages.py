@@ -75,6 +75,14 @@ def _check_unique(ids: list[int], what: str) -> None:
         raise ValueError(f"{what} lists an id twice")
 
 
+def _check_survivors(survivors: object) -> None:
+    if type(survivors) is not tuple:
+        raise ValueError("survivors must be a tuple")
+    for s in survivors:
+        _check_id(s, "survivor")
+    _check_unique(list(survivors), "survivors")
+
+
 def _readonly_vector(vector: object) -> np.ndarray:
     if not isinstance(vector, np.ndarray) or vector.ndim != 1 or vector.dtype not in (np.dtype("<u4"), np.dtype("<u8")):
         raise ValueError("vector must be a 1-D little-endian uint32 or uint64 array")
@@ -250,11 +258,7 @@ class ConsistencyRequest:
     def __post_init__(self) -> None:
         _check_round(self.round_id)
         _check_id(self.recipient, "recipient")
-        if type(self.survivors) is not tuple:
-            raise ValueError("survivors must be a tuple")
-        for s in self.survivors:
-            _check_id(s, "survivor")
-        _check_unique(list(self.survivors), "survivors")
+        _check_survivors(self.survivors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,11 +303,7 @@ class UnmaskRequest:
     def __post_init__(self) -> None:
         _check_round(self.round_id)
         _check_id(self.recipient, "recipient")
-        if type(self.survivors) is not tuple:
-            raise ValueError("survivors must be a tuple")
-        for s in self.survivors:
-            _check_id(s, "survivor")
-        _check_unique(list(self.survivors), "survivors")
+        _check_survivors(self.survivors)
         if type(self.signatures) is not tuple or not all(isinstance(s, SurvivorSignature) for s in self.signatures):
             raise ValueError("signatures must be a tuple of SurvivorSignature")
         _check_unique([s.owner for s in self.signatures], "signatures")
