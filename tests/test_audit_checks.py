@@ -203,3 +203,11 @@ def test_cli_audit_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "| no-double-reveal | pass |" in text and "gradient_leakage.png" in text
     assert (report / "gradient_leakage.png").read_bytes().startswith(b"\x89PNG")
     assert main(["audit"]) == 2
+
+
+def test_withheld_share_is_caught(tmp_path: Path) -> None:
+    lines = _lines()
+    delivery = _messages(lines, "SharesDelivery")[0]
+    withheld = delivery["fields"]["shares"].pop(0)
+    result = _checks(lines, tmp_path)["share-binding"]
+    assert not result.passed and "withheld" in result.evidence[0] and f"{withheld['peer']}" in result.evidence[0]

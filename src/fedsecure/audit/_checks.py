@@ -229,7 +229,7 @@ def check_ring_headroom(rounds: list[RoundTranscript]) -> CheckResult:
 
 
 def check_share_binding(rounds: list[RoundTranscript]) -> CheckResult:
-    """Every encrypted share the server forwarded went to the peer it was sealed for, once, in its own round.
+    """Every encrypted share went to the peer it was sealed for, once, in its own round, and none was withheld.
 
     The envelopes' associated data binds sender, recipient and round (Bonawitz et
     al. 2017, §4, ShareKeys), so a redirected envelope fails to open; this check
@@ -257,10 +257,21 @@ def check_share_binding(rounds: list[RoundTranscript]) -> CheckResult:
                     evidence.append(f"{where}: an envelope already delivered in {delivered[envelope]}")
                 else:
                     delivered[envelope] = where
+        # Withholding: a sender's envelopes delivered to some recipients but not to others that received shares.
+        # That gives clients different views of who shared keys (U2), the opening of the attack the active
+        # variant's parameters bound (hide some of a victim's neighbours from it, then drop the rest from U3).
+        # A sender the server dropped has none of its envelopes delivered, which is not flagged.
+        receiving = {m["fields"]["recipient"] for m in round_.of_type("SharesDelivery")}
+        for (sender, recipient), (sealed_envelope, sealed_in) in sorted(sealed.items()):
+            if recipient in receiving and sealed_envelope not in delivered:
+                others = [e for (s, _), (e, _) in sealed.items() if s == sender and e in delivered]
+                if others:
+                    evidence.append(f"round {round_.round_id}: the envelope {sealed_in} sealed for {recipient} was "
+                                    f"withheld from it, while {len(others)} of {sender}'s others were delivered")
     return CheckResult("share-binding", not evidence, bool(applicable),
-                       "every share envelope reached only its intended recipient"
-                       if not evidence else "the server forwarded envelopes to the wrong party or twice",
-                       tuple(evidence))
+                       "every share envelope reached its intended recipient, and only it"
+                       if not evidence else "the server forwarded envelopes to the wrong party, twice, or withheld "
+                       "some", tuple(evidence))
 
 
 CHECKS: tuple[Callable[[list[RoundTranscript]], CheckResult], ...] = (
