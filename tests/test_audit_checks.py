@@ -41,7 +41,9 @@ def _messages(lines: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("protocol", [ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS])
 def test_an_honest_round_passes_every_check(protocol: ProtocolKind, tmp_path: Path) -> None:
     results = _checks(_lines(protocol), tmp_path)
-    assert all(result.passed and result.applicable for result in results.values()), results
+    assert all(result.passed for result in results.values()), results
+    # Every check applies to a simulated round except the DP one: no DP ran.
+    assert [name for name, result in results.items() if not result.applicable] == ["dp-accounted"]
 
 
 def test_transcript_has_public_fields_and_never_a_share_value_or_vector(tmp_path: Path) -> None:
@@ -153,7 +155,7 @@ def test_cli_simulate_writes_a_transcript_and_audit_reads_it(tmp_path: Path, cap
     assert main(["audit", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {c["name"] for c in report["checks"]} == {"no-double-reveal", "graph-security-bound", "fresh-public-keys",
-                                                    "ring-headroom", "share-binding"}
+                                                    "ring-headroom", "share-binding", "dp-accounted"}
     assert all(c["passed"] for c in report["checks"])
     # A doctored file fails with exit status 1; a broken one is refused with 2.
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -211,3 +213,63 @@ def test_withheld_share_is_caught(tmp_path: Path) -> None:
     withheld = delivery["fields"]["shares"].pop(0)
     result = _checks(lines, tmp_path)["share-binding"]
     assert not result.passed and "withheld" in result.evidence[0] and f"{withheld['peer']}" in result.evidence[0]
+
+
+@pytest.fixture(scope="module")
+def dp_transcripts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    pytest.importorskip("torch")
+    pytest.importorskip("opacus")
+    pytest.importorskip("sklearn")
+    root = tmp_path_factory.mktemp("dp")
+    paths = {}
+    for level in ("central", "distributed"):
+        paths[level] = root / f"{level}.jsonl"
+        assert main(["train", "--example", "linear784", "--rounds", "2", "--clients", "6", "--dp", level,
+                     "--epsilon", "20", "--transcript", str(paths[level]), "--quiet", "--json"]) == 0
+    return paths
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _check_lines(lines: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
+    path = tmp_path / "doctored.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return {result.name: result for result in run_checks(read_transcript(path))}
+
+
+def test_training_transcripts_record_dp_and_pass(dp_transcripts: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    for level, path in dp_transcripts.items():
+        rounds = read_transcript(path)
+        assert len(rounds) == 2 and all(r.header["dp"]["level"] == level for r in rounds)
+        results = {r.name: r for r in run_checks(rounds)}
+        assert all(r.passed for r in results.values()), results
+        assert results["dp-accounted"].applicable
+        epsilons = [r.header["dp"]["epsilon"] for r in rounds]
+        assert epsilons == sorted(epsilons) and epsilons[-1] <= 20.0 + 1e-9
+    # Distributed DP has no hard coordinate bound: the ring check reads the plan's wrap probability instead.
+    assert read_transcript(dp_transcripts["distributed"])[0].header["max_coordinate"] is None
+
+
+@pytest.mark.parametrize("damage, check", [
+    (lambda rounds: rounds[-1]["dp"].update(epsilon=25.0), "dp-accounted"),
+    (lambda rounds: rounds[-1]["dp"].update(epsilon=rounds[0]["dp"]["epsilon"] / 2), "dp-accounted"),
+    (lambda rounds: rounds[0]["dp"].update(mechanism=None), "dp-accounted"),
+])
+def test_dp_check_fails_on_doctored_training_transcripts(dp_transcripts: dict[str, Path], tmp_path: Path,
+                                                         damage: Any, check: str) -> None:
+    lines = _load(dp_transcripts["central"])
+    damage([line for line in lines if line["kind"] == "round"])
+    assert not _check_lines(lines, tmp_path)[check].passed
+
+
+def test_distributed_dp_ring_and_bits_are_checked(dp_transcripts: dict[str, Path], tmp_path: Path) -> None:
+    lines = _load(dp_transcripts["distributed"])
+    headers = [line for line in lines if line["kind"] == "round"]
+    headers[0]["dp"]["wrap_bound"] = 0.5
+    assert not _check_lines(lines, tmp_path)["ring-headroom"].passed
+    lines = _load(dp_transcripts["distributed"])
+    [line for line in lines if line["kind"] == "round"][1]["dp"]["bits"] = 16
+    assert not _check_lines(lines, tmp_path)["dp-accounted"].passed

@@ -223,6 +223,10 @@ def _train(args: argparse.Namespace) -> int:
     experiment = builder(**options)
     if args.dp is not None:
         experiment.federation = dataclasses.replace(experiment.federation, dp=_dp_config(args, experiment))
+    if args.transcript is not None:
+        # A fresh file: every round of this run appends its transcript, for `fedsecure audit`.
+        open(args.transcript, "w", encoding="utf-8").close()
+        experiment.federation = dataclasses.replace(experiment.federation, transcript=args.transcript)
     ledger = experiment.federation.ledger
     show = sys.stderr.isatty() and not args.quiet
 
@@ -506,6 +510,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="save the global model and history here after every round")
     train.add_argument("--resume", help="continue from a directory written by --out")
     train.add_argument("--plot", help="write a PNG of loss and accuracy per round")
+    train.add_argument("--transcript", metavar="FILE",
+                       help="write every round's audit transcript (JSON lines, with the DP record) for `fedsecure audit`")
     train.add_argument("--key-bits", type=int, default=2048,
                        help="Paillier modulus size for the paillier protocols (default 2048)")
     train.add_argument("--insecure-small-keys", action="store_true",

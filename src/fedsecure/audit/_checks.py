@@ -60,7 +60,7 @@ class CheckResult:
 
 
 _HEADER_FIELDS = {"round_id": int, "protocol": str, "clients": list, "vector_length": int, "ring_bits": int,
-                  "threshold": int, "degree": int, "max_coordinate": int, "encoding_clients": int}
+                  "threshold": int, "degree": int, "encoding_clients": int}
 _MESSAGE_FIELDS = {"round_id": int, "seq": int, "stage": str, "type": str, "size": int}
 
 
@@ -214,16 +214,25 @@ def check_ring_headroom(rounds: list[RoundTranscript]) -> CheckResult:
 
     n clients each within [-M, M] sum to within [-nM, nM], which must fit in the
     signed range of a 2^b ring: 2nM < 2^b. A wrap would silently corrupt the total.
+    Under distributed DP the noise has no hard bound: the round's DP record must
+    show a wrap probability within its target instead.
     """
     evidence: list[str] = []
     for round_ in rounds:
         header = round_.header
         n = len(header["clients"])
-        bound = 2 * n * header["max_coordinate"]
-        if n > header["encoding_clients"] or bound >= 2 ** header["ring_bits"]:
-            evidence.append(f"round {round_.round_id}: {n} clients x max coordinate {header['max_coordinate']} "
-                            f"(encoding sized for {header['encoding_clients']}) needs {math.log2(max(bound, 1)):.1f} "
-                            f"bits, ring has {header['ring_bits']}")
+        bound = header.get("max_coordinate")
+        if bound is None:
+            dp = header.get("dp") or {}
+            wrap, target = dp.get("wrap_bound"), dp.get("wrap_probability")
+            if not isinstance(wrap, (int, float)) or not isinstance(target, (int, float)) or wrap > target:
+                evidence.append(f"round {round_.round_id}: no coordinate bound, and no wrap probability within its "
+                                f"target (wrap bound {wrap!r}, target {target!r})")
+            continue
+        if not isinstance(bound, int) or n > header["encoding_clients"] or 2 * n * bound >= 2 ** header["ring_bits"]:
+            evidence.append(f"round {round_.round_id}: {n} clients x max coordinate {bound} (encoding sized for "
+                            f"{header['encoding_clients']}) needs {math.log2(max(2 * n * int(bound), 1)):.1f} bits, "
+                            f"ring has {header['ring_bits']}")
     return CheckResult("ring-headroom", not evidence, True,
                        "no sum can wrap the ring" if not evidence else "the sum can wrap the ring", tuple(evidence))
 
@@ -274,8 +283,46 @@ def check_share_binding(rounds: list[RoundTranscript]) -> CheckResult:
                        "some", tuple(evidence))
 
 
+def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
+    """Every round that ran under differential privacy says which noise it added and what the ledger counted.
+
+    Each such round's record must name the mechanism and the noise multiplier
+    of the noise actually added, and the ledger's epsilon after it; that epsilon
+    never decreases from round to round (privacy loss only accumulates) and
+    never exceeds the target. Under distributed DP the round's ring must be the
+    one the plan sized for its noise.
+    """
+    recorded = [r for r in rounds if r.header.get("dp")]
+    evidence: list[str] = []
+    previous: tuple[float, int] | None = None
+    for round_ in recorded:
+        dp = round_.header["dp"]
+        completed = round_.outcome is not None and not round_.outcome.get("aborted")
+        epsilon, target = dp.get("epsilon"), dp.get("target_epsilon")
+        if not dp.get("level") or (completed and (not dp.get("mechanism") or not dp.get("noise_multiplier"))):
+            evidence.append(f"round {round_.round_id}: completed without a recorded mechanism or noise multiplier")
+        if not isinstance(epsilon, (int, float)):
+            evidence.append(f"round {round_.round_id}: no epsilon recorded")
+            continue
+        if isinstance(target, (int, float)) and epsilon > target * (1 + 1e-9):
+            evidence.append(f"round {round_.round_id}: epsilon {epsilon:.4g} exceeds the target {target:.4g}")
+        if previous is not None and epsilon < previous[0] - 1e-12:
+            evidence.append(f"round {round_.round_id}: epsilon {epsilon:.4g} fell below round {previous[1]}'s "
+                            f"{previous[0]:.4g}")
+        if dp.get("level") == "distributed" and dp.get("bits") != round_.header["ring_bits"]:
+            evidence.append(f"round {round_.round_id}: the plan's {dp.get('bits')}-bit ring is not the round's "
+                            f"{round_.header['ring_bits']}-bit one")
+        previous = (float(epsilon), round_.round_id)
+    return CheckResult("dp-accounted", not evidence, bool(recorded),
+                       "no round ran under DP" if not recorded else
+                       ("every DP round recorded its noise and an epsilon within the target"
+                        if not evidence else "a DP round is unrecorded, over budget or inconsistent"),
+                       tuple(evidence))
+
+
 CHECKS: tuple[Callable[[list[RoundTranscript]], CheckResult], ...] = (
     check_no_double_reveal, check_graph_bound, check_fresh_keys, check_ring_headroom, check_share_binding,
+    check_dp_accounted,
 )
 
 

@@ -39,7 +39,7 @@ from ..dp import (
 )
 from ..encoding import ClipMode, EncodingConfig, Quantizer, VectorSpec
 from ..protocols import PaillierDeployment, PaillierKeys, ProtocolKind, RoundConfig, ThreatModel
-from ..runtime import DropoutSchedule, Simulator
+from ..runtime import DropoutSchedule, Simulator, transcript_lines, write_transcript
 from ._optimizers import ServerOptimizer
 
 __all__ = ["FederatedClient", "RoundRecord", "Federation", "TrainFunction", "MODULE_PREFIX"]
@@ -165,6 +165,8 @@ class Federation:
     key_bits: int = 2048
     insecure_keys: bool = False
     dp: DPConfig | None = None
+    #: Append every round's audit transcript (JSON lines, public fields, the DP record) to this file.
+    transcript: str | None = None
 
     def __post_init__(self) -> None:
         if not self.clients:
@@ -434,9 +436,13 @@ class Federation:
             return aborted(str(error))
         rng = np.random.default_rng([self.seed, round_index, 2])  # noqa: csprng-ok (simulated dropouts)
         schedule = DropoutSchedule.random(config.clients, self.dropout, protocol=self.protocol, rng=rng)
-        report = Simulator(config, encoded, schedule=schedule, paillier=self.paillier).run()
+        report = Simulator(config, encoded, schedule=schedule, paillier=self.paillier,
+                           record_fields=self.transcript is not None).run()
+        round_encoding = distributed if distributed is not None else encoding
         if report.result is None:
-            return aborted(str(report.abort))
+            record = aborted(str(report.abort))
+            self._write_transcript(report, round_encoding, None, record.epsilon)
+            return record
         survivors = len(report.result.survivors)
         expected = self._fixed_denominator()
         if distributed is not None and self._plan is not None:
@@ -461,7 +467,30 @@ class Federation:
             epsilon = ledger.record(round_index, report.result.survivors, contributors=survivors,
                                     noise_multiplier=noise).epsilon
         self._apply(before, mean)
+        self._write_transcript(report, round_encoding, noise if user_level else None, epsilon)
         return RoundRecord(round_index, len(cohort), survivors, False, None, 0.0, 0.0, clipped, epsilon=epsilon)
+
+    def _write_transcript(self, report: Any, encoding: Any, noise: float | None, epsilon: float | None) -> None:
+        # The round's transcript for auditors, with what the DP layer did: the noise added and the epsilon counted.
+        if self.transcript is None:
+            return
+        dp = self.dp
+        record = None
+        if dp is not None and self._ledger is not None:
+            plan = self._plan
+            mechanism = plan.mechanism.value if plan is not None else (
+                "gaussian" if dp.level is not PrivacyLevel.LOCAL else "gaussian (DP-SGD, per client)")
+            record = {"level": dp.level.value, "mechanism": mechanism, "noise_multiplier": noise,
+                      "epsilon": epsilon if epsilon is not None else self._ledger.epsilon,
+                      "target_epsilon": dp.target_epsilon, "delta": dp.delta}
+            if dp.level is PrivacyLevel.LOCAL and self._local_privacy is not None:
+                record["noise_multiplier"] = self._local_privacy.noise_multiplier
+            if plan is not None:
+                record |= {"bits": plan.bits, "scale": plan.scale, "local_variance": plan.local_variance,
+                           "wrap_bound": plan.wrap_bound, "wrap_probability": dp.wrap_probability}
+        write_transcript(self.transcript, [transcript_lines(report, encoding=encoding, threat=self.threat or ThreatModel(),
+                                                            dp=record)],
+                         append=True)
 
     def _apply(self, before: np.ndarray, mean: np.ndarray) -> None:
         # Float buffers (say, BatchNorm statistics) are averaged; only parameters go through the optimizer.

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .._errors import ConfigurationError
 from ..protocols import ProtocolKind, ThreatModel
 from ..protocols._config import RoundEncoding
 from ._simulator import RoundReport
@@ -30,12 +31,14 @@ TRANSCRIPT_FORMAT = "fedsecure-transcript"
 TRANSCRIPT_VERSION = 1
 
 
-def transcript_lines(report: RoundReport, *, encoding: RoundEncoding,
-                     threat: ThreatModel | None) -> Iterator[dict[str, Any]]:
+def transcript_lines(report: RoundReport, *, encoding: RoundEncoding, threat: ThreatModel | None,
+                     dp: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """The transcript of one simulated round as JSON-ready objects, header first, outcome last.
 
     ``report`` must come from a :class:`~fedsecure.runtime.Simulator` run with
     ``record_fields=True``; ``threat`` is what the round's parameters were chosen for.
+    ``dp`` is the round's privacy record when the round ran under differential
+    privacy (level, mechanism, noise, the ledger's epsilon after it, the target).
     """
     config = report.config
     if report.transcript and report.transcript[0].fields is None:
@@ -46,7 +49,7 @@ def transcript_lines(report: RoundReport, *, encoding: RoundEncoding,
         "vector_length": config.vector_length, "ring_bits": config.ring_bits, "threshold": config.threshold,
         "degree": config.degree, "active": config.active, "graph_seed": config.graph_seed.hex(), "config_digest": config.digest.hex(),
         "encoding_digest": config.encoding_digest.hex(), "encoding_clients": encoding.clients,
-        "max_coordinate": encoding.max_coordinate,
+        "max_coordinate": _max_coordinate(encoding), "dp": dp,
         "threat": dataclasses.asdict(threat) if threat is not None else None,
     }
     if config.protocol in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
@@ -62,6 +65,14 @@ def transcript_lines(report: RoundReport, *, encoding: RoundEncoding,
            "survivors": sorted(result.survivors) if result is not None else [],
            "dropped": {str(c): record.stage.label for c, record in sorted(result.dropped.items())}
            if result is not None else {}}
+
+
+def _max_coordinate(encoding: RoundEncoding) -> int | None:
+    # Distributed DP's noised coordinates have no hard bound; its wrap probability is in the DP record instead.
+    try:
+        return encoding.max_coordinate
+    except ConfigurationError:
+        return None
 
 
 def write_transcript(path: str | os.PathLike[str], rounds: Iterable[Iterable[dict[str, Any]]], *,
