@@ -442,6 +442,53 @@ def _replay(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcome:
     return Outcome(bool(len(refused) < len(faults)), None, detail)
 
 
+def _replay_with_reused_key(protocol: ProtocolKind, clients: int) -> Outcome:
+    """The weakened configuration for replay: the victim reuses its mask key pair in the next round.
+
+    Round 1 runs honestly, so the server legitimately reconstructs the victim's self-mask seed. In round 2 the
+    server says the victim dropped after sharing keys, and the honest clients reveal shares of its mask key;
+    with the key reused, those unmask the victim's round-1 input. Fresh keys per round (Bonawitz et al. 2017,
+    §4, AdvertiseKeys) are what stops this; fedsecure offers no way to turn them off, so the reuse is injected.
+    """
+    first = _make_round(protocol, clients, active=False, seed=0)
+    config, victim = first.config, 0
+    server, sessions, outbox = _run_until(first, Stage.MASKED_INPUT)
+    reused = sessions[victim]._mask_key  # The victim's round-1 mask key pair, kept for round 2.
+    replies: dict[int, Any] = {}
+    _deliver(server, sessions, outbox, replies)
+    masked = replies[victim]
+    outbox = server.close_stage()
+    unmasking: dict[int, Any] = {}
+    _deliver(server, sessions, outbox, unmasking)
+    server.close_stage()
+    t = config.threshold
+    self_shares = [(_x(c), s.value) for c, r in unmasking.items() for s in r.self_mask_shares if s.owner == victim]
+    seed = reconstruct_secret(self_shares, threshold=t)
+    first_keys = {c: m.mask_public_key for c, m in server._keys.items()}  # type: ignore[attr-defined]
+    # Round 2, with the victim's mask key reused; the victim goes silent after ShareKeys.
+    second = dataclasses.replace(first, config=dataclasses.replace(config, round_id=config.round_id + 1))
+    server2 = create_server_session(second.config)
+    sessions2 = _sessions(second)
+    sessions2[victim]._mask_key = reused
+    outbox = server2.start()
+    while server2.stage is not Stage.MASKED_INPUT:
+        _deliver(server2, sessions2, outbox)
+        outbox = server2.close_stage()
+    _deliver(server2, sessions2, [m for m in outbox if m.recipient != victim])
+    outbox = server2.close_stage()
+    round2: dict[int, Any] = {}
+    _deliver(server2, sessions2, outbox, round2)
+    key_shares = [(_x(c), s.value) for c, r in round2.items() for s in r.key_shares if s.owner == victim]
+    if len(key_shares) < second.config.threshold:
+        return Outcome(False, None, f"round 2 revealed {len(key_shares)} shares of the victim's key")
+    mask_key = KeyAgreementKey.from_raw_private_bytes(reconstruct_secret(key_shares, threshold=t))
+    recovered = _unmask(first, victim, np.array(masked.vector), seed, lambda peer: _pairwise_mask_key(
+        config, mask_key, first_keys[peer], victim, peer))
+    return Outcome(True, _error(first, victim, recovered),
+                   "round 1's self-mask seed plus round 2's shares of the reused mask key unmasked the victim's "
+                   "round-1 input")
+
+
 def _na(reason: str) -> Outcome:
     return Outcome(None, None, reason)
 
@@ -459,15 +506,15 @@ ATTACKS: dict[str, tuple[str, AttackRunner]] = {
                         "threshold; weakened: a threshold of 3)",
                         lambda p, n: (_below_threshold(p, n, active=False, weakened=False),
                                       _below_threshold(p, n, active=False, weakened=True))),
-    "replay": ("replay an earlier round's server messages into the next round, and rerun a round's configuration "
-               "to collect a second set of consistency signatures (protected: round binding, fresh keys and the "
-               "active variant's one-join-per-configuration rule; fedsecure has no configuration without the binding)",
-               lambda p, n: (_replay(p, n, active=True),
-                             _na("no weakened configuration: every message and key is bound to its round"))),
+    "replay": ("replay an earlier round's server messages into the next round, rerun a round's configuration to "
+               "collect a second set of consistency signatures, and combine rounds (protected: round binding, fresh "
+               "keys and one join per configuration; weakened: the victim's mask key reused in the next round)",
+               lambda p, n: (_replay(p, n, active=True), _replay_with_reused_key(p, n))),
     "redirect-shares": ("forward the victim's envelope for one peer to another (protected: AES-GCM binding; "
                         "fedsecure has no configuration without it)",
                         lambda p, n: (_redirect(p, n, active=False),
-                                      _na("no weakened configuration: envelope binding is unconditional"))),
+                                      _na("no weakened configuration: envelope keys are pairwise, so a redirected "
+                                          "envelope opens for no one"))),
     "sybils": ("fill the cohort with the server's own clients around the victim (no configuration prevents it)",
                lambda p, n: (_sybils(p, n, active=True), _sybils(p, n, active=False))),
 }
