@@ -365,24 +365,37 @@ def _redirect(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcome:
 
 
 # --------------------------------------------------------------------------- sybils
-def _sybils(protocol: ProtocolKind, clients: int, *, active: bool) -> Outcome:
+def _sybils(protocol: ProtocolKind, clients: int, *, active: bool, honest_others: int) -> Outcome:
+    """The server's own clients fill the cohort around the victim; ``honest_others`` other clients are honest.
+
+    The protocol forces at least t inputs into any sum it reveals, but cannot tell a sybil from a client: with
+    every other client a sybil the sum minus their inputs is the victim's. One other honest client is enough to
+    hide the victim inside a sum of two unknown inputs, which is all the minimum cohort can promise.
+    """
     from ..runtime import Simulator
 
     round_ = _make_round(protocol, clients, active=active)
     config, victim = round_.config, 0
+    honest = {victim} | set(sorted(config.clients)[1 : 1 + honest_others])
     report = Simulator(config, round_.updates, identities=round_.identities).run()
     if report.result is None:
         return Outcome(False, None, f"the round aborted: {report.abort}")
     total = report.result.ring_sum.astype(np.int64)
-    # Every other client is the server's: it knows their inputs and subtracts them from the sum.
+    # The server knows its sybils' inputs and subtracts them from the sum.
     for c in config.clients:
-        if c != victim:
+        if c not in honest:
             total = total - round_.updates[c].values.astype(np.int64)
     recovered = config.ring.reduce(np.mod(total, 2**config.ring_bits).astype(config.ring.dtype))
-    return Outcome(True, _error(round_, victim, recovered),
-                   f"{clients - 1} of {clients} clients are the server's sybils: the sum minus their inputs is the "
-                   "victim's. Secure aggregation cannot prevent this; client authentication, a minimum number of "
-                   "honest clients and differential privacy are the mitigations")
+    error = _error(round_, victim, recovered)
+    sybils = clients - len(honest)
+    if honest_others:
+        return Outcome(error < 1e-3, error, f"{sybils} of {clients} clients are sybils and {honest_others} other "
+                       f"is honest: the sum minus the sybils' inputs is the victim's plus that client's (error "
+                       f"{error:.2g}). Secure aggregation cannot tell sybils from clients; the threshold (t = "
+                       f"{config.threshold}) only guarantees that a revealed sum has at least t inputs")
+    return Outcome(True, error, f"{sybils} of {clients} clients are the server's sybils: the sum minus their inputs "
+                   "is the victim's. Nothing in the protocol prevents this; client authentication, a minimum number "
+                   "of honest clients and differential privacy are the mitigations")
 
 
 # --------------------------------------------------------------------------- replay
@@ -515,8 +528,9 @@ ATTACKS: dict[str, tuple[str, AttackRunner]] = {
                         lambda p, n: (_redirect(p, n, active=False),
                                       _na("no weakened configuration: envelope keys are pairwise, so a redirected "
                                           "envelope opens for no one"))),
-    "sybils": ("fill the cohort with the server's own clients around the victim (no configuration prevents it)",
-               lambda p, n: (_sybils(p, n, active=True), _sybils(p, n, active=False))),
+    "sybils": ("fill the cohort with the server's own clients around the victim (protected: one other honest "
+               "client in the cohort, which no protocol setting can enforce; weakened: every other client a sybil)",
+               lambda p, n: (_sybils(p, n, active=True, honest_others=1), _sybils(p, n, active=False, honest_others=0))),
 }
 
 
