@@ -39,8 +39,10 @@ def test_sybils_hide_the_victim_only_behind_another_honest_client() -> None:
     # With every other client a sybil the victim's input falls out of the sum exactly.
     assert result.weakened.defeated is True and result.weakened.reconstruction_error < 1e-6
     assert "Nothing in the protocol prevents this" in result.weakened.detail
-    # One other honest client leaves the server with the sum of two unknown inputs.
-    assert result.protected.defeated is False and result.protected.reconstruction_error > 0.3
+    # One other honest client leaves the server with the sum of two unknown inputs. That is a property of the
+    # cohort, not a fedsecure setting, so the verdict is n/a and the detail and error show its effect.
+    assert result.protected.defeated is None and "assumed one other honest client" in result.protected.detail
+    assert result.protected.reconstruction_error is not None and result.protected.reconstruction_error > 0.3
 
 
 def test_unknown_attack_and_protocol_are_refused() -> None:
@@ -57,7 +59,7 @@ def test_cli_attack_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     for attack in out["attacks"]:
         assert {"name", "protected_config_defeated", "weakened_config_defeated", "reconstruction_error"} <= attack.keys()
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "| split-view | no | **yes** |" in report and "| sybils | no | **yes** |" in report
+    assert "| split-view | no | **yes** |" in report and "| sybils | n/a | **yes** |" in report
     # "all" is the whole audit: a fresh round's transcript checked, and (with torch) leakage and the DP audit.
     assert (tmp_path / "transcript.jsonl").exists() and all(c["passed"] for c in out["checks"])
     if "gradient_leakage" in out:

@@ -212,7 +212,8 @@ def test_withheld_share_is_caught(tmp_path: Path) -> None:
     delivery = _messages(lines, "SharesDelivery")[0]
     withheld = delivery["fields"]["shares"].pop(0)
     result = _checks(lines, tmp_path)["share-binding"]
-    assert not result.passed and "withheld" in result.evidence[0] and f"{withheld['peer']}" in result.evidence[0]
+    assert not result.passed and "withheld" in result.evidence[0]
+    assert f"of {withheld['peer']}'s others" in result.evidence[0]
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +223,7 @@ def dp_transcripts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     pytest.importorskip("sklearn")
     root = tmp_path_factory.mktemp("dp")
     paths = {}
-    for level in ("central", "distributed"):
+    for level in ("central", "distributed", "local"):
         paths[level] = root / f"{level}.jsonl"
         assert main(["train", "--example", "linear784", "--rounds", "2", "--clients", "6", "--dp", level,
                      "--epsilon", "20", "--transcript", str(paths[level]), "--quiet", "--json"]) == 0
@@ -263,6 +264,24 @@ def test_dp_check_fails_on_doctored_training_transcripts(dp_transcripts: dict[st
     lines = _load(dp_transcripts["central"])
     damage([line for line in lines if line["kind"] == "round"])
     assert not _check_lines(lines, tmp_path)[check].passed
+
+
+def test_local_dp_records_the_epsilon_after_each_round(dp_transcripts: dict[str, Path]) -> None:
+    rounds = read_transcript(dp_transcripts["local"])
+    epsilons = [r.header["dp"]["epsilon"] for r in rounds]
+    assert 0 < epsilons[0] < epsilons[1] <= 20.0 + 1e-9
+
+
+def test_a_missing_dp_record_or_a_fake_bound_is_caught(dp_transcripts: dict[str, Path], tmp_path: Path) -> None:
+    lines = _load(dp_transcripts["central"])
+    [line for line in lines if line["kind"] == "round"][-1]["dp"] = None
+    assert not _check_lines(lines, tmp_path)["dp-accounted"].passed
+    # A round without a coordinate bound passes only as distributed DP with a small wrap probability.
+    lines = _load(dp_transcripts["central"])
+    header = [line for line in lines if line["kind"] == "round"][0]
+    header["max_coordinate"] = None
+    header["dp"] |= {"wrap_bound": 0.0, "wrap_probability": 1.0}
+    assert not _check_lines(lines, tmp_path)["ring-headroom"].passed
 
 
 def test_distributed_dp_ring_and_bits_are_checked(dp_transcripts: dict[str, Path], tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from ..runtime import TRANSCRIPT_FORMAT, TRANSCRIPT_VERSION
 __all__ = ["CHECKS", "CheckResult", "RoundTranscript", "TranscriptError", "read_transcript", "run_checks"]
 
 _SECAGG_FAMILY = ("secagg", "secagg+")
+#: The largest probability of a wrapped sum the auditor accepts from a distributed-DP plan.
+MAX_WRAP_PROBABILITY = 1e-3
 
 
 class TranscriptError(FedSecureError, ValueError):
@@ -222,17 +224,23 @@ def check_ring_headroom(rounds: list[RoundTranscript]) -> CheckResult:
         header = round_.header
         n = len(header["clients"])
         bound = header.get("max_coordinate")
+        if n > header["encoding_clients"]:
+            evidence.append(f"round {round_.round_id}: {n} clients, but the encoding was sized for "
+                            f"{header['encoding_clients']}")
+            continue
         if bound is None:
+            # Only distributed DP lacks a hard bound; its plan must keep the wrap probability within the target,
+            # and the auditor accepts no target above MAX_WRAP_PROBABILITY.
             dp = header.get("dp") or {}
             wrap, target = dp.get("wrap_bound"), dp.get("wrap_probability")
-            if not isinstance(wrap, (int, float)) or not isinstance(target, (int, float)) or wrap > target:
-                evidence.append(f"round {round_.round_id}: no coordinate bound, and no wrap probability within its "
-                                f"target (wrap bound {wrap!r}, target {target!r})")
+            if dp.get("level") != "distributed" or not isinstance(wrap, (int, float)) \
+                    or not isinstance(target, (int, float)) or wrap > min(target, MAX_WRAP_PROBABILITY):
+                evidence.append(f"round {round_.round_id}: no coordinate bound, and no distributed-DP wrap "
+                                f"probability within {MAX_WRAP_PROBABILITY:g} (wrap bound {wrap!r}, target {target!r})")
             continue
-        if not isinstance(bound, int) or n > header["encoding_clients"] or 2 * n * bound >= 2 ** header["ring_bits"]:
-            evidence.append(f"round {round_.round_id}: {n} clients x max coordinate {bound} (encoding sized for "
-                            f"{header['encoding_clients']}) needs {math.log2(max(2 * n * int(bound), 1)):.1f} bits, "
-                            f"ring has {header['ring_bits']}")
+        if not isinstance(bound, int) or 2 * n * bound >= 2 ** header["ring_bits"]:
+            evidence.append(f"round {round_.round_id}: {n} clients x max coordinate {bound} needs "
+                            f"{math.log2(max(2 * n * int(bound), 1)):.1f} bits, ring has {header['ring_bits']}")
     return CheckResult("ring-headroom", not evidence, True,
                        "no sum can wrap the ring" if not evidence else "the sum can wrap the ring", tuple(evidence))
 
@@ -290,10 +298,13 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
     of the noise actually added, and the ledger's epsilon after it; that epsilon
     never decreases from round to round (privacy loss only accumulates) and
     never exceeds the target. Under distributed DP the round's ring must be the
-    one the plan sized for its noise.
+    one the plan sized for its noise. If any round has a DP record, every round
+    must. This checks the records against each other; it does not re-run the
+    accountant.
     """
     recorded = [r for r in rounds if r.header.get("dp")]
-    evidence: list[str] = []
+    evidence: list[str] = [f"round {r.round_id}: no DP record in a run whose other rounds have one"
+                           for r in rounds if recorded and not r.header.get("dp")]
     previous: tuple[float, int] | None = None
     for round_ in recorded:
         dp = round_.header["dp"]

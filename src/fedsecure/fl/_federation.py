@@ -206,6 +206,7 @@ class Federation:
     def _setup_privacy(self) -> None:
         self._ledger: PrivacyLedger | None = None
         self._local_privacy: LocalPrivacy | None = None
+        self._pending_transcript: tuple[Any, Any, float | None] | None = None
         self._plan: DistributedPlan | None = None
         self._central_noise = 0.0
         dp = self.dp
@@ -345,12 +346,16 @@ class Federation:
             weights[client.client_id] = client.num_examples
 
         aggregation_started = time.perf_counter()
+        self._pending_transcript = None
         record = self._aggregate(round_index, cohort, updates, weights, before)
         if self._ledger is not None and self._local_privacy is not None and self.dp is not None:
             # Local DP: every client that trained spent record-level privacy, whatever happened to the round.
             epsilons = {c.client_id: self._local_privacy.epsilon(c.client_id, self.dp.delta) for c in cohort}
             self._ledger.record_local(round_index, epsilons, epsilons, self._local_privacy.noise_multiplier)
             record.epsilon = self._ledger.epsilon
+        if self._pending_transcript is not None:
+            report, encoding, noise = self._pending_transcript
+            self._write_transcript(report, encoding, noise, record.epsilon)
         record.aggregation_seconds = time.perf_counter() - aggregation_started
         record.seconds = time.perf_counter() - started
         return record
@@ -439,22 +444,24 @@ class Federation:
         report = Simulator(config, encoded, schedule=schedule, paillier=self.paillier,
                            record_fields=self.transcript is not None).run()
         round_encoding = distributed if distributed is not None else encoding
+        # The round's transcript is written once its privacy accounting is done (run_round), whatever its outcome.
+        self._pending_transcript = (report, round_encoding, self._central_noise if central else None)
         if report.result is None:
-            record = aborted(str(report.abort))
-            self._write_transcript(report, round_encoding, None, record.epsilon)
-            return record
+            return aborted(str(report.abort))
         survivors = len(report.result.survivors)
         expected = self._fixed_denominator()
         if distributed is not None and self._plan is not None:
             # The noise actually in the sum is that of the survivors' shares, not the planned amount.
             mean = distributed.decode_sum(report.result.ring_sum) / expected
             noise = self._plan.noise_multiplier_for(survivors)
+            self._pending_transcript = (report, round_encoding, noise)
         elif user_level:
             total = quantizer.decode_sum(report.result.ring_sum).total
             sensitivity = self._central_sensitivity(total.size)
             noise = self._central_noise
             if dp is not None and dp.refuse_over_budget and ledger is not None and dp.target_epsilon is not None \
                     and ledger.preview(noise, survivors) > dp.target_epsilon:
+                self._pending_transcript = (report, round_encoding, None)  # Refused: no noise was released.
                 return aborted("this round would take epsilon above the budget", survivors, release_noise=False)
             mean = (total + noise * sensitivity * gaussian(total.size)) / expected
         else:
@@ -467,7 +474,6 @@ class Federation:
             epsilon = ledger.record(round_index, report.result.survivors, contributors=survivors,
                                     noise_multiplier=noise).epsilon
         self._apply(before, mean)
-        self._write_transcript(report, round_encoding, noise if user_level else None, epsilon)
         return RoundRecord(round_index, len(cohort), survivors, False, None, 0.0, 0.0, clipped, epsilon=epsilon)
 
     def _write_transcript(self, report: Any, encoding: Any, noise: float | None, epsilon: float | None) -> None:
