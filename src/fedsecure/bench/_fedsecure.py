@@ -102,7 +102,8 @@ def run_fedsecure_rounds(
         probes.append(ServerMemoryProbe(server))
         return probes[-1]  # type: ignore[return-value]
 
-    config = RoundConfig.create(protocol=protocol, clients=range(n), encoding=encoding, threat=threat, paillier=keys)
+    if not plans:
+        raise ValueError("give at least one drop plan (one per round)")
     for round_id, plan in enumerate(list(plans) + ([plans[0]] if measure_memory else [])):
         traced = measure_memory and round_id == len(plans)
         config = RoundConfig.create(protocol=protocol, clients=range(n), encoding=encoding, threat=threat,

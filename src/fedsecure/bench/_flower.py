@@ -61,7 +61,6 @@ class FlowerRound:
     max_abs_error: float
     bytes_up: int
     bytes_down: int
-    messages_up: int
 
 
 @contextmanager
@@ -141,14 +140,12 @@ def run_flower_secaggplus(
             self.silent: set[int] = set()
             self.bytes_up: dict[int, int] = defaultdict(int)
             self.bytes_down: dict[int, int] = defaultdict(int)
-            self.messages_up: dict[int, int] = defaultdict(int)
 
         def start_round(self, drops: Mapping[int, int]) -> None:
             self.silent_from = {node_ids[c]: s for c, s in drops.items()}
             self.silent = set()
             self.bytes_up.clear()
             self.bytes_down.clear()
-            self.messages_up.clear()
 
         def set_run(self, run: Any) -> None:
             self._run = run
@@ -188,7 +185,6 @@ def run_flower_secaggplus(
                 reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
                 up = message_to_proto(reply).SerializeToString()
                 self.bytes_up[node] += len(up)
-                self.messages_up[node] += 1
                 self.replies[message.metadata.message_id] = message_from_proto(ProtoMessage.FromString(up))
             return ids
 
@@ -250,8 +246,7 @@ def run_flower_secaggplus(
             rounds.append(FlowerRound(
                 seconds=seconds, completed=completed, survivors=len(survivors), max_abs_error=error,
                 bytes_up=int(np.mean([grid.bytes_up[node] for node in answered])) if answered else 0,
-                bytes_down=int(np.mean([grid.bytes_down[node] for node in answered])) if answered else 0,
-                messages_up=sum(grid.messages_up.values())))
+                bytes_down=int(np.mean([grid.bytes_down[node] for node in answered])) if answered else 0))
 
         DefaultWorkflow(fit_workflow=timed_round)(grid_, legacy)
 

@@ -130,6 +130,19 @@ def complete_graph_parameters(clients: int, threat: ThreatModel) -> GraphParamet
                            security_failure=0.0, correctness_failure=independent)
 
 
+def _disconnect_bound(n: int, removed: int, degree: int) -> float:
+    # Disconnecting a Harary ring needs two runs of (k-1)/2 consecutive removed clients (module docstring).
+    half = (degree - 1) // 2
+    return (n * n / 2) * math.comb(removed, 2 * half) / math.comb(n, 2 * half)
+
+
+def _secrecy_failure(n: int, corrupt_tails: list[float], disconnect: float, degree: int, threshold: int,
+                     active: bool) -> float:
+    # Some client has too many corrupt neighbours: t of them, or 2t - k against an active server.
+    need = max(0, 2 * threshold - degree) if active else threshold
+    return n * corrupt_tails[min(need, degree)] + disconnect
+
+
 def graph_security_failure(clients: int, degree: int, threshold: int, threat: ThreatModel, *,
                            active: bool = False) -> float:
     """An upper bound on the probability that the server and the corrupt clients learn an honest input.
@@ -158,14 +171,10 @@ def graph_security_failure(clients: int, degree: int, threshold: int, threat: Th
         return 1.0
     if active and threshold < 2 * degree // 3 + 1:
         return 1.0
-    dropped = math.ceil(threat.dropout_fraction * n)
-    removed = min(n, corrupt + dropped)
-    others = degree - 1
-    half = others // 2
-    disconnect = (n * n / 2) * math.comb(removed, 2 * half) / math.comb(n, 2 * half)
-    corrupt_tails = _upper_tails(_hypergeometric_pmf(n - 1, corrupt, others))
-    need = max(0, 2 * threshold - degree) if active else threshold
-    return min(1.0, n * corrupt_tails[min(need, others + 1)] + disconnect)
+    removed = min(n, corrupt + math.ceil(threat.dropout_fraction * n))
+    corrupt_tails = _upper_tails(_hypergeometric_pmf(n - 1, corrupt, degree - 1))
+    return min(1.0, _secrecy_failure(n, corrupt_tails, _disconnect_bound(n, removed, degree), degree, threshold,
+                                     active))
 
 
 def choose_parameters(clients: int, threat: ThreatModel, *, active: bool = False) -> GraphParameters:
@@ -188,8 +197,7 @@ def choose_parameters(clients: int, threat: ThreatModel, *, active: bool = False
     correctness_target = 2.0 ** -threat.correctness_bits
     for degree in range(3, n, 2):
         others = degree - 1
-        half = others // 2
-        disconnect = (n * n / 2) * math.comb(removed, 2 * half) / math.comb(n, 2 * half)
+        disconnect = _disconnect_bound(n, removed, degree)
         if disconnect > security_target:
             continue
         corrupt_tails = _upper_tails(_hypergeometric_pmf(n - 1, corrupt, others))
@@ -198,8 +206,7 @@ def choose_parameters(clients: int, threat: ThreatModel, *, active: bool = False
         dropped_tails = [max(a, b) for a, b in zip(exact_tails, independent_tails)]
         lowest = max((degree + 1) // 2, 2 * degree // 3 + 1) if active else (degree + 1) // 2
         for threshold in range(lowest, degree + 1):
-            need = max(0, 2 * threshold - degree) if active else threshold
-            security = n * corrupt_tails[min(need, others + 1)] + disconnect
+            security = _secrecy_failure(n, corrupt_tails, disconnect, degree, threshold, active)
             if security > security_target:
                 continue
             # Correctness fails when more than others - threshold neighbours drop.
