@@ -11,7 +11,8 @@ from ._config import (
     active_threshold,
     create_identities,
 )
-from ._factory import create_client_session, create_server_session
+from ._config_codec import MAX_CONFIG_BYTES, decode_round_config, encode_round_config
+from ._factory import create_client_session, create_server_session, restore_client_session
 from ._messages import (
     DECRYPTOR,
     AdvertiseKeys,
@@ -112,6 +113,10 @@ __all__ = [
     "choose_parameters",
     "complete_graph_parameters",
     "create_client_session",
+    "decode_round_config",
+    "encode_round_config",
+    "MAX_CONFIG_BYTES",
+    "restore_client_session",
     "create_server_session",
     "decode_message",
     "encode_message",

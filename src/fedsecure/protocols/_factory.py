@@ -10,7 +10,7 @@ from ._plaintext import PlaintextClientSession, PlaintextServerSession
 from ._secagg import SecAggClientSession, SecAggServerSession
 from ._session import ClientSession, ServerSession
 
-__all__ = ["create_client_session", "create_server_session"]
+__all__ = ["create_client_session", "create_server_session", "restore_client_session"]
 
 _CLIENTS: dict[ProtocolKind, type[ClientSession]] = {
     ProtocolKind.PLAINTEXT: PlaintextClientSession,
@@ -52,3 +52,14 @@ def create_client_session(config: RoundConfig, client_id: int, update: EncodedUp
 def create_server_session(config: RoundConfig) -> ServerSession:
     """The server session of ``config.protocol``."""
     return _SERVERS[config.protocol](config)
+
+
+def restore_client_session(config: RoundConfig, state: bytes,
+                           credentials: PaillierCredentials | ClientIdentity | None = None) -> ClientSession:
+    """The client session whose :meth:`~ClientSession.export_state` gave ``state``, for ``config``.
+
+    ``credentials`` are the same long-lived ones the session was created with.
+    A state saved for another configuration or protocol is refused.
+    """
+    session_class = PaillierClientSession if config.protocol in _PAILLIER else _CLIENTS[config.protocol]
+    return session_class.restore_state(config, state, credentials)

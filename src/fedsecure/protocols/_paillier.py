@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Mapping, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import gmpy2
 import numpy as np
@@ -373,6 +373,20 @@ class PaillierClientSession(ClientSession):
         return PartialDecryption(round_id=config.round_id, sender=self._client_id,
                                  aggregate_digest=hashlib.sha256(request.aggregate).digest(),
                                  partials=ciphertexts_to_bytes(partials, parameters.keys.public_key))
+
+    def _export_fields(self) -> dict[str, Any]:
+        return {"ciphertexts": None if self._ciphertexts is None else self._ciphertexts.hex(),
+                "digest": self._digest.hex()}
+
+    def _restore_fields(self, fields: Mapping[str, Any], credentials: Any) -> None:
+        if not isinstance(credentials, PaillierCredentials):
+            raise LocalProtocolError(f"client {self._client_id} has no Paillier credentials")
+        if _parameters(self._config).keys.signing_keys.get(self._client_id) != credentials.verify_key:
+            raise LocalProtocolError(f"client {self._client_id}'s signing key is not the one registered for the round")
+        self._credentials = credentials
+        ciphertexts = fields["ciphertexts"]
+        self._ciphertexts = None if ciphertexts is None else bytes.fromhex(ciphertexts)
+        self._digest = bytes.fromhex(fields["digest"])
 
     def _discard_secrets(self) -> None:
         super()._discard_secrets()

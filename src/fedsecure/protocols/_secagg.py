@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ from ._messages import (
     UnmaskRequest,
 )
 from ._session import SERVER, ClientSession, ServerSession
-from ._stages import Stage
+from ._stages import ClientState, Stage
 
 __all__ = ["SecAggClientSession", "SecAggServerSession", "ENVELOPE_BYTES", "apply_masks", "keys_payload",
            "consistency_payload", "consistency_quorum"]
@@ -343,6 +344,60 @@ class SecAggClientSession(ClientSession):
         key_shares = tuple(ShareValue(owner=v, value=held[v][1]) for v in sorted(holdings - survivors) if v in held)
         return UnmaskingShares(round_id=config.round_id, sender=me, self_mask_shares=self_mask_shares,
                                key_shares=key_shares)
+
+    def _export_fields(self) -> dict[str, Any]:
+        def key_bytes(key: KeyAgreementKey | None) -> str | None:
+            return None if key is None else key.raw_private_bytes().hex()
+
+        return {
+            "cipher_key": key_bytes(self._cipher_key),
+            "mask_key": key_bytes(self._mask_key),
+            "self_mask_seed": None if self._self_mask_seed is None else self._self_mask_seed.hex(),
+            "peer_keys": [[k.owner, k.cipher_public_key.hex(), k.mask_public_key.hex(), k.signature.hex()]
+                          for k in self._peer_keys.values()],
+            "own_shares": None if self._own_shares is None else [hex(v) for v in self._own_shares],
+            "held_shares": [[v, hex(a), hex(b)] for v, (a, b) in self._held_shares.items()],
+            "sharing_peers": sorted(self._sharing_peers),
+            "unreadable": sorted(self._unreadable),
+            "envelope_keys": [[v, key.hex()] for v, key in self._envelope_keys.items()],
+            "signed_survivors": None if self._signed_survivors is None else list(self._signed_survivors),
+        }
+
+    def _restore_fields(self, fields: Mapping[str, Any], credentials: Any) -> None:
+        config = self._config
+        finished = self._state in (ClientState.DONE, ClientState.ABORTED)
+        if config.identities is not None and not finished:
+            if not isinstance(credentials, ClientIdentity):
+                raise LocalProtocolError("the active-adversary variant needs this client's identity")
+            if credentials.public_bytes != config.identities.verify_keys[self._client_id]:
+                raise LocalProtocolError("this identity key is not the one registered for this client")
+            if config.digest not in credentials.joined:
+                raise LocalProtocolError("this identity never joined the saved round")
+        elif config.identities is None and credentials is not None:
+            raise LocalProtocolError("this client requires the active-adversary variant; the round is not one")
+        self._identity = credentials if config.identities is not None and not finished else None
+        self._neighbours = config.neighbours(self._client_id)
+
+        def key(value: str | None) -> KeyAgreementKey | None:
+            return None if value is None else KeyAgreementKey.from_raw_private_bytes(bytes.fromhex(value))
+
+        self._cipher_key = key(fields["cipher_key"])
+        self._mask_key = key(fields["mask_key"])
+        seed = fields["self_mask_seed"]
+        self._self_mask_seed = None if seed is None else bytes.fromhex(seed)
+        self._peer_keys = {}
+        for owner, cipher, mask, signature in fields["peer_keys"]:
+            self._peer_keys[int(owner)] = PublicKeys(owner=int(owner), cipher_public_key=bytes.fromhex(cipher),
+                                                     mask_public_key=bytes.fromhex(mask),
+                                                     signature=bytes.fromhex(signature))
+        own = fields["own_shares"]
+        self._own_shares = None if own is None else (int(own[0], 16), int(own[1], 16))
+        self._held_shares = {int(v): (int(a, 16), int(b, 16)) for v, a, b in fields["held_shares"]}
+        self._sharing_peers = frozenset(int(v) for v in fields["sharing_peers"])
+        self._unreadable = {int(v) for v in fields["unreadable"]}
+        self._envelope_keys = {int(v): bytes.fromhex(k) for v, k in fields["envelope_keys"]}
+        signed = fields["signed_survivors"]
+        self._signed_survivors = None if signed is None else tuple(int(v) for v in signed)
 
     @property
     def unreadable_envelopes(self) -> frozenset[int]:

@@ -9,10 +9,12 @@ deadline. Sessions never touch sockets, clocks, threads or a global RNG.
 from __future__ import annotations
 
 import abc
+import json
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -30,9 +32,13 @@ from ._config import RoundConfig
 from ._messages import ClientMessage, Message, RoundStart, ServerMessage
 from ._stages import FIRST_STAGE, ClientState, Stage, client_transitions, server_stages
 
-__all__ = ["ClientSession", "ServerSession", "AggregationResult", "DropRecord", "SERVER"]
+__all__ = ["ClientSession", "ServerSession", "AggregationResult", "DropRecord", "SERVER", "CLIENT_STATE_FORMAT"]
 
 SERVER = "server"
+#: The format tag of :meth:`ClientSession.export_state`; a blob with another tag is refused.
+CLIENT_STATE_FORMAT = "fedsecure/client-state/v1"
+_STATE_HEADER = struct.Struct("<I")
+_Session = TypeVar("_Session", bound="ClientSession")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +133,81 @@ class ClientSession(abc.ABC):
         if self._state is not ClientState.DONE:
             self._state = ClientState.ABORTED
         self._discard_secrets()
+
+    def export_state(self) -> bytes:
+        """Everything this session holds, as bytes, for a transport whose client process lives for one message.
+
+        Flower runs a fresh ClientApp process per message and keeps only the
+        node's ``context.state`` in between, so the session must travel through
+        it. The bytes hold the round's secrets (private keys, the self-mask
+        seed, the Shamir shares held, the encoded input), in the clear: they
+        must stay on the client's device, like the live object. Long-lived
+        credentials (identity or Paillier signing keys) are not included; they
+        are passed back to :meth:`restore_state`. No pickle: a JSON header and
+        the raw input words.
+        """
+        values = self._update.values if self._update is not None else None
+        header = {
+            "format": CLIENT_STATE_FORMAT,
+            "kind": type(self).__name__,
+            "client": self._client_id,
+            "config": self._config.digest.hex(),
+            "state": self._state.value,
+            "update": None if self._update is None else {
+                "ring_bits": self._update.ring.bits, "encoding": self._update.encoding_digest.hex(),
+                "length": int(values.size) if values is not None else 0},
+            "fields": self._export_fields(),
+        }
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        body = values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes() if values is not None else b""
+        return _STATE_HEADER.pack(len(encoded)) + encoded + body
+
+    @classmethod
+    def restore_state(cls: type[_Session], config: RoundConfig, data: bytes, credentials: Any = None) -> _Session:
+        """The session :meth:`export_state` saved, for the same ``config`` and the same long-lived ``credentials``.
+
+        It is not built again (an identity does not join the configuration a
+        second time); a blob for another configuration, another session class or
+        in another format is refused with :class:`LocalProtocolError`.
+        """
+        try:
+            (size,) = _STATE_HEADER.unpack_from(data)
+            header = json.loads(data[_STATE_HEADER.size:_STATE_HEADER.size + size])
+            body = data[_STATE_HEADER.size + size:]
+            if header.get("format") != CLIENT_STATE_FORMAT or header.get("kind") != cls.__name__:
+                raise LocalProtocolError(f"the saved state is not a {cls.__name__} in {CLIENT_STATE_FORMAT}")
+            if header["config"] != config.digest.hex():
+                raise LocalProtocolError("the saved state belongs to another round configuration")
+            session = cls.__new__(cls)
+            session._config = config
+            session._client_id = int(header["client"])
+            if not config.in_cohort(session._client_id):
+                raise LocalProtocolError(f"client {session._client_id} is not in the round's cohort")
+            session._state = ClientState(header["state"])
+            session._transitions = client_transitions(config.protocol, active=config.active)
+            update = header["update"]
+            session._update = None
+            if update is not None:
+                ring = Ring(int(update["ring_bits"]))
+                if ring.bits != config.ring_bits or int(update["length"]) != config.vector_length:
+                    raise LocalProtocolError("the saved input does not match the round")
+                words = np.frombuffer(body, dtype=ring.dtype.newbyteorder("<")).astype(ring.dtype)
+                if words.size != config.vector_length:
+                    raise LocalProtocolError("the saved input is truncated")
+                session._update = EncodedUpdate(words, ring, bytes.fromhex(update["encoding"]))
+            session._restore_fields(header["fields"], credentials)
+        except (struct.error, ValueError, KeyError, TypeError) as error:
+            raise LocalProtocolError(f"the saved client state is malformed: {type(error).__name__}") from None
+        return session
+
+    def _export_fields(self) -> dict[str, Any]:
+        """Hook: the subclass's own state, as JSON values."""
+        return {}
+
+    def _restore_fields(self, fields: Mapping[str, Any], credentials: Any) -> None:
+        """Hook: the inverse of :meth:`_export_fields`."""
+        if credentials is not None:
+            raise LocalProtocolError(f"{type(self).__name__} takes no credentials")
 
     def _encoded_values(self) -> np.ndarray:
         if self._update is None:

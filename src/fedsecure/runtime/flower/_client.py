@@ -1,0 +1,270 @@
+"""The client half of the Flower runtime: a ClientApp that runs fedsecure's client sessions.
+
+Flower starts a fresh ClientApp process for every message and keeps only the
+node's ``context.state`` in between, so the client session is exported into
+that state after each message (:meth:`~fedsecure.protocols.ClientSession.export_state`)
+and restored from it at the next. The state never leaves the SuperNode's
+device; it is deleted as soon as the round ends, aborts, or a new round starts.
+
+Threat model: the server is not trusted to choose the round's parameters. A
+client refuses a round whose protocol it has not allowed (so a server cannot
+downgrade it to the plaintext baseline), whose threshold or neighbourhood is
+smaller than its own :class:`ThreatModel` demands, or whose encoding does not
+match the digest the configuration binds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..._errors import FedSecureError, LocalProtocolError, PeerFault, PeerProtocolError
+from ...encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
+from ...protocols import (
+    WIRE_VERSION,
+    ClientIdentity,
+    ProtocolKind,
+    RoundConfig,
+    RoundStart,
+    ThreatModel,
+    choose_parameters,
+    complete_graph_parameters,
+    create_client_session,
+    decode_message,
+    decode_round_config,
+    encode_message,
+    restore_client_session,
+)
+from .._simulate import client_data
+from ._common import MAX_TASK_BYTES, RECORD, STATE_RECORD, Kind
+
+__all__ = ["ClientPolicy", "ClientUpdate", "ClientJob", "FedSecureClient", "client_app", "synthetic_job",
+           "client_id_of", "SECURE_PROTOCOLS"]
+
+LOGGER = logging.getLogger("fedsecure.flower")
+_SERVER: Any = "server"
+SECURE_PROTOCOLS = frozenset({ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS})
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """What a job produced for one round: the float update and, for weighted averaging, its weight."""
+
+    vector: np.ndarray
+    weight: int | None = None
+
+
+class ClientJob(Protocol):
+    """Computes this client's update for a round from its node context and the round's public task."""
+
+    def __call__(self, context: Any, client_id: int, task: Mapping[str, Any]) -> ClientUpdate: ...
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """What a client accepts from the server.
+
+    ``protocols`` are the protocols it takes part in (the plaintext baseline
+    only if listed); ``threat`` is the threat model its threshold and
+    neighbourhood must meet, recomputed from the cohort size (a server cannot
+    lower them); ``max_vector_length`` bounds the work a server can ask for.
+    """
+
+    protocols: frozenset[ProtocolKind] = SECURE_PROTOCOLS
+    threat: ThreatModel = field(default_factory=ThreatModel)
+    max_vector_length: int = 100_000_000
+
+    def check(self, config: RoundConfig) -> None:
+        """Refuse (with :class:`PeerProtocolError` naming the server) a configuration below this policy."""
+        def refuse(detail: str) -> PeerProtocolError:
+            return PeerProtocolError(PeerFault.CONFIG_MISMATCH, peer=_SERVER, detail=detail)
+
+        if config.protocol not in self.protocols:
+            raise refuse(f"protocol {config.protocol.value} is not allowed by this client "
+                         f"(allowed: {', '.join(sorted(p.value for p in self.protocols))})")
+        if config.vector_length > self.max_vector_length:
+            raise refuse(f"a vector of {config.vector_length} values, above this client's limit")
+        n = len(config.clients)
+        if config.protocol is ProtocolKind.PLAINTEXT:
+            return
+        if config.protocol is ProtocolKind.SECAGG_PLUS:
+            wanted = choose_parameters(n, self.threat, active=config.active)
+        else:
+            wanted = complete_graph_parameters(n, self.threat)
+        if config.threshold < wanted.threshold or config.degree < min(wanted.degree, n):
+            raise refuse(f"threshold {config.threshold} and neighbourhood {config.degree} are below this client's "
+                         f"threat model ({wanted.threshold} and {min(wanted.degree, n)} for {n} clients)")
+
+
+def client_id_of(context: Any) -> int:
+    """This node's fedsecure client id: ``fedsecure-client-id`` or else ``partition-id`` from its node config."""
+    config = context.node_config
+    value = config.get("fedsecure-client-id", config.get("partition-id"))
+    if value is None:
+        raise LocalProtocolError("the node config needs `partition-id` or `fedsecure-client-id`")
+    return int(value)
+
+
+def synthetic_job(context: Any, client_id: int, task: Mapping[str, Any]) -> ClientUpdate:
+    """The simulated update of ``fedsecure simulate``: uniform in [-1, 1], reproducible from (seed, client id)."""
+    return ClientUpdate(client_data(int(task["task-seed"]), client_id, int(task["encoding-dimension"])))
+
+
+def _encoding_from(record: Mapping[str, Any]) -> EncodingConfig:
+    max_weight = int(record["encoding-max-weight"])
+    return EncodingConfig(dimension=int(record["encoding-dimension"]), clients=int(record["encoding-clients"]),
+                          clip=float(record["encoding-clip"]), scale=float(record["encoding-scale"]),
+                          clip_mode=ClipMode(str(record["encoding-clip-mode"])),
+                          max_weight=max_weight or None, ring_bits=int(record["encoding-ring-bits"]))
+
+
+class FedSecureClient:
+    """Handles one Flower message for one node: the body of the ClientApp.
+
+    ``job`` computes the node's update; ``identity`` (for SecAgg's
+    active-adversary variant) loads the node's :class:`ClientIdentity` and
+    ``save_identity`` persists it after it joins a round; ``observe`` (tests
+    and audits on the client's own device) sees each encoded input before it
+    is masked.
+    """
+
+    def __init__(self, job: ClientJob, *, policy: ClientPolicy | None = None,
+                 identity: Callable[[Any], ClientIdentity | None] | None = None,
+                 save_identity: Callable[[Any, ClientIdentity], None] | None = None,
+                 observe: Callable[[Any, int, int, EncodedUpdate], None] | None = None) -> None:
+        self._job = job
+        self._policy = policy or ClientPolicy()
+        self._identity = identity
+        self._save_identity = save_identity
+        self._observe = observe
+
+    def handle(self, message: Any, context: Any) -> Any:
+        """Process one Flower message; the reply carries fedsecure bytes or the reason the client refused."""
+        from flwr.app import ConfigRecord, Message, RecordDict
+
+        record = message.content.config_records.get(RECORD)
+        kind = record.get("kind") if record is not None else None
+        reply: dict[str, Any]
+        try:
+            if record is None:
+                raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"no `{RECORD}` record")
+            if kind == Kind.HELLO:
+                reply = {"client": client_id_of(context), "wire": WIRE_VERSION}
+            elif kind == Kind.ROUND_START:
+                reply = {"message": self._start(record, context)}
+            elif kind == Kind.STEP:
+                reply = {"message": self._step(record, context)}
+            elif kind == Kind.ABORT:
+                self._forget(context)
+                reply = {}
+            else:
+                raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"unknown kind {kind!r}")
+        except FedSecureError as error:
+            # The client refuses and forgets the round; the server sees why, and counts it as dropped.
+            self._forget(context)
+            LOGGER.warning("client %s refused a %s message: %s", context.node_config.get("partition-id", "?"),
+                           kind, error)
+            reply = {"error": f"{type(error).__name__}: {error}"}
+        return Message(RecordDict({RECORD: ConfigRecord(reply)}), reply_to=message)
+
+    def _forget(self, context: Any) -> None:
+        if STATE_RECORD in context.state.config_records:
+            del context.state.config_records[STATE_RECORD]
+
+    def _start(self, record: Mapping[str, Any], context: Any) -> bytes:
+        self._forget(context)  # A new round: whatever an unfinished one left behind goes.
+        client_id = client_id_of(context)
+        config_bytes = record.get("config")
+        if not isinstance(config_bytes, bytes):
+            raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail="no round configuration")
+        config = decode_round_config(config_bytes)
+        if int(record.get("client", -1)) != client_id:
+            raise PeerProtocolError(PeerFault.WRONG_RECIPIENT, peer=_SERVER,
+                                    detail=f"addressed to client {record.get('client')}, this is {client_id}")
+        self._policy.check(config)
+        task_size = sum(len(v) for k, v in record.items() if k.startswith("task-") and isinstance(v, bytes))
+        if task_size > MAX_TASK_BYTES:
+            raise PeerProtocolError(PeerFault.OVERSIZED, peer=_SERVER, detail=f"a task of {task_size} bytes")
+        try:
+            encoding = _encoding_from(record)
+        except (KeyError, ValueError, TypeError) as error:
+            raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER,
+                                    detail=f"encoding parameters: {type(error).__name__}: {error}") from None
+        if encoding.digest() != config.encoding_digest:
+            raise PeerProtocolError(PeerFault.CONFIG_MISMATCH, peer=_SERVER,
+                                    detail="the encoding parameters do not match the configuration's digest")
+        update = self._job(context, client_id, record)
+        encoded = Quantizer(encoding).encode(update.vector, weight=update.weight if encoding.max_weight else None)
+        if self._observe is not None:
+            self._observe(context, config.round_id, client_id, encoded)
+        identity = self._identity(context) if self._identity is not None else None
+        session = create_client_session(config, client_id, encoded, identity)
+        if identity is not None and self._save_identity is not None:
+            # The identity joined this configuration: persisted before anything is signed with it.
+            self._save_identity(context, identity)
+        replies = session.receive(self._decode(record, config, RoundStart))
+        self._save(context, config_bytes, session.export_state())
+        return self._single(replies)
+
+    def _step(self, record: Mapping[str, Any], context: Any) -> bytes:
+        from flwr.app import ConfigRecord
+
+        saved = context.state.config_records.get(STATE_RECORD)
+        if saved is None:
+            raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=_SERVER, detail="no round in progress on this node")
+        config = decode_round_config(saved["config"])
+        if int(record.get("round", -1)) != config.round_id:
+            raise PeerProtocolError(PeerFault.WRONG_ROUND, peer=_SERVER,
+                                    detail=f"round {record.get('round')}, this node is in round {config.round_id}")
+        identity = self._identity(context) if self._identity is not None else None
+        session = restore_client_session(config, saved["session"], identity)
+        replies = session.receive(self._decode(record, config, None))
+        if session.state.value in ("done", "aborted"):
+            self._forget(context)
+        else:
+            context.state.config_records[STATE_RECORD] = ConfigRecord(
+                {"config": saved["config"], "session": session.export_state()})
+        return self._single(replies)
+
+    def _save(self, context: Any, config_bytes: bytes, state: bytes) -> None:
+        from flwr.app import ConfigRecord
+
+        context.state.config_records[STATE_RECORD] = ConfigRecord({"config": config_bytes, "session": state})
+
+    @staticmethod
+    def _decode(record: Mapping[str, Any], config: RoundConfig, expected: type | None) -> Any:
+        data = record.get("message")
+        if not isinstance(data, bytes):
+            raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail="no fedsecure message")
+        message = decode_message(data, max_bytes=64 + len(config.clients) * 256 + config.vector_length * 8 + 1024)
+        if expected is not None and not isinstance(message, expected):
+            raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=_SERVER,
+                                    detail=f"a round starts with RoundStart, not {type(message).__name__}")
+        return message
+
+    @staticmethod
+    def _single(replies: list[Any]) -> bytes:
+        if len(replies) != 1:
+            raise LocalProtocolError(f"a client session answered with {len(replies)} messages")
+        return encode_message(replies[0])
+
+
+def client_app(job: ClientJob = synthetic_job, **options: Any) -> Any:
+    """A Flower ``ClientApp`` that answers fedsecure's ``query.fedsecure`` messages with :class:`FedSecureClient`.
+
+    ``options`` are :class:`FedSecureClient`'s (``policy``, ``identity``, ``save_identity``, ``observe``).
+    """
+    from flwr.clientapp import ClientApp
+
+    handler = FedSecureClient(job, **options)
+    app = ClientApp()
+
+    @app.query("fedsecure")
+    def query(message: Any, context: Any) -> Any:
+        return handler.handle(message, context)
+
+    return app

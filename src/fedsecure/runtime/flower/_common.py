@@ -1,0 +1,44 @@
+"""What the Flower server and client agree on: the message type, the record layout and its limits.
+
+fedsecure's own wire codec carries every protocol message; Flower only moves
+the bytes. Each Flower message holds one ``ConfigRecord`` named
+:data:`RECORD`, whose ``kind`` says what it is:
+
+``hello``
+    The server asks a node for its fedsecure client id (``partition-id`` in
+    its node config, or ``fedsecure-client-id``). The reply carries ``client``
+    and the node's ``wire`` version.
+``round-start``
+    The first message of a round: the round configuration's canonical bytes
+    (``config``), the recipient's ``client`` id, the public encoding
+    parameters (``encoding-*``), the job's public inputs (``task-*``, say the
+    global model) and fedsecure's ``RoundStart`` (``message``).
+``step``
+    Any later protocol message (``message``).
+``abort``
+    The round is over for this client: it forgets its secrets. No reply is
+    awaited.
+
+Every reply holds ``message`` (fedsecure bytes), or ``error`` when the
+client refused, naming why.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MESSAGE_TYPE", "RECORD", "STATE_RECORD", "Kind", "MAX_TASK_BYTES"]
+
+MESSAGE_TYPE = "query.fedsecure"
+RECORD = "fedsecure"
+#: The ``context.state`` record in which a client keeps its session between messages (on its own device).
+STATE_RECORD = "fedsecure-session"
+#: The largest public task a client accepts with a round (a model of 64M float64 parameters).
+MAX_TASK_BYTES = 512 << 20
+
+
+class Kind:
+    """The values of a record's ``kind``."""
+
+    HELLO = "hello"
+    ROUND_START = "round-start"
+    STEP = "step"
+    ABORT = "abort"

@@ -1,0 +1,259 @@
+"""The server half of the Flower runtime: drives a fedsecure server session over Flower's ``Grid``.
+
+Each stage pushes one message per recipient (``push_messages``) and pulls
+replies until every recipient answered or the stage's deadline passed; the
+deadline is the sans-IO ``close_stage()``. A node Flower reports as
+unavailable, a ClientApp that crashed, a client that refused, a reply from the
+wrong node or one that fails fedsecure's decoder: each counts as that client
+dropping, is recorded with its reason, and the round goes on with the others
+as long as the threshold holds. Every message is recorded in the same
+transcript the in-process simulator writes, so ``fedsecure audit`` reads both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ..._errors import FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
+from ...encoding import EncodingConfig
+from ...protocols import (
+    DECRYPTOR,
+    SERVER,
+    WIRE_VERSION,
+    RoundConfig,
+    RoundStart,
+    Stage,
+    create_server_session,
+    decode_message,
+    encode_message,
+    encode_round_config,
+    public_view,
+)
+from .._simulator import Progress, RoundReport, TranscriptRecord
+from ._common import MESSAGE_TYPE, RECORD, Kind
+
+__all__ = ["FlowerTransport", "ClientError", "encoding_record"]
+
+LOGGER = logging.getLogger("fedsecure.flower")
+
+
+class ClientError(FedSecureError):
+    """Why a client's reply never reached the server session: it refused, crashed, or its node vanished."""
+
+    def __init__(self, client: int, reason: str) -> None:
+        super().__init__(f"client {client}: {reason}")
+        self.client = client
+        self.reason = reason
+
+
+def encoding_record(encoding: EncodingConfig) -> dict[str, Any]:
+    """The public encoding parameters as the ``encoding-*`` fields of a round-start record."""
+    return {"encoding-dimension": encoding.dimension, "encoding-clients": encoding.clients,
+            "encoding-clip": float(encoding.clip), "encoding-scale": float(encoding.scale),
+            "encoding-clip-mode": encoding.clip_mode.value, "encoding-max-weight": encoding.max_weight or 0,
+            "encoding-ring-bits": encoding.ring.bits}
+
+
+class FlowerTransport:
+    """Runs fedsecure rounds over a Flower ``grid`` (a ServerApp's, the simulation engine's, or a local one).
+
+    ``stage_timeout`` is each protocol stage's deadline in seconds;
+    ``start_timeout`` the first stage's, which includes the clients' local
+    work (training); ``poll_interval`` how often replies are pulled;
+    ``record_fields`` keeps every message's public fields in the transcript
+    (for ``fedsecure audit``); ``progress`` is called as ``(stage, answered,
+    expected)``. The transport holds no secrets: it sees what the server sees.
+    """
+
+    def __init__(self, grid: Any, *, stage_timeout: float = 60.0, start_timeout: float | None = None,
+                 poll_interval: float = 0.1, record_fields: bool = False, progress: Progress | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        if stage_timeout <= 0 or (start_timeout is not None and start_timeout <= 0):
+            raise ValueError("stage deadlines must be positive")
+        self._grid = grid
+        self._stage_timeout = stage_timeout
+        self._start_timeout = start_timeout if start_timeout is not None else stage_timeout
+        self._poll_interval = poll_interval
+        self._record_fields = record_fields
+        self._progress = progress
+        self._clock = clock
+        self._sleep = sleep
+
+    # ---- the exchange of one stage ----------------------------------------------------------------
+    def _exchange(self, contents: Mapping[int, dict[str, Any]], timeout: float, group: str
+                  ) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
+        """Send ``contents[node]`` to each node; returns the replies' records and why the others failed."""
+        from flwr.app import ConfigRecord, RecordDict
+
+        messages = [self._grid.create_message(RecordDict({RECORD: ConfigRecord(content)}), MESSAGE_TYPE, node,
+                                              group, ttl=timeout + 30.0)
+                    for node, content in contents.items()]
+        ids = list(self._grid.push_messages(messages))
+        pending = {message_id: message.metadata.dst_node_id for message_id, message in zip(ids, messages)
+                   if message_id}
+        failed = {message.metadata.dst_node_id: "Flower could not queue the message"
+                  for message_id, message in zip(ids, messages) if not message_id}
+        replies: dict[int, dict[str, Any]] = {}
+        deadline = self._clock() + timeout
+        while pending:
+            for reply in self._grid.pull_messages(list(pending)):
+                node = pending.pop(reply.metadata.reply_to_message_id, None)
+                if node is None:
+                    continue
+                if reply.has_error():
+                    failed[node] = f"Flower error {reply.error.code}: {reply.error.reason}"
+                elif reply.metadata.src_node_id != node:
+                    failed[node] = f"the reply came from node {reply.metadata.src_node_id}"
+                elif RECORD not in reply.content.config_records:
+                    failed[node] = f"the reply has no `{RECORD}` record"
+                else:
+                    replies[node] = dict(reply.content.config_records[RECORD])
+            if self._progress is not None:
+                self._progress(group, len(replies), len(contents))
+            if not pending or self._clock() >= deadline:
+                break
+            self._sleep(self._poll_interval)
+        for node in pending.values():
+            failed[node] = "did not answer before the deadline"
+        return replies, failed
+
+    # ---- registration -----------------------------------------------------------------------------
+    def register(self, nodes: Iterable[int] | None = None, *, timeout: float | None = None) -> dict[int, int]:
+        """Ask ``nodes`` (default: every node Flower lists) for their client ids; returns node -> client id.
+
+        Nodes that do not answer, answer twice for one client id, or speak another wire version are left out.
+        """
+        nodes = list(self._grid.get_node_ids()) if nodes is None else list(nodes)
+        replies, failed = self._exchange({node: {"kind": Kind.HELLO} for node in nodes},
+                                         timeout if timeout is not None else self._stage_timeout, "hello")
+        for node, reason in failed.items():
+            LOGGER.warning("node %d is left out: %s", node, reason)
+        registered: dict[int, int] = {}
+        owners: dict[int, int] = {}
+        for node, reply in sorted(replies.items()):
+            client, wire = reply.get("client"), reply.get("wire")
+            if wire != WIRE_VERSION or not isinstance(client, int) or isinstance(client, bool):
+                LOGGER.warning("node %d is left out: it speaks wire version %r, client id %r", node, wire, client)
+                continue
+            if client in owners:
+                LOGGER.warning("nodes %d and %d both claim client id %d; both are left out", owners[client], node,
+                               client)
+                registered.pop(owners[client], None)
+                continue
+            owners[client] = node
+            registered[node] = client
+        return registered
+
+    # ---- one round --------------------------------------------------------------------------------
+    def run_round(self, config: RoundConfig, nodes: Mapping[int, int], task: Mapping[str, Any]) -> RoundReport:
+        """Run ``config`` with ``nodes`` (client id -> Flower node id) and the public ``task`` fields.
+
+        Returns the same :class:`RoundReport` as the simulator; an aborted round
+        has ``abort`` set and no result, and every client still in it is told
+        to forget its secrets.
+        """
+        if set(nodes) != set(config.clients):
+            raise LocalProtocolError("every client of the round needs exactly one node")
+        if config.protocol.is_paillier:
+            raise LocalProtocolError("Paillier rounds are not available on the Flower runtime yet")
+        clock = time.perf_counter
+        transcript: list[TranscriptRecord] = []
+        rejected: list[PeerProtocolError] = []
+        client_errors: dict[int, FedSecureError] = {}
+        stage_seconds: dict[str, float] = defaultdict(float)
+        client_of = {node: client for client, node in nodes.items()}
+        started = clock()
+        server = create_server_session(config)
+        outgoing = server.start()
+        stage_seconds["setup"] += clock() - started
+        config_bytes = encode_round_config(config)
+        abort: RoundAborted | None = None
+        first = True
+        while True:
+            stage = server.stage
+            label = stage.label
+            started = clock()
+            contents: dict[int, dict[str, Any]] = {}
+            for message in outgoing:
+                recipient = message.recipient
+                if recipient == DECRYPTOR or recipient in client_errors:
+                    continue
+                data = encode_message(message)
+                content: dict[str, Any] = {"kind": Kind.STEP, "round": config.round_id, "stage": label,
+                                           "message": data}
+                if isinstance(message, RoundStart):
+                    content = dict(task) | {"kind": Kind.ROUND_START, "round": config.round_id, "stage": label,
+                                            "config": config_bytes, "client": recipient, "message": data}
+                contents[nodes[recipient]] = content
+                transcript.append(TranscriptRecord(label, SERVER, recipient, type(message).__name__, len(data),
+                                                   public_view(message) if self._record_fields else None))
+            stage_seconds[label] += clock() - started
+            timeout = self._start_timeout if first else self._stage_timeout
+            first = False
+            replies, failed = self._exchange(contents, timeout, f"round {config.round_id} {label}")
+            started = clock()
+            for node, reason in failed.items():
+                client_errors[client_of[node]] = ClientError(client_of[node], reason)
+            for node, reply in replies.items():
+                client = client_of[node]
+                data = reply.get("message")
+                if not isinstance(data, bytes):
+                    reason = str(reply.get("error", "the reply carries no fedsecure message"))
+                    client_errors[client] = ClientError(client, reason)
+                    continue
+                fields = None
+                if self._record_fields:
+                    try:
+                        fields = public_view(decode_message(data, max_bytes=server.max_message_bytes))
+                    except FedSecureError as error:
+                        fields = {"undecodable": type(error).__name__}
+                type_name = _type_name(data)
+                transcript.append(TranscriptRecord(label, client, SERVER, type_name, len(data), fields))
+                try:
+                    server.receive_bytes(data, sender=client)
+                except PeerProtocolError as error:
+                    LOGGER.warning("round %d, %s: %s", config.round_id, label, error)
+                    rejected.append(error)
+            try:
+                outgoing = server.close_stage()
+            except RoundAborted as error:
+                abort = error
+            stage_seconds[label] += clock() - started
+            if abort is not None or server.stage is Stage.DONE:
+                break
+        if abort is not None:
+            # Tell every client still in the round that it is over, so none keeps its keys, seeds or input.
+            LOGGER.warning("round %d aborted: %s", config.round_id, abort)
+            self._notify_abort(config, [nodes[c] for c in config.clients if c not in client_errors])
+        for client, error in sorted(client_errors.items()):
+            LOGGER.info("round %d: %s", config.round_id, error)
+        return RoundReport(config=config, result=None if abort is not None else server.result(), abort=abort,
+                           transcript=transcript, client_seconds={}, server_seconds=sum(stage_seconds.values()),
+                           server_stage_seconds=dict(stage_seconds), client_stage_seconds={}, rejected=rejected,
+                           client_errors=client_errors)
+
+    def _notify_abort(self, config: RoundConfig, nodes: list[int]) -> None:
+        from flwr.app import ConfigRecord, RecordDict
+
+        if not nodes:
+            return
+        messages = [self._grid.create_message(RecordDict({RECORD: ConfigRecord({"kind": Kind.ABORT,
+                                                                                "round": config.round_id})}),
+                                              MESSAGE_TYPE, node, f"round {config.round_id} abort",
+                                              ttl=self._stage_timeout)
+                    for node in nodes]
+        # No reply is awaited: a client that never hears this forgets its round at the next round's start.
+        self._grid.push_messages(messages)
+
+
+def _type_name(data: bytes) -> str:
+    try:
+        return type(decode_message(data)).__name__
+    except FedSecureError:
+        return "undecodable"
+
+
