@@ -498,6 +498,14 @@ class Federation:
                                                             dp=record)],
                          append=True)
 
+    def encoding_for(self, cohort: int) -> EncodingConfig:
+        """The encoding of a round over ``cohort`` clients (what a transport's clients quantise with)."""
+        return self._encoding(cohort)
+
+    def apply_mean_update(self, before: np.ndarray, mean: np.ndarray) -> None:
+        """Move the global model from ``before`` by the mean update ``mean``, through the server optimizer."""
+        self._apply(before, mean)
+
     def _apply(self, before: np.ndarray, mean: np.ndarray) -> None:
         # Float buffers (say, BatchNorm statistics) are averaged; only parameters go through the optimizer.
         after = before + mean

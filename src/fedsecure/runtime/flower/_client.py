@@ -78,6 +78,21 @@ class ClientPolicy:
     threat: ThreatModel = field(default_factory=ThreatModel)
     max_vector_length: int = 100_000_000
 
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> ClientPolicy:
+        """The policy a SuperNode's ``--node-config`` sets: ``fedsecure-protocols`` (comma-separated, default
+        ``secagg,secagg+``), ``fedsecure-dropout-fraction`` and ``fedsecure-corrupt-fraction``."""
+        names = str(node_config.get("fedsecure-protocols", "secagg,secagg+"))
+        try:
+            protocols = frozenset(ProtocolKind(name.strip()) for name in names.split(",") if name.strip())
+        except ValueError as error:
+            raise LocalProtocolError(f"fedsecure-protocols: {error}") from None
+        defaults = ThreatModel()
+        threat = ThreatModel(
+            dropout_fraction=float(node_config.get("fedsecure-dropout-fraction", defaults.dropout_fraction)),
+            corrupt_fraction=float(node_config.get("fedsecure-corrupt-fraction", defaults.corrupt_fraction)))
+        return cls(protocols=protocols, threat=threat)
+
     def check(self, config: RoundConfig) -> None:
         """Refuse (with :class:`PeerProtocolError` naming the server) a configuration below this policy."""
         def refuse(detail: str) -> PeerProtocolError:
@@ -125,7 +140,8 @@ def _encoding_from(record: Mapping[str, Any]) -> EncodingConfig:
 class FedSecureClient:
     """Handles one Flower message for one node: the body of the ClientApp.
 
-    ``job`` computes the node's update; ``identity`` (for SecAgg's
+    ``job`` computes the node's update; ``policy`` is what the client accepts
+    (by default, read from each node's config: :meth:`ClientPolicy.from_node_config`); ``identity`` (for SecAgg's
     active-adversary variant) loads the node's :class:`ClientIdentity` and
     ``save_identity`` persists it after it joins a round; ``observe`` (tests
     and audits on the client's own device) sees each encoded input before it
@@ -137,7 +153,7 @@ class FedSecureClient:
                  save_identity: Callable[[Any, ClientIdentity], None] | None = None,
                  observe: Callable[[Any, int, int, EncodedUpdate], None] | None = None) -> None:
         self._job = job
-        self._policy = policy or ClientPolicy()
+        self._policy = policy
         self._identity = identity
         self._save_identity = save_identity
         self._observe = observe
@@ -185,7 +201,8 @@ class FedSecureClient:
         if int(record.get("client", -1)) != client_id:
             raise PeerProtocolError(PeerFault.WRONG_RECIPIENT, peer=_SERVER,
                                     detail=f"addressed to client {record.get('client')}, this is {client_id}")
-        self._policy.check(config)
+        policy = self._policy or ClientPolicy.from_node_config(context.node_config)
+        policy.check(config)
         task_size = sum(len(v) for k, v in record.items() if k.startswith("task-") and isinstance(v, bytes))
         if task_size > MAX_TASK_BYTES:
             raise PeerProtocolError(PeerFault.OVERSIZED, peer=_SERVER, detail=f"a task of {task_size} bytes")

@@ -1,0 +1,29 @@
+"""The built-in Flower apps: ``server_app`` and ``client`` (the ``[tool.flwr.app.components]`` of
+``examples/flower/pyproject.toml``).
+
+The ServerApp runs :func:`~fedsecure.runtime.flower._jobs.run_server_job` with
+the run config; the ClientApp answers with :func:`auto_job` (generated vectors
+or local training on the node's ``partition-id`` of ``num-partitions``) under
+the policy its node config sets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.serverapp import ServerApp
+
+from ._client import client_app
+from ._jobs import auto_job, run_server_job
+
+__all__ = ["server_app", "client"]
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _main(grid: Any, context: Any) -> None:
+    run_server_job(grid, context.run_config)
+
+
+client = client_app(job=auto_job)
