@@ -77,6 +77,7 @@ class PeerFault(enum.Enum):
     BAD_ENVELOPE = "encrypted share failed to decrypt or authenticate"
     BAD_SURVIVOR_SET = "survivor set invalid or below the threshold"
     CONFIG_MISMATCH = "round configuration digest does not match"
+    REFUSED_BY_POLICY = "round parameters refused by this client's policy"
     BAD_SIGNATURE = "signature does not verify"
     BAD_CIPHERTEXT = "ciphertext malformed or not a unit of Z_(n^2)"
     BAD_AGGREGATE = "aggregate does not match the signed contributions"

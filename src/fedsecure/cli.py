@@ -113,6 +113,71 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0 if summary["correct"] else 1
 
 
+def _flower(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+    from pathlib import Path
+
+    try:
+        from .runtime.flower._launch import APP_DIRECTORY, LocalDeployment
+    except ImportError:
+        print("fedsecure flower: needs the flower extra: pip install -c constraints.txt 'fedsecure[flower]'",
+              file=sys.stderr)
+        return 2
+    app = Path(args.app) if args.app else APP_DIRECTORY
+    if not (app / "pyproject.toml").exists():
+        print(f"fedsecure flower: no Flower app at {app}; pass --app DIR (see examples/flower)", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fedsecure-flower-"))
+    out, progress = workdir / "results.json", workdir / "progress.jsonl"
+    run_config = {"job": args.job, "protocol": args.protocol, "rounds": args.rounds, "dimension": args.dim,
+                  "nodes": args.supernodes, "min-clients": min(args.supernodes, 2), "stage-timeout": args.stage_timeout,
+                  "start-timeout": args.start_timeout, "out": str(out), "progress": str(progress)}
+    if args.transcript:
+        run_config["transcript"] = str(Path(args.transcript).resolve())
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr)
+
+    log(f"fedsecure flower: a SuperLink and {args.supernodes} SuperNodes on loopback; logs in {workdir}")
+    started = time.monotonic()
+    shown = 0
+    with LocalDeployment(workdir, supernodes=args.supernodes) as deployment:
+        run = deployment.run(run_config, app=app)
+        while run.poll() is None:
+            if time.monotonic() - started > args.timeout:
+                log(f"fedsecure flower: no result within {args.timeout:.0f} s; stopping every process")
+                break
+            lines = progress.read_text().splitlines() if progress.exists() else []
+            for line in lines[shown:]:
+                event = json.loads(line)
+                if event["event"] == "stage":
+                    log(f"  {event['stage']}: {event['answered']}/{event['expected']} answered "
+                        f"in {event['seconds']:.1f} s")
+                elif event["event"] == "round-end":
+                    log(f"round {event['round']}: " + ("aborted: " + str(event["abort_reason"]) if event["aborted"]
+                                                       else f"{len(event['survivors'])} survivors"))
+            shown = len(lines)
+            time.sleep(0.5)
+    rounds = json.loads(out.read_text())["rounds"] if out.exists() else []
+    summary = {"supernodes": args.supernodes, "job": args.job, "protocol": args.protocol, "workdir": str(workdir),
+               "seconds": time.monotonic() - started, "completed": run.returncode == 0 and len(rounds) == args.rounds,
+               "rounds": rounds}
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        for r in rounds:
+            detail = (f"aborted ({r['abort_reason']})" if r["aborted"] else
+                      f"{len(r['survivors'])}/{r['cohort']} survivors, " +
+                      (f"accuracy {r['accuracy']:.3f}" if "accuracy" in r else
+                       f"sum {'exact' if r.get('correct') else 'WRONG'}"))
+            print(f"round {r['round']}: {detail}, {r['seconds']:.1f} s")
+        print(f"{len(rounds)} rounds in {summary['seconds']:.1f} s; results in {out}")
+    if not summary["completed"]:
+        return 3
+    return 1 if any(r.get("correct") is False for r in rounds) else 0
+
+
 def _audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -588,6 +653,30 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--report", metavar="DIR", help="write report.md, audit.json and the plots here")
     audit.add_argument("--json", action="store_true", help="print the checks (and leakage) as one JSON object")
     audit.set_defaults(handler=_audit)
+
+    flower = commands.add_parser(
+        "flower",
+        help="run fedsecure on Flower's deployment engine: a SuperLink and SuperNodes as processes on this machine",
+        description="Start a SuperLink and SuperNodes on loopback (insecure, local only), run the fedsecure Flower "
+        "app, stop every process. Needs the flower extra (and torch, examples for training jobs). Exit status: "
+        "0 done, 1 a wrong sum, 2 invalid arguments, 3 the run did not finish.",
+    )
+    flower.add_argument("--supernodes", type=_count, default=5, help="SuperNodes to start (default 5)")
+    flower.add_argument("--job", choices=["simulate", "linear784", "cnn-digits", "logistic"], default="simulate",
+                        help="generated vectors checked against the plaintext sum, or an example to train")
+    flower.add_argument("--protocol", choices=["secagg+", "secagg"], default="secagg+")
+    flower.add_argument("--rounds", type=_count, default=3)
+    flower.add_argument("--dim", type=_count, default=10_000, help="vector length of the simulate job")
+    flower.add_argument("--stage-timeout", type=float, default=20.0, help="each stage's deadline, s (default 20)")
+    flower.add_argument("--start-timeout", type=float, default=90.0,
+                        help="the first stage's deadline, which includes local training, s (default 90)")
+    flower.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    flower.add_argument("--workdir", help="where logs and results go (default: a new temporary directory)")
+    flower.add_argument("--app", help="the Flower app directory (default: examples/flower)")
+    flower.add_argument("--transcript", metavar="FILE", help="write the audit transcript for `fedsecure audit`")
+    flower.add_argument("--json", action="store_true", help="print one JSON object")
+    flower.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    flower.set_defaults(handler=_flower)
 
     privacy = commands.add_parser(
         "privacy",

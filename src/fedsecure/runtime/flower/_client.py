@@ -96,7 +96,7 @@ class ClientPolicy:
     def check(self, config: RoundConfig) -> None:
         """Refuse (with :class:`PeerProtocolError` naming the server) a configuration below this policy."""
         def refuse(detail: str) -> PeerProtocolError:
-            return PeerProtocolError(PeerFault.CONFIG_MISMATCH, peer=_SERVER, detail=detail)
+            return PeerProtocolError(PeerFault.REFUSED_BY_POLICY, peer=_SERVER, detail=detail)
 
         if config.protocol not in self.protocols:
             raise refuse(f"protocol {config.protocol.value} is not allowed by this client "
@@ -193,14 +193,19 @@ class FedSecureClient:
 
     def _start(self, record: Mapping[str, Any], context: Any) -> bytes:
         self._forget(context)  # A new round: whatever an unfinished one left behind goes.
-        client_id = client_id_of(context)
         config_bytes = record.get("config")
         if not isinstance(config_bytes, bytes):
             raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail="no round configuration")
         config = decode_round_config(config_bytes)
-        if int(record.get("client", -1)) != client_id:
+        client_id = int(record.get("client", -1))
+        pinned = context.node_config.get("fedsecure-client-id")
+        if pinned is not None and int(pinned) != client_id:
+            # A node with a pinned id (the active variant's identity registry lists it) answers to no other.
             raise PeerProtocolError(PeerFault.WRONG_RECIPIENT, peer=_SERVER,
-                                    detail=f"addressed to client {record.get('client')}, this is {client_id}")
+                                    detail=f"addressed to client {client_id}, this node is client {pinned}")
+        if not config.in_cohort(client_id):
+            raise PeerProtocolError(PeerFault.WRONG_RECIPIENT, peer=_SERVER,
+                                    detail=f"client {client_id} is not in the round's cohort")
         policy = self._policy or ClientPolicy.from_node_config(context.node_config)
         policy.check(config)
         task_size = sum(len(v) for k, v in record.items() if k.startswith("task-") and isinstance(v, bytes))

@@ -43,8 +43,12 @@ class JobSettings:
     the plaintext sum) or an example to train (``linear784``, ``cnn-digits``,
     ``logistic``); ``nodes`` is how many SuperNodes to wait for (up to
     ``wait`` seconds) before the first round; ``min_clients`` the smallest
-    cohort a round starts with; ``partitions`` how many data partitions the
-    nodes split the example's data into (their ``num-partitions``).
+    cohort a round starts with (each round waits up to ``wait`` seconds for
+    it); ``partitions`` how many data partitions the nodes split the example's
+    data into (their ``num-partitions``). ``client_ids`` is ``assigned`` (the
+    server numbers nodes as it first sees them) or ``registered`` (each node
+    states its id from its node config in a first exchange; the
+    active-adversary variant's identity keys need this).
     """
 
     job: str = "simulate"
@@ -64,6 +68,7 @@ class JobSettings:
     sums: str = ""
     transcript: str = ""
     progress: str = ""
+    client_ids: str = "assigned"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> JobSettings:
@@ -78,6 +83,8 @@ class JobSettings:
         if settings.job not in JOBS:
             raise ConfigurationError(f"job must be one of {', '.join(JOBS)}", parameter="job")
         ProtocolKind(settings.protocol)
+        if settings.client_ids not in ("assigned", "registered"):
+            raise ConfigurationError("client-ids must be `assigned` or `registered`", parameter="client-ids")
         return settings
 
 
@@ -124,9 +131,9 @@ class _Progress:
                 handle.write(json.dumps({"event": event, "time": time.time()} | details) + "\n")
 
 
-def _wait_for_nodes(grid: Any, settings: JobSettings) -> None:
-    deadline = time.monotonic() + settings.wait
-    while len(list(grid.get_node_ids())) < settings.nodes and time.monotonic() < deadline:
+def _wait_for_nodes(grid: Any, count: int, wait: float, left_out: set[int]) -> None:
+    deadline = time.monotonic() + wait
+    while len(set(grid.get_node_ids()) - left_out) < count and time.monotonic() < deadline:
         time.sleep(0.5)
 
 
@@ -160,27 +167,33 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
     threat = ThreatModel(dropout_fraction=settings.dropout_fraction, corrupt_fraction=settings.corrupt_fraction)
     transport = FlowerTransport(grid, stage_timeout=settings.stage_timeout, start_timeout=settings.start_timeout,
                                 record_fields=bool(settings.transcript),
-                                progress=lambda stage, done, total: None)
+                                progress=lambda stage, done, total: None,
+                                on_stage=lambda stage, seconds, answered, expected: progress(
+                                    "stage", stage=stage, seconds=seconds, answered=answered, expected=expected))
     experiment = None
     if settings.job != "simulate":
         experiment = _experiment(settings.job, settings.partitions or settings.nodes, settings.seed, protocol)
-    _wait_for_nodes(grid, settings)
     registered: dict[int, int] = {}
     left_out: set[int] = set()
     history: list[dict[str, Any]] = []
+    _wait_for_nodes(grid, settings.nodes, settings.wait, left_out)
     for round_index in range(settings.rounds):
         started = time.perf_counter()
+        _wait_for_nodes(grid, settings.min_clients, settings.wait, left_out)
         listed = set(grid.get_node_ids()) - left_out
         new = sorted(listed - registered.keys())
-        if new:
+        if new and settings.client_ids == "registered":
             registered.update(transport.register(new))
             left_out.update(set(new) - registered.keys())
+        elif new:
+            first = max(registered.values(), default=-1) + 1
+            registered.update({node: first + index for index, node in enumerate(new)})
         nodes = {client: node for node, client in registered.items() if node in listed}
         progress("round-start", round=round_index, clients=sorted(nodes))
         summary = _run_one(transport, settings, protocol, threat, experiment, nodes, round_index, progress)
         summary["seconds"] = time.perf_counter() - started
-        # A node that vanished or refused is left out for the rest of the run; a restarted SuperNode joins
-        # again under its new node id.
+        # A node that vanished (no answer before a deadline, or Flower reports it gone) is left out for the rest
+        # of the run; a restarted SuperNode joins again under its new node id. A client that refused stays in.
         for client in summary.pop("_failed", []):
             left_out.add(nodes[client])
         history.append(summary)
@@ -210,12 +223,17 @@ def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: Protoc
         before = federation.global_vector()
         task |= {"task-weights": before.astype("<f8").tobytes(),
                  "task-partitions": settings.partitions or settings.nodes}
-    config = RoundConfig.create(protocol=protocol, clients=sorted(nodes), encoding=encoding, round_id=round_index,
-                                threat=threat)
+    try:
+        config = RoundConfig.create(protocol=protocol, clients=sorted(nodes), encoding=encoding,
+                                    round_id=round_index, threat=threat)
+    except ConfigurationError as error:
+        LOGGER.warning("round %d cannot run: %s", round_index, error)
+        return {"round": round_index, "cohort": cohort, "clients": sorted(nodes), "survivors": [], "aborted": True,
+                "abort_reason": f"no round configuration: {error}", "dropped": {}, "rejected": []}
     started = time.perf_counter()
     report = transport.run_round(config, nodes, encoding_record(encoding) | task)
     summary = _round_summary(report, round_index, cohort, time.perf_counter() - started)
-    summary["_failed"] = sorted(report.client_errors)
+    summary["_failed"] = sorted(c for c, e in report.client_errors.items() if getattr(e, "unreachable", False))
     if settings.transcript:
         write_transcript(settings.transcript,
                          [list(transcript_lines(report, encoding=encoding, threat=threat))], append=round_index > 0)
@@ -230,10 +248,10 @@ def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: Protoc
         expected = np.zeros(settings.dimension)
         for client in report.result.survivors:
             expected += client_data(settings.seed, client, settings.dimension)
-        error = float(np.max(np.abs(decoded.total - expected)))
+        max_error = float(np.max(np.abs(decoded.total - expected)))
         # Stochastic rounding moves each input by less than one step per coordinate.
-        summary |= {"max_abs_error": error,
-                    "correct": error <= len(report.result.survivors) / encoding.scale}
+        summary |= {"max_abs_error": max_error,
+                    "correct": max_error <= len(report.result.survivors) / encoding.scale}
     else:
         federation = experiment.federation
         if not decoded.total_weight:

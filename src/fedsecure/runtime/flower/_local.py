@@ -48,9 +48,16 @@ class LocalGrid:
         from flwr.proto.message_pb2 import Context as ProtoContext
         from flwr.proto.message_pb2 import Message as ProtoMessage
         from flwr.serverapp import Grid
+        from flwr.common.constant import SUPERLINK_NODE_ID
         from flwr.supercore.run import Run
+        from flwr.supercore.task_identity import TaskIdentity
 
-        class _LocalGrid(Grid):  # type: ignore[misc]
+        if getattr(TaskIdentity, "_run_id", None) is None:
+            # Flower's Message constructor reads the process's task identity, which a ServerApp process has; this
+            # process plays the ServerApp, so it takes that identity unless it already has one.
+            TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = run_id, 1, SUPERLINK_NODE_ID
+
+        class _LocalGrid(Grid):
             def __init__(self) -> None:
                 configs = [dict(c) for c in node_configs]
                 self.node_ids = [1000 + i for i in range(len(configs))]
@@ -116,8 +123,9 @@ class LocalGrid:
                     self._contexts[node] = context_to_proto(context).SerializeToString()
                     if node in self.tamper and not reply.has_error():
                         reply_record = reply.content.config_records.get(RECORD)
-                        if reply_record is not None and isinstance(reply_record.get("message"), bytes):
-                            reply_record["message"] = self.tamper[node](node, stage, reply_record["message"])
+                        original = reply_record.get("message") if reply_record is not None else None
+                        if reply_record is not None and isinstance(original, bytes):
+                            reply_record["message"] = self.tamper[node](node, stage, original)
                     reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
                     up = message_to_proto(reply).SerializeToString()
                     self.bytes_up[node] += len(up)

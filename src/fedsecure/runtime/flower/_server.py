@@ -44,10 +44,12 @@ LOGGER = logging.getLogger("fedsecure.flower")
 class ClientError(FedSecureError):
     """Why a client's reply never reached the server session: it refused, crashed, or its node vanished."""
 
-    def __init__(self, client: int, reason: str) -> None:
+    def __init__(self, client: int, reason: str, *, unreachable: bool = False) -> None:
         super().__init__(f"client {client}: {reason}")
         self.client = client
         self.reason = reason
+        #: True when the node never answered or Flower reported it gone; False when the client refused.
+        self.unreachable = unreachable
 
 
 def encoding_record(encoding: EncodingConfig) -> dict[str, Any]:
@@ -66,11 +68,13 @@ class FlowerTransport:
     work (training); ``poll_interval`` how often replies are pulled;
     ``record_fields`` keeps every message's public fields in the transcript
     (for ``fedsecure audit``); ``progress`` is called as ``(stage, answered,
-    expected)``. The transport holds no secrets: it sees what the server sees.
+    expected)`` while a stage waits, and ``on_stage`` as ``(stage, seconds,
+    answered, expected)`` when it ends. The transport holds no secrets: it sees what the server sees.
     """
 
     def __init__(self, grid: Any, *, stage_timeout: float = 60.0, start_timeout: float | None = None,
                  poll_interval: float = 0.1, record_fields: bool = False, progress: Progress | None = None,
+                 on_stage: Callable[[str, float, int, int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         if stage_timeout <= 0 or (start_timeout is not None and start_timeout <= 0):
             raise ValueError("stage deadlines must be positive")
@@ -80,6 +84,7 @@ class FlowerTransport:
         self._poll_interval = poll_interval
         self._record_fields = record_fields
         self._progress = progress
+        self._on_stage = on_stage
         self._clock = clock
         self._sleep = sleep
 
@@ -98,7 +103,8 @@ class FlowerTransport:
         failed = {message.metadata.dst_node_id: "Flower could not queue the message"
                   for message_id, message in zip(ids, messages) if not message_id}
         replies: dict[int, dict[str, Any]] = {}
-        deadline = self._clock() + timeout
+        opened = self._clock()
+        deadline = opened + timeout
         while pending:
             for reply in self._grid.pull_messages(list(pending)):
                 node = pending.pop(reply.metadata.reply_to_message_id, None)
@@ -119,6 +125,8 @@ class FlowerTransport:
             self._sleep(self._poll_interval)
         for node in pending.values():
             failed[node] = "did not answer before the deadline"
+        if self._on_stage is not None:
+            self._on_stage(group, self._clock() - opened, len(replies), len(contents))
         return replies, failed
 
     # ---- registration -----------------------------------------------------------------------------
@@ -197,14 +205,15 @@ class FlowerTransport:
             replies, failed = self._exchange(contents, timeout, f"round {config.round_id} {label}")
             started = clock()
             for node, reason in failed.items():
-                client_errors[client_of[node]] = ClientError(client_of[node], reason)
+                client_errors[client_of[node]] = ClientError(client_of[node], reason, unreachable=True)
             for node, reply in replies.items():
                 client = client_of[node]
-                data = reply.get("message")
-                if not isinstance(data, bytes):
+                payload = reply.get("message")
+                if not isinstance(payload, bytes):
                     reason = str(reply.get("error", "the reply carries no fedsecure message"))
                     client_errors[client] = ClientError(client, reason)
                     continue
+                data = payload
                 fields = None
                 if self._record_fields:
                     try:
@@ -229,8 +238,8 @@ class FlowerTransport:
             # Tell every client still in the round that it is over, so none keeps its keys, seeds or input.
             LOGGER.warning("round %d aborted: %s", config.round_id, abort)
             self._notify_abort(config, [nodes[c] for c in config.clients if c not in client_errors])
-        for client, error in sorted(client_errors.items()):
-            LOGGER.info("round %d: %s", config.round_id, error)
+        for client, failure in sorted(client_errors.items()):
+            LOGGER.info("round %d: %s", config.round_id, failure)
         return RoundReport(config=config, result=None if abort is not None else server.result(), abort=abort,
                            transcript=transcript, client_seconds={}, server_seconds=sum(stage_seconds.values()),
                            server_stage_seconds=dict(stage_seconds), client_stage_seconds={}, rejected=rejected,

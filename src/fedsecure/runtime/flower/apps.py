@@ -16,7 +16,7 @@ from flwr.serverapp import ServerApp
 from ._client import client_app
 from ._jobs import auto_job, run_server_job
 
-__all__ = ["server_app", "client"]
+__all__ = ["server_app", "client", "auto_job"]
 
 server_app = ServerApp()
 

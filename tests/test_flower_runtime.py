@@ -1,0 +1,214 @@
+"""The Flower runtime's own pieces: the configuration codec, session state, the client's policy, training, and
+Flower's simulation engine. The transport-level behaviour is in ``test_transport_conformance.py``."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fedsecure import DecodeError, LocalProtocolError
+from fedsecure.encoding import ClipMode, EncodingConfig, Quantizer
+from fedsecure.protocols import (
+    PaillierDeployment,
+    ProtocolKind,
+    RoundConfig,
+    Stage,
+    ThreatModel,
+    create_client_session,
+    create_identities,
+    decode_round_config,
+    encode_round_config,
+    restore_client_session,
+)
+from fedsecure.runtime import client_data
+
+ENCODING = EncodingConfig.fit_scale(dimension=50, clients=12, clip=1.0, ring_bits=32,
+                                    clip_mode=ClipMode.PER_COORDINATE)
+
+
+def _configs() -> list[RoundConfig]:
+    identities, _ = create_identities(range(12))
+    paillier = PaillierDeployment.create(ProtocolKind.PAILLIER_THRESHOLD, range(12), key_bits=512, insecure=True)
+    return [RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(12), encoding=ENCODING),
+            RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(12), encoding=ENCODING,
+                               identities=identities),
+            RoundConfig.create(protocol=ProtocolKind.PLAINTEXT, clients=range(12), encoding=ENCODING),
+            RoundConfig.create(protocol=ProtocolKind.PAILLIER_THRESHOLD, clients=range(12), encoding=ENCODING,
+                               paillier=paillier.keys)]
+
+
+CONFIGS = _configs()
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.protocol.value + ("-active" if c.active else ""))
+def test_round_config_round_trips_and_refuses_every_truncation(config: RoundConfig) -> None:
+    data = encode_round_config(config)
+    assert decode_round_config(data, allow_insecure_keys=True).digest == config.digest
+    for cut in range(len(data)):
+        try:
+            shorter = decode_round_config(data[:cut], allow_insecure_keys=True)
+        except DecodeError:
+            continue
+        # Only a cut exactly before the active variant's registry leaves a configuration: the passive one, with
+        # another digest (and a client holding an identity refuses a passive round).
+        assert config.active and not shorter.active and shorter.digest != config.digest
+    with pytest.raises(DecodeError):
+        decode_round_config(data + b"\0", allow_insecure_keys=True)
+
+
+def test_small_paillier_keys_are_refused_unless_allowed() -> None:
+    with pytest.raises(DecodeError, match="insecure"):
+        decode_round_config(encode_round_config(CONFIGS[3]))
+
+
+@given(st.binary(max_size=400), st.integers(min_value=0, max_value=600))
+def test_round_config_decoder_fuzz(noise: bytes, position: int) -> None:
+    data = bytearray(encode_round_config(CONFIGS[0]))
+    data[position % len(data):position % len(data) + len(noise)] = noise
+    try:
+        config = decode_round_config(bytes(data))
+    except DecodeError:
+        return
+    # Whatever parses is a valid configuration whose digest covers exactly these bytes.
+    assert config.digest == hashlib.sha256(bytes(data)).digest()
+
+
+def test_exported_state_is_bound_to_its_configuration_and_class() -> None:
+    config = CONFIGS[0]
+    other = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(12), encoding=ENCODING, round_id=1)
+    update = Quantizer(ENCODING).encode(client_data(0, 1, 50))
+    state = create_client_session(config, 1, update).export_state()
+    assert restore_client_session(config, state).state.value == "await-start"
+    with pytest.raises(LocalProtocolError, match="another round configuration"):
+        restore_client_session(other, state)
+    with pytest.raises(LocalProtocolError, match="malformed"):
+        restore_client_session(config, state[:40])
+    plaintext = RoundConfig.create(protocol=ProtocolKind.PLAINTEXT, clients=range(12), encoding=ENCODING)
+    with pytest.raises(LocalProtocolError):
+        restore_client_session(plaintext, state)
+
+
+def test_an_active_session_restores_only_with_the_identity_that_joined() -> None:
+    identities, keys = create_identities(range(12))
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(12), encoding=ENCODING,
+                                identities=identities)
+    update = Quantizer(ENCODING).encode(client_data(0, 2, 50))
+    state = create_client_session(config, 2, update, keys[2]).export_state()
+    assert restore_client_session(config, state, keys[2]).client_id == 2
+    with pytest.raises(LocalProtocolError):
+        restore_client_session(config, state, keys[3])
+    with pytest.raises(LocalProtocolError):
+        restore_client_session(config, state)
+
+
+# ---- over LocalGrid ---------------------------------------------------------------------------------
+flwr = pytest.importorskip("flwr")
+from fedsecure.runtime.flower import (  # noqa: E402
+    STATE_RECORD,
+    ClientPolicy,
+    FlowerTransport,
+    LocalGrid,
+    client_app,
+    encoding_record,
+)
+from fedsecure.runtime.flower._jobs import auto_job, run_server_job  # noqa: E402
+
+
+def _grid(n: int, **options: Any) -> Any:
+    return LocalGrid.create(client_app(**options), [{"partition-id": i, "num-partitions": n} for i in range(n)])
+
+
+def _task(encoding: EncodingConfig) -> dict[str, Any]:
+    return encoding_record(encoding) | {"task-job": "simulate", "task-seed": 0}
+
+
+def test_a_client_refuses_a_downgrade_to_plaintext() -> None:
+    config = RoundConfig.create(protocol=ProtocolKind.PLAINTEXT, clients=range(4), encoding=ENCODING)
+    grid = _grid(4)
+    report = FlowerTransport(grid, stage_timeout=0.01).run_round(config, {c: 1000 + c for c in range(4)},
+                                                                 _task(ENCODING))
+    assert report.aborted
+    assert all("plaintext is not allowed" in str(e) for e in report.client_errors.values())
+    assert len(report.client_errors) == 4
+
+
+def test_a_client_refuses_a_threshold_below_its_threat_model() -> None:
+    # A server lowers the threshold to 2 (the below-threshold attack): a client's own threat model refuses it.
+    config = dataclasses.replace(CONFIGS[0], threshold=2)
+    grid = _grid(12)
+    report = FlowerTransport(grid, stage_timeout=0.01).run_round(config, {c: 1000 + c for c in range(12)},
+                                                                 _task(ENCODING))
+    assert report.aborted and "below this client's threat model" in str(report.client_errors[0])
+
+
+def test_a_client_refuses_an_encoding_its_configuration_does_not_bind() -> None:
+    config = CONFIGS[0]
+    other = EncodingConfig.fit_scale(dimension=50, clients=12, clip=2.0, ring_bits=32,
+                                     clip_mode=ClipMode.PER_COORDINATE)
+    report = FlowerTransport(_grid(12), stage_timeout=0.01).run_round(config, {c: 1000 + c for c in range(12)},
+                                                                      _task(other))
+    assert report.aborted and "encoding parameters do not match" in str(report.client_errors[3])
+
+
+def test_session_state_lives_in_context_state_only_while_the_round_runs() -> None:
+    config = CONFIGS[0]
+    grid = _grid(12)
+    grid.silence[1005] = Stage.MASKED_INPUT
+    report = FlowerTransport(grid, stage_timeout=0.01).run_round(config, {c: 1000 + c for c in range(12)},
+                                                                 _task(ENCODING))
+    assert report.result is not None
+    assert STATE_RECORD not in grid.state_of(1000).config_records  # Finished: forgotten.
+    assert STATE_RECORD in grid.state_of(1005).config_records  # Went silent mid-round: still holds its round.
+    # An abort: every client that was still in the round is told, and forgets.
+    grid = _grid(12)
+    for node in range(1000, 1008):
+        grid.silence[node] = Stage.SHARE_KEYS
+    report = FlowerTransport(grid, stage_timeout=0.01).run_round(config, {c: 1000 + c for c in range(12)},
+                                                                 _task(ENCODING))
+    assert report.aborted
+    assert all(STATE_RECORD not in grid.state_of(node).config_records for node in range(1008, 1012))
+
+
+def test_training_on_flower_aborted_round_leaves_the_model_untouched() -> None:
+    weights_seen: dict[int, list[bytes]] = {}
+
+    def job(context: Any, client_id: int, task: Any) -> Any:
+        weights_seen.setdefault(int(task["round"]), []).append(task["task-weights"])
+        return auto_job(context, client_id, task)
+
+    # The server plans for no dropouts, and so do the clients' policies.
+    grid = _grid(5, job=job, policy=ClientPolicy(threat=ThreatModel(dropout_fraction=0.0, corrupt_fraction=0.4)))
+    for node in (1000, 1001, 1002):
+        grid.silence[node] = Stage.SHARE_KEYS  # Round 0 aborts; these three are left out afterwards.
+    history = run_server_job(grid, {"job": "linear784", "rounds": 2, "nodes": 5, "min-clients": 2, "dropout-fraction": 0.0, "corrupt-fraction": 0.4,
+                                    "stage-timeout": 0.01})
+    assert [r["aborted"] for r in history] == [True, False]
+    assert history[1]["survivors"] == [3, 4] and history[1]["accuracy"] > 0.3
+    # The aborted round changed nothing: round 1 starts from exactly round 0's model.
+    assert set(weights_seen[0]) == set(weights_seen[1]) and len(set(weights_seen[0])) == 1
+
+
+def test_flower_simulation_engine_runs_the_apps() -> None:
+    pytest.importorskip("ray")
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    histories: list[list[dict[str, Any]]] = []
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Any, context: Any) -> None:
+        histories.append(run_server_job(grid, {"job": "simulate", "rounds": 2, "nodes": 6, "min-clients": 6,
+                                               "dimension": 1000, "stage-timeout": 30.0}))
+
+    run_simulation(server_app=server, client_app=client_app(job=auto_job), num_supernodes=6,
+                   backend_config={"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}})
+    (history,) = histories
+    assert [r["aborted"] for r in history] == [False, False]
+    assert all(r["correct"] and len(r["survivors"]) == 6 for r in history)
