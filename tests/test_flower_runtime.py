@@ -212,3 +212,26 @@ def test_flower_simulation_engine_runs_the_apps() -> None:
     (history,) = histories
     assert [r["aborted"] for r in history] == [False, False]
     assert all(r["correct"] and len(r["survivors"]) == 6 for r in history)
+
+
+def test_active_variant_on_flower_with_identity_files(tmp_path: Any) -> None:
+    from fedsecure.runtime.flower import identity_from_node_config, load_identity, save_identity_to_node_config, \
+        write_identities
+
+    registry = write_identities(tmp_path, range(7))
+    node_configs = [{"partition-id": i, "fedsecure-client-id": i,
+                     "fedsecure-identity": str(tmp_path / f"client-{i}.identity.json")} for i in range(7)]
+    app = client_app(job=auto_job, identity=identity_from_node_config, save_identity=save_identity_to_node_config)
+    grid = LocalGrid.create(app, node_configs)
+    grid.silence[1003] = Stage.CONSISTENCY_CHECK
+    history = run_server_job(grid, {"job": "simulate", "rounds": 2, "nodes": 7, "dimension": 200,
+                                    "identities": str(registry), "stage-timeout": 0.01})
+    assert [r["aborted"] for r in history] == [False, False]
+    assert history[0]["correct"] and history[0]["survivors"] == [0, 1, 2, 3, 4, 5, 6]  # 3 masked, then went silent
+    assert history[1]["survivors"] == [0, 1, 2, 4, 5, 6]
+    # Each identity file records both configurations it joined (client 3 only the first).
+    assert len(load_identity(tmp_path / "client-0.identity.json")[1].joined) == 2
+    assert len(load_identity(tmp_path / "client-3.identity.json")[1].joined) == 1
+    # A node whose identity file is another client's refuses.
+    bad = LocalGrid.create(app, [dict(node_configs[0], **{"fedsecure-client-id": 1})])
+    assert FlowerTransport(bad, stage_timeout=0.01).register() == {}

@@ -35,6 +35,18 @@ class SigningKey:
     def generate(cls) -> SigningKey:
         return cls(Ed25519PrivateKey.generate())
 
+    @classmethod
+    def from_private_bytes(cls, data: bytes) -> SigningKey:
+        """The key whose raw 32-byte Ed25519 private key is ``data`` (as :meth:`private_bytes` gave it)."""
+        try:
+            return cls(Ed25519PrivateKey.from_private_bytes(data))
+        except ValueError:
+            raise CryptoError("not a 32-byte Ed25519 private key") from None
+
+    def private_bytes(self) -> bytes:
+        """The raw 32-byte private key, to store on its owner's device. Never send or log it."""
+        return self._private.private_bytes_raw()
+
     @property
     def public_bytes(self) -> bytes:
         """The 32-byte verification key, for the registry."""

@@ -117,6 +117,10 @@ class ClientIdentity:
     def sign(self, data: bytes) -> bytes:
         return self._signing_key.sign(data)
 
+    def private_bytes(self) -> bytes:
+        """The raw Ed25519 private key, to persist on the client's own device with :attr:`joined`."""
+        return self._signing_key.private_bytes()
+
     def claim(self, config: RoundConfig) -> None:
         """Record taking part in ``config``; refuse a configuration already joined."""
         from .._errors import LocalProtocolError

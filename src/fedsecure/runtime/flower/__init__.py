@@ -19,6 +19,14 @@ from ._client import (
     synthetic_job,
 )
 from ._common import MESSAGE_TYPE, RECORD, STATE_RECORD
+from ._identity import (
+    identity_from_node_config,
+    load_identity,
+    load_registry,
+    save_identity,
+    save_identity_to_node_config,
+    write_identities,
+)
 from ._local import LocalGrid
 from ._server import ClientError, FlowerTransport, encoding_record
 
@@ -37,5 +45,11 @@ __all__ = [
     "client_app",
     "client_id_of",
     "encoding_record",
+    "identity_from_node_config",
+    "load_identity",
+    "load_registry",
+    "save_identity",
+    "save_identity_to_node_config",
+    "write_identities",
     "synthetic_job",
 ]

@@ -169,6 +169,8 @@ class FedSecureClient:
             if record is None:
                 raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"no `{RECORD}` record")
             if kind == Kind.HELLO:
+                if self._identity is not None:
+                    self._identity(context)  # A node whose identity file does not match its id says so now.
                 reply = {"client": client_id_of(context), "wire": WIRE_VERSION}
             elif kind == Kind.ROUND_START:
                 reply = {"message": self._start(record, context)}

@@ -22,11 +22,12 @@ import numpy as np
 from ..._errors import ConfigurationError
 from ..._io import atomic_write_text
 from ...encoding import ClipMode, EncodingConfig, Quantizer
-from ...protocols import ProtocolKind, RoundConfig, ThreatModel
+from ...protocols import IdentityKeys, ProtocolKind, RoundConfig, ThreatModel
 from .._simulate import CLIP, client_data
 from .._simulator import RoundReport
 from .._transcript import transcript_lines, write_transcript
 from ._client import ClientUpdate
+from ._identity import load_registry
 from ._server import FlowerTransport, encoding_record
 
 __all__ = ["JobSettings", "run_server_job", "auto_job", "training_update"]
@@ -48,7 +49,9 @@ class JobSettings:
     data into (their ``num-partitions``). ``client_ids`` is ``assigned`` (the
     server numbers nodes as it first sees them) or ``registered`` (each node
     states its id from its node config in a first exchange; the
-    active-adversary variant's identity keys need this).
+    active-adversary variant's identity keys need this). ``identities`` is
+    the path of an identity registry (``registry.json``): with it, rounds run
+    SecAgg's active-adversary variant over the registered clients it lists.
     """
 
     job: str = "simulate"
@@ -69,6 +72,7 @@ class JobSettings:
     transcript: str = ""
     progress: str = ""
     client_ids: str = "assigned"
+    identities: str = ""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> JobSettings:
@@ -85,6 +89,9 @@ class JobSettings:
         ProtocolKind(settings.protocol)
         if settings.client_ids not in ("assigned", "registered"):
             raise ConfigurationError("client-ids must be `assigned` or `registered`", parameter="client-ids")
+        if settings.identities:
+            # Identity keys are bound to client ids: the nodes must state theirs.
+            settings.client_ids = "registered"
         return settings
 
 
@@ -170,6 +177,7 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
                                 progress=lambda stage, done, total: None,
                                 on_stage=lambda stage, seconds, answered, expected: progress(
                                     "stage", stage=stage, seconds=seconds, answered=answered, expected=expected))
+    registry = load_registry(settings.identities) if settings.identities else None
     experiment = None
     if settings.job != "simulate":
         experiment = _experiment(settings.job, settings.partitions or settings.nodes, settings.seed, protocol)
@@ -188,9 +196,10 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         elif new:
             first = max(registered.values(), default=-1) + 1
             registered.update({node: first + index for index, node in enumerate(new)})
-        nodes = {client: node for node, client in registered.items() if node in listed}
+        nodes = {client: node for node, client in registered.items() if node in listed
+                 and (registry is None or client in registry.verify_keys)}
         progress("round-start", round=round_index, clients=sorted(nodes))
-        summary = _run_one(transport, settings, protocol, threat, experiment, nodes, round_index, progress)
+        summary = _run_one(transport, settings, protocol, threat, experiment, nodes, round_index, progress, registry)
         summary["seconds"] = time.perf_counter() - started
         # A node that vanished (no answer before a deadline, or Flower reports it gone) is left out for the rest
         # of the run; a restarted SuperNode joins again under its new node id. A client that refused stays in.
@@ -205,7 +214,8 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
 
 
 def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: ProtocolKind, threat: ThreatModel,
-             experiment: Any, nodes: dict[int, int], round_index: int, progress: _Progress) -> dict[str, Any]:
+             experiment: Any, nodes: dict[int, int], round_index: int, progress: _Progress,
+             registry: IdentityKeys | None = None) -> dict[str, Any]:
     cohort = len(nodes)
     if cohort < max(2, settings.min_clients):
         LOGGER.warning("round %d skipped: %d clients, fewer than %d", round_index, cohort, settings.min_clients)
@@ -225,7 +235,7 @@ def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: Protoc
                  "task-partitions": settings.partitions or settings.nodes}
     try:
         config = RoundConfig.create(protocol=protocol, clients=sorted(nodes), encoding=encoding,
-                                    round_id=round_index, threat=threat)
+                                    round_id=round_index, threat=threat, identities=registry)
     except ConfigurationError as error:
         LOGGER.warning("round %d cannot run: %s", round_index, error)
         return {"round": round_index, "cohort": cohort, "clients": sorted(nodes), "survivors": [], "aborted": True,

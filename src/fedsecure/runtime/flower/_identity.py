@@ -1,0 +1,108 @@
+"""Identity files for SecAgg's active-adversary variant on Flower: one per client device, and the public registry.
+
+Each client's file holds its Ed25519 signing key and the digests of every
+round configuration it has joined (mode 0600, on its own device); the registry
+(every client's verification key) goes to the server and to every client, out
+of band. A client must persist ``joined``: a client that forgot it could be
+made to join one configuration twice and sign two survivor sets
+(:class:`~fedsecure.protocols.ClientIdentity`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..._errors import ConfigurationError
+from ..._io import atomic_write_text
+from ...crypto import SigningKey
+from ...protocols import ClientIdentity, IdentityKeys
+
+__all__ = ["write_identities", "load_registry", "load_identity", "save_identity", "identity_from_node_config",
+           "save_identity_to_node_config"]
+
+_FORMAT = "fedsecure/identity/v1"
+_REGISTRY_FORMAT = "fedsecure/identity-registry/v1"
+
+
+def write_identities(directory: str | os.PathLike[str], clients: Iterable[int]) -> Path:
+    """Create ``client-<id>.identity.json`` for each client and ``registry.json``; returns the registry's path.
+
+    In a real deployment each client creates its own file on its device and only sends its verification key to
+    whoever assembles the registry; this helper does both on one machine, for loopback runs and tests.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    registry = {}
+    for client in clients:
+        identity = ClientIdentity.generate()
+        path = directory / f"client-{int(client)}.identity.json"
+        save_identity(path, int(client), identity)
+        registry[str(int(client))] = identity.public_bytes.hex()
+    path = directory / "registry.json"
+    atomic_write_text(path, json.dumps({"format": _REGISTRY_FORMAT, "verify_keys": registry}, indent=1) + "\n")
+    return path
+
+
+def load_registry(path: str | os.PathLike[str]) -> IdentityKeys:
+    """Every client's verification key, from ``registry.json``."""
+    try:
+        data = json.loads(Path(path).read_text())
+        if data.get("format") != _REGISTRY_FORMAT:
+            raise ValueError("wrong format")
+        return IdentityKeys({int(c): bytes.fromhex(k) for c, k in data["verify_keys"].items()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigurationError(f"cannot read the identity registry {path}: {error}", parameter="identities") from None
+
+
+def load_identity(path: str | os.PathLike[str]) -> tuple[int, ClientIdentity]:
+    """This client's id and identity (with every configuration it joined) from its identity file."""
+    try:
+        data = json.loads(Path(path).read_text())
+        if data.get("format") != _FORMAT:
+            raise ValueError("wrong format")
+        key = SigningKey.from_private_bytes(bytes.fromhex(data["signing_key"]))
+        return int(data["client"]), ClientIdentity(key, (bytes.fromhex(d) for d in data["joined"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigurationError(f"cannot read the identity file {path}: {type(error).__name__}",
+                                 parameter="fedsecure-identity") from None
+
+
+def save_identity(path: str | os.PathLike[str], client: int, identity: ClientIdentity) -> None:
+    """Write the identity file atomically, readable by its owner only."""
+    data = {"format": _FORMAT, "client": client, "signing_key": identity.private_bytes().hex(),
+            "joined": sorted(d.hex() for d in identity.joined)}
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(json.dumps(data))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def identity_from_node_config(context: Any) -> ClientIdentity | None:
+    """The identity named by the node config's ``fedsecure-identity`` (None without one).
+
+    The file's client id must be the node's pinned ``fedsecure-client-id``.
+    """
+    path = context.node_config.get("fedsecure-identity")
+    if not path:
+        return None
+    client, identity = load_identity(str(path))
+    pinned = context.node_config.get("fedsecure-client-id")
+    if pinned is None or int(pinned) != client:
+        raise ConfigurationError(f"the identity file is client {client}'s; set fedsecure-client-id={client}",
+                                 parameter="fedsecure-client-id")
+    return identity
+
+
+def save_identity_to_node_config(context: Any, identity: ClientIdentity) -> None:
+    """Persist ``identity`` (its joined configurations) back to the node's identity file."""
+    path = context.node_config.get("fedsecure-identity")
+    if path:
+        save_identity(str(path), int(context.node_config["fedsecure-client-id"]), identity)
