@@ -235,3 +235,19 @@ def test_active_variant_on_flower_with_identity_files(tmp_path: Any) -> None:
     # A node whose identity file is another client's refuses.
     bad = LocalGrid.create(app, [dict(node_configs[0], **{"fedsecure-client-id": 1})])
     assert FlowerTransport(bad, stage_timeout=0.01).register() == {}
+
+
+@pytest.mark.parametrize("level", ["central", "distributed", "local"])
+def test_every_dp_level_trains_on_flower_and_its_transcript_is_accounted(level: str, tmp_path: Any) -> None:
+    from fedsecure.audit import read_transcript, run_checks
+
+    grid = _grid(5, job=auto_job)
+    grid.silence[1004] = Stage.MASKED_INPUT
+    transcript = tmp_path / "transcript.jsonl"
+    history = run_server_job(grid, {"job": "linear784", "protocol": "secagg", "rounds": 2, "nodes": 5, "dp": level,
+                                    "epsilon": 30.0, "stage-timeout": 0.01, "transcript": str(transcript)})
+    assert [r["aborted"] for r in history] == [False, False]
+    assert 0 < history[0]["epsilon"] < history[1]["epsilon"] <= 30.0 + 1e-9
+    checks = {c.name: c for c in run_checks(read_transcript(transcript))}
+    assert checks["dp-accounted"].applicable and checks["dp-accounted"].passed, checks["dp-accounted"].detail
+    assert all(c.passed for c in checks.values()), [c.detail for c in checks.values() if not c.passed]

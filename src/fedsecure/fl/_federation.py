@@ -480,27 +480,46 @@ class Federation:
         # The round's transcript for auditors, with what the DP layer did: the noise added and the epsilon counted.
         if self.transcript is None:
             return
-        dp = self.dp
-        record = None
-        if dp is not None and self._ledger is not None:
-            plan = self._plan
-            mechanism = plan.mechanism.value if plan is not None else (
-                "gaussian" if dp.level is not PrivacyLevel.LOCAL else "gaussian (DP-SGD, per client)")
-            record = {"level": dp.level.value, "mechanism": mechanism, "noise_multiplier": noise,
-                      "epsilon": epsilon if epsilon is not None else self._ledger.epsilon,
-                      "target_epsilon": dp.target_epsilon, "delta": dp.delta}
-            if dp.level is PrivacyLevel.LOCAL and self._local_privacy is not None:
-                record["noise_multiplier"] = self._local_privacy.noise_multiplier
-            if plan is not None:
-                record |= {"bits": plan.bits, "scale": plan.scale, "local_variance": plan.local_variance,
-                           "wrap_bound": plan.wrap_bound, "wrap_probability": dp.wrap_probability}
         write_transcript(self.transcript, [transcript_lines(report, encoding=encoding, threat=self.threat or ThreatModel(),
-                                                            dp=record)],
+                                                            dp=self.dp_transcript_record(noise, epsilon))],
                          append=True)
+
+    def dp_transcript_record(self, noise: float | None, epsilon: float | None = None) -> dict[str, Any] | None:
+        """A round's DP record for its transcript (``fedsecure audit``'s dp-accounted check): the level, the
+        mechanism, the noise actually released and the ledger's epsilon after the round. None without DP."""
+        dp = self.dp
+        if dp is None or self._ledger is None:
+            return None
+        plan = self._plan
+        mechanism = plan.mechanism.value if plan is not None else (
+            "gaussian" if dp.level is not PrivacyLevel.LOCAL else "gaussian (DP-SGD, per client)")
+        record: dict[str, Any] = {"level": dp.level.value, "mechanism": mechanism, "noise_multiplier": noise,
+                                  "epsilon": epsilon if epsilon is not None else self._ledger.epsilon,
+                                  "target_epsilon": dp.target_epsilon, "delta": dp.delta}
+        if dp.level is PrivacyLevel.LOCAL:
+            record["noise_multiplier"] = dp.noise_multiplier
+        if plan is not None:
+            record |= {"bits": plan.bits, "scale": plan.scale, "local_variance": plan.local_variance,
+                       "wrap_bound": plan.wrap_bound, "wrap_probability": dp.wrap_probability}
+        return record
 
     def encoding_for(self, cohort: int) -> EncodingConfig:
         """The encoding of a round over ``cohort`` clients (what a transport's clients quantise with)."""
         return self._encoding(cohort)
+
+    def minimum_survivors(self, cohort: int) -> int | None:
+        """Under distributed DP with ``refuse_over_budget``: the fewest noise shares a round of ``cohort`` clients
+        needs to stay within the budget (None: no number does; 0: no constraint)."""
+        return self._minimum_survivors(cohort)
+
+    def fixed_denominator(self) -> float:
+        """What user-level DP divides the noised sum by: the expected number of contributors, fixed and public."""
+        return self._fixed_denominator()
+
+    def central_noise(self, size: int) -> np.ndarray:
+        """One draw of central DP's Gaussian noise for a sum of ``size`` values (OS randomness)."""
+        noise: np.ndarray = self._central_noise * self._central_sensitivity(size) * gaussian(size)
+        return noise
 
     def apply_mean_update(self, before: np.ndarray, mean: np.ndarray) -> None:
         """Move the global model from ``before`` by the mean update ``mean``, through the server optimizer."""

@@ -75,6 +75,8 @@ class RoundReport:
     client_errors: dict[int, FedSecureError] = field(default_factory=dict)
     decryptor_seconds: float = 0.0
     decryptor_error: FedSecureError | None = None
+    #: What clients reported alongside their first message (the Flower runtime: local DP's epsilon).
+    client_reports: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def aborted(self) -> bool:

@@ -15,6 +15,7 @@ match the digest the configuration binds.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..._errors import FedSecureError, LocalProtocolError, PeerFault, PeerProtocolError
+from ..._errors import FedSecureError, InvalidUpdateError, LocalProtocolError, PeerFault, PeerProtocolError
+from ...dp import DistributedDPEncoding, DistributedPlan, Mechanism
 from ...encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
 from ...protocols import (
     WIRE_VERSION,
@@ -52,10 +54,12 @@ SECURE_PROTOCOLS = frozenset({ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS})
 
 @dataclass(frozen=True)
 class ClientUpdate:
-    """What a job produced for one round: the float update and, for weighted averaging, its weight."""
+    """What a job produced for one round: the float update, for weighted averaging its weight, and public figures
+    the client reports to the server with its first message (``report``, say its local-DP epsilon)."""
 
     vector: np.ndarray
     weight: int | None = None
+    report: Mapping[str, float] = field(default_factory=dict)
 
 
 class ClientJob(Protocol):
@@ -129,7 +133,11 @@ def synthetic_job(context: Any, client_id: int, task: Mapping[str, Any]) -> Clie
     return ClientUpdate(client_data(int(task["task-seed"]), client_id, int(task["encoding-dimension"])))
 
 
-def _encoding_from(record: Mapping[str, Any]) -> EncodingConfig:
+def _encoding_from(record: Mapping[str, Any]) -> EncodingConfig | DistributedDPEncoding:
+    if record.get("encoding-kind") == "distributed-dp":
+        fields = json.loads(str(record["dp-plan"]))
+        fields["mechanism"] = Mechanism(fields["mechanism"])
+        return DistributedPlan(**fields).encoding(bytes(record["dp-rotation-seed"]))
     max_weight = int(record["encoding-max-weight"])
     return EncodingConfig(dimension=int(record["encoding-dimension"]), clients=int(record["encoding-clients"]),
                           clip=float(record["encoding-clip"]), scale=float(record["encoding-scale"]),
@@ -157,6 +165,7 @@ class FedSecureClient:
         self._identity = identity
         self._save_identity = save_identity
         self._observe = observe
+        self._report: dict[str, float] = {}
 
     def handle(self, message: Any, context: Any) -> Any:
         """Process one Flower message; the reply carries fedsecure bytes or the reason the client refused."""
@@ -173,7 +182,8 @@ class FedSecureClient:
                     self._identity(context)  # A node whose identity file does not match its id says so now.
                 reply = {"client": client_id_of(context), "wire": WIRE_VERSION}
             elif kind == Kind.ROUND_START:
-                reply = {"message": self._start(record, context)}
+                self._report = {}
+                reply = {"message": self._start(record, context)} | self._report
             elif kind == Kind.STEP:
                 reply = {"message": self._step(record, context)}
             elif kind == Kind.ABORT:
@@ -222,7 +232,17 @@ class FedSecureClient:
             raise PeerProtocolError(PeerFault.CONFIG_MISMATCH, peer=_SERVER,
                                     detail="the encoding parameters do not match the configuration's digest")
         update = self._job(context, client_id, record)
-        encoded = Quantizer(encoding).encode(update.vector, weight=update.weight if encoding.max_weight else None)
+        if isinstance(encoding, DistributedDPEncoding):
+            try:
+                encoded = encoding.encode(update.vector)
+            except InvalidUpdateError as error:
+                # Distributed DP: the client still adds its noise share (whether it can must not depend on its
+                # data, and the number of shares sets the noise); its update counts as zero.
+                LOGGER.warning("client %d sends a zero update: %s", client_id, error)
+                encoded = encoding.encode(np.zeros(encoding.dimension))
+        else:
+            encoded = Quantizer(encoding).encode(update.vector, weight=update.weight if encoding.max_weight else None)
+        self._report = {f"report-{key}": float(value) for key, value in update.report.items()}
         if self._observe is not None:
             self._observe(context, config.round_id, client_id, encoded)
         identity = self._identity(context) if self._identity is not None else None

@@ -9,8 +9,10 @@ run keeps what it finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -21,6 +23,7 @@ import numpy as np
 
 from ..._errors import ConfigurationError
 from ..._io import atomic_write_text
+from ...dp import DistributedDPEncoding
 from ...encoding import ClipMode, EncodingConfig, Quantizer
 from ...protocols import IdentityKeys, ProtocolKind, RoundConfig, ThreatModel
 from .._simulate import CLIP, client_data
@@ -34,6 +37,7 @@ __all__ = ["JobSettings", "run_server_job", "auto_job", "training_update"]
 
 LOGGER = logging.getLogger("fedsecure.flower")
 JOBS = ("simulate", "linear784", "cnn-digits", "logistic")
+_LOCAL_DP_RECORD = "fedsecure-local-dp"
 
 
 @dataclass
@@ -52,6 +56,11 @@ class JobSettings:
     active-adversary variant's identity keys need this). ``identities`` is
     the path of an identity registry (``registry.json``): with it, rounds run
     SecAgg's active-adversary variant over the registered clients it lists.
+    ``dp`` (``central``, ``distributed`` or ``local``) trains with
+    differential privacy, spending ``epsilon`` (with ``delta``) over
+    ``rounds``, calibrated as ``fedsecure train --dp`` does; ``mechanism``,
+    ``bits``, ``max_grad_norm`` and ``refuse_over_budget`` are that command's
+    options; the noise is planned for ``dropout_fraction`` of the clients dropping.
     """
 
     job: str = "simulate"
@@ -73,6 +82,13 @@ class JobSettings:
     progress: str = ""
     client_ids: str = "assigned"
     identities: str = ""
+    dp: str = ""
+    epsilon: float = 0.0
+    delta: float = 1e-5
+    mechanism: str = ""
+    bits: int = 20
+    max_grad_norm: float = 1.0
+    refuse_over_budget: bool = False
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> JobSettings:
@@ -82,17 +98,30 @@ class JobSettings:
             name = key.replace("-", "_")
             if name in known:
                 kind = type(getattr(cls(), name))
-                values[name] = kind(value)
+                values[name] = (str(value).lower() in ("1", "true", "yes")) if kind is bool else kind(value)
         settings = cls(**values)
         if settings.job not in JOBS:
             raise ConfigurationError(f"job must be one of {', '.join(JOBS)}", parameter="job")
         ProtocolKind(settings.protocol)
         if settings.client_ids not in ("assigned", "registered"):
             raise ConfigurationError("client-ids must be `assigned` or `registered`", parameter="client-ids")
+        if settings.dp and settings.dp not in ("central", "distributed", "local"):
+            raise ConfigurationError("dp must be central, distributed or local", parameter="dp")
+        if settings.dp and (settings.job == "simulate" or settings.epsilon <= 0):
+            raise ConfigurationError("dp needs a training job and a positive epsilon", parameter="dp")
         if settings.identities:
             # Identity keys are bound to client ids: the nodes must state theirs.
             settings.client_ids = "registered"
         return settings
+
+
+def _dp_config(settings: JobSettings, experiment: Any) -> Any:
+    from ...dp import Mechanism, PrivacyLevel
+    from ...fl.examples import dp_config_for
+
+    return dp_config_for(experiment, level=PrivacyLevel(settings.dp), epsilon=settings.epsilon, delta=settings.delta,
+                         rounds=settings.rounds, mechanism=Mechanism(settings.mechanism) if settings.mechanism else None,
+                         bits=settings.bits, max_grad_norm=settings.max_grad_norm, name=settings.job)
 
 
 def _experiment(job: str, partitions: int, seed: int, protocol: ProtocolKind) -> Any:
@@ -101,8 +130,12 @@ def _experiment(job: str, partitions: int, seed: int, protocol: ProtocolKind) ->
     return EXAMPLES[job](protocol=protocol, clients=partitions, seed=seed)
 
 
-def training_update(job: str, partitions: int, seed: int, partition: int, weights: np.ndarray) -> ClientUpdate:
-    """Train the example's model from ``weights`` on this node's partition; the update is the weight change."""
+def training_update(job: str, partitions: int, seed: int, partition: int, weights: np.ndarray,
+                    privatize: Any = None) -> ClientUpdate:
+    """Train the example's model from ``weights`` on this node's partition; the update is the weight change.
+
+    ``privatize`` (local DP) wraps the model, optimizer and data loader with Opacus' DP-SGD.
+    """
     experiment = _experiment(job, partitions, seed, ProtocolKind.PLAINTEXT)
     federation = experiment.federation
     if not 0 <= partition < len(federation.clients):
@@ -110,7 +143,10 @@ def training_update(job: str, partitions: int, seed: int, partition: int, weight
                                  parameter="partition-id")
     federation.set_global_vector(weights)
     client = federation.clients[partition]
-    federation.train(federation.model, client.data)
+    if privatize is not None:
+        federation.train(federation.model, client.data, privatize=privatize)
+    else:
+        federation.train(federation.model, client.data)
     return ClientUpdate(federation.global_vector() - weights, weight=client.num_examples)
 
 
@@ -124,7 +160,24 @@ def auto_job(context: Any, client_id: int, task: Mapping[str, Any]) -> ClientUpd
     weights = np.frombuffer(task["task-weights"], dtype="<f8").astype(np.float64)
     partitions = int(context.node_config.get("num-partitions", task["task-partitions"]))
     partition = int(context.node_config.get("partition-id", client_id))
-    return training_update(job, partitions, int(task["task-seed"]), partition, weights)
+    if task.get("dp-level") != "local":
+        return training_update(job, partitions, int(task["task-seed"]), partition, weights)
+    # Local DP: DP-SGD through Opacus. The client's accountant history lives in its own context.state across
+    # rounds; its epsilon so far is reported to the server, which keeps the ledger.
+    from flwr.app import ConfigRecord
+
+    from ...dp import LocalPrivacy
+
+    privacy = LocalPrivacy(noise_multiplier=float(task["dp-noise-multiplier"]),
+                           max_grad_norm=float(task["dp-max-grad-norm"]))
+    saved = context.state.config_records.get(_LOCAL_DP_RECORD)
+    if saved is not None:
+        privacy.load_state({client_id: json.loads(str(saved["history"]))})
+    update = training_update(job, partitions, int(task["task-seed"]), partition, weights,
+                             privatize=privacy.privatizer(client_id))
+    context.state.config_records[_LOCAL_DP_RECORD] = ConfigRecord(
+        {"history": json.dumps(privacy.state().get(client_id, []))})
+    return dataclasses.replace(update, report={"epsilon": privacy.epsilon(client_id, float(task["dp-delta"]))})
 
 
 class _Progress:
@@ -181,6 +234,13 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
     experiment = None
     if settings.job != "simulate":
         experiment = _experiment(settings.job, settings.partitions or settings.nodes, settings.seed, protocol)
+        if settings.dp:
+            # The federation plans for the threat model's dropout: the noise shares distributed DP counts on, and
+            # the fixed denominator of user-level DP.
+            dp_config = dataclasses.replace(_dp_config(settings, experiment),
+                                            refuse_over_budget=settings.refuse_over_budget)
+            experiment.federation = dataclasses.replace(experiment.federation, dp=dp_config,
+                                                        dropout=settings.dropout_fraction)
     registered: dict[int, int] = {}
     left_out: set[int] = set()
     history: list[dict[str, Any]] = []
@@ -213,62 +273,135 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
     return history
 
 
+def _skipped(round_index: int, nodes: Mapping[int, int], reason: str) -> dict[str, Any]:
+    LOGGER.warning("round %d cannot run: %s", round_index, reason)
+    return {"round": round_index, "cohort": len(nodes), "clients": sorted(nodes), "survivors": [], "aborted": True,
+            "abort_reason": reason, "dropped": {}, "rejected": []}
+
+
 def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: ProtocolKind, threat: ThreatModel,
              experiment: Any, nodes: dict[int, int], round_index: int, progress: _Progress,
              registry: IdentityKeys | None = None) -> dict[str, Any]:
     cohort = len(nodes)
     if cohort < max(2, settings.min_clients):
-        LOGGER.warning("round %d skipped: %d clients, fewer than %d", round_index, cohort, settings.min_clients)
-        return {"round": round_index, "cohort": cohort, "clients": sorted(nodes), "survivors": [], "aborted": True,
-                "abort_reason": f"{cohort} clients available, fewer than {max(2, settings.min_clients)}",
-                "dropped": {}, "rejected": []}
+        return _skipped(round_index, nodes, f"{cohort} clients available, fewer than {max(2, settings.min_clients)}")
     task: dict[str, Any] = {"task-job": settings.job, "task-seed": settings.seed}
     before = None
-    if experiment is None:
+    federation = experiment.federation if experiment is not None else None
+    dp = federation.dp if federation is not None else None
+    level = dp.level.value if dp is not None else ""
+    encoding: EncodingConfig | DistributedDPEncoding
+    minimum: int | None = 0
+    if federation is None:
         encoding = EncodingConfig.fit_scale(dimension=settings.dimension, clients=cohort, clip=CLIP, ring_bits=32,
                                             clip_mode=ClipMode.PER_COORDINATE)
     else:
-        federation = experiment.federation
-        encoding = federation.encoding_for(cohort)
+        plan = federation.distributed_plan
+        # Distributed DP: a fresh public rotation per round; the plan was calibrated for the whole run.
+        encoding = plan.encoding(os.urandom(32)) if plan is not None else federation.encoding_for(cohort)
+        minimum = federation.minimum_survivors(cohort)
         before = federation.global_vector()
         task |= {"task-weights": before.astype("<f8").tobytes(),
-                 "task-partitions": settings.partitions or settings.nodes}
+                 "task-partitions": settings.partitions or settings.nodes, "dp-level": level}
+        if dp is not None and level == "local":
+            task |= {"dp-noise-multiplier": float(dp.noise_multiplier or 0.0),
+                     "dp-max-grad-norm": float(dp.max_grad_norm), "dp-delta": float(dp.delta)}
+    if minimum is None:
+        return _skipped(round_index, nodes, "no number of noise shares keeps this round within the privacy budget")
     try:
         config = RoundConfig.create(protocol=protocol, clients=sorted(nodes), encoding=encoding,
-                                    round_id=round_index, threat=threat, identities=registry)
+                                    round_id=round_index, threat=threat, identities=registry, min_threshold=minimum)
     except ConfigurationError as error:
-        LOGGER.warning("round %d cannot run: %s", round_index, error)
-        return {"round": round_index, "cohort": cohort, "clients": sorted(nodes), "survivors": [], "aborted": True,
-                "abort_reason": f"no round configuration: {error}", "dropped": {}, "rejected": []}
+        return _skipped(round_index, nodes, f"no round configuration: {error}")
     started = time.perf_counter()
     report = transport.run_round(config, nodes, encoding_record(encoding) | task)
     summary = _round_summary(report, round_index, cohort, time.perf_counter() - started)
     summary["_failed"] = sorted(c for c, e in report.client_errors.items() if getattr(e, "unreachable", False))
-    if settings.transcript:
-        write_transcript(settings.transcript,
-                         [list(transcript_lines(report, encoding=encoding, threat=threat))], append=round_index > 0)
-    if report.result is None:
-        return summary
-    quantizer = Quantizer(encoding)
-    if settings.sums:
-        Path(settings.sums).mkdir(parents=True, exist_ok=True)
-        np.save(Path(settings.sums) / f"round-{round_index}.npy", report.result.ring_sum)
-    decoded = quantizer.decode_sum(report.result.ring_sum)
-    if experiment is None:
-        expected = np.zeros(settings.dimension)
-        for client in report.result.survivors:
-            expected += client_data(settings.seed, client, settings.dimension)
-        max_error = float(np.max(np.abs(decoded.total - expected)))
-        # Stochastic rounding moves each input by less than one step per coordinate.
-        summary |= {"max_abs_error": max_error,
-                    "correct": max_error <= len(report.result.survivors) / encoding.scale}
-    else:
-        federation = experiment.federation
-        if not decoded.total_weight:
-            summary |= {"aborted": True, "abort_reason": "the survivors' total weight is zero"}
-            return summary
-        federation.apply_mean_update(before, decoded.mean())
-        loss, accuracy = experiment.evaluate(federation.model)
-        summary |= {"loss": loss, "accuracy": accuracy}
-    progress("round-result", round=round_index, **{k: summary[k] for k in ("survivors",)})
+    noise: float | None = None
+    try:
+        if report.result is not None:
+            if settings.sums:
+                Path(settings.sums).mkdir(parents=True, exist_ok=True)
+                np.save(Path(settings.sums) / f"round-{round_index}.npy", report.result.ring_sum)
+            if federation is None:
+                summary |= _check_simulated(settings, encoding, report)  # type: ignore[arg-type]
+            else:
+                noise = _train_step(federation, encoding, report, before, summary)
+                if not summary["aborted"]:
+                    summary["loss"], summary["accuracy"] = experiment.evaluate(federation.model)
+        _account(federation, round_index, report, summary, noise)
+    finally:
+        if settings.transcript:
+            # Written once the round's accounting is done, whatever its outcome, with the noise actually released.
+            dp_record = federation.dp_transcript_record(noise) if federation is not None else None
+            write_transcript(settings.transcript, [list(transcript_lines(report, encoding=encoding, threat=threat,
+                                                                         dp=dp_record))],
+                             append=round_index > 0)
+    if not summary["aborted"]:
+        progress("round-result", round=round_index, survivors=summary["survivors"])
     return summary
+
+
+def _check_simulated(settings: JobSettings, encoding: EncodingConfig, report: RoundReport) -> dict[str, Any]:
+    result = report.result
+    if result is None:  # pragma: no cover - callers check
+        return {}
+    decoded = Quantizer(encoding).decode_sum(result.ring_sum)
+    expected = np.zeros(settings.dimension)
+    for client in result.survivors:
+        expected += client_data(settings.seed, client, settings.dimension)
+    max_error = float(np.max(np.abs(decoded.total - expected)))
+    # Stochastic rounding moves each input by less than one step per coordinate.
+    return {"max_abs_error": max_error, "correct": max_error <= len(result.survivors) / encoding.scale}
+
+
+def _train_step(federation: Any, encoding: EncodingConfig | DistributedDPEncoding, report: RoundReport,
+                before: Any, summary: dict[str, Any]) -> float | None:
+    """Apply the round's aggregate to the global model (with central DP's noise); returns the noise released."""
+    result = report.result
+    if result is None:  # pragma: no cover - callers check
+        return None
+    dp = federation.dp
+    survivors = len(result.survivors)
+    if isinstance(encoding, DistributedDPEncoding):
+        # The noise in the sum is that of the survivors' shares, not the planned amount.
+        mean = encoding.decode_sum(result.ring_sum) / federation.fixed_denominator()
+        federation.apply_mean_update(before, mean)
+        return float(federation.distributed_plan.noise_multiplier_for(survivors))
+    decoded = Quantizer(encoding).decode_sum(result.ring_sum)
+    if dp is not None and dp.level.value == "central":
+        noise = float(federation.central_noise_multiplier)
+        ledger = federation.ledger
+        if dp.refuse_over_budget and ledger is not None and dp.target_epsilon is not None \
+                and ledger.preview(noise, survivors) > dp.target_epsilon:
+            summary |= {"aborted": True, "abort_reason": "this round would take epsilon above the budget"}
+            return None
+        mean = (decoded.total + federation.central_noise(decoded.total.size)) / federation.fixed_denominator()
+        federation.apply_mean_update(before, mean)
+        return noise
+    if not decoded.total_weight:
+        summary |= {"aborted": True, "abort_reason": "the survivors' total weight is zero"}
+        return None
+    federation.apply_mean_update(before, decoded.mean())
+    return None
+
+
+def _account(federation: Any, round_index: int, report: RoundReport, summary: dict[str, Any],
+             noise: float | None) -> None:
+    """Record the round in the privacy ledger: released noise, a refusal, or the clients' local-DP epsilons."""
+    ledger = federation.ledger if federation is not None else None
+    if ledger is None:
+        return
+    dp = federation.dp
+    cohort = list(report.config.clients)
+    if dp.level.value == "local":
+        # Every client that trained spent record-level privacy, whatever happened to the round.
+        epsilons = {c: r["epsilon"] for c, r in report.client_reports.items() if "epsilon" in r}
+        if epsilons:
+            ledger.record_local(round_index, sorted(epsilons), epsilons, float(dp.noise_multiplier or 0.0))
+    elif summary["aborted"] or noise is None:
+        ledger.record_refused(round_index, cohort)
+    else:
+        survivors = sorted(report.result.survivors) if report.result is not None else []
+        ledger.record(round_index, survivors, contributors=len(survivors), noise_multiplier=noise)
+    summary["epsilon"] = ledger.epsilon

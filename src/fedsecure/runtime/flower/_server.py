@@ -12,6 +12,8 @@ transcript the in-process simulator writes, so ``fedsecure audit`` reads both.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections import defaultdict
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..._errors import FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
+from ...dp import DistributedDPEncoding
 from ...encoding import EncodingConfig
 from ...protocols import (
     DECRYPTOR,
@@ -52,9 +55,16 @@ class ClientError(FedSecureError):
         self.unreachable = unreachable
 
 
-def encoding_record(encoding: EncodingConfig) -> dict[str, Any]:
-    """The public encoding parameters as the ``encoding-*`` fields of a round-start record."""
-    return {"encoding-dimension": encoding.dimension, "encoding-clients": encoding.clients,
+def encoding_record(encoding: EncodingConfig | DistributedDPEncoding) -> dict[str, Any]:
+    """The public encoding parameters as the fields of a round-start record.
+
+    Distributed DP's encoding travels as its plan (JSON) and the round's public rotation seed.
+    """
+    if isinstance(encoding, DistributedDPEncoding):
+        plan = dataclasses.asdict(encoding.plan) | {"mechanism": encoding.plan.mechanism.value}
+        return {"encoding-kind": "distributed-dp", "dp-plan": json.dumps(plan),
+                "dp-rotation-seed": encoding.rotation_seed}
+    return {"encoding-kind": "quantizer","encoding-dimension": encoding.dimension, "encoding-clients": encoding.clients,
             "encoding-clip": float(encoding.clip), "encoding-scale": float(encoding.scale),
             "encoding-clip-mode": encoding.clip_mode.value, "encoding-max-weight": encoding.max_weight or 0,
             "encoding-ring-bits": encoding.ring.bits}
@@ -172,6 +182,7 @@ class FlowerTransport:
         transcript: list[TranscriptRecord] = []
         rejected: list[PeerProtocolError] = []
         client_errors: dict[int, FedSecureError] = {}
+        client_reports: dict[int, dict[str, float]] = {}
         stage_seconds: dict[str, float] = defaultdict(float)
         client_of = {node: client for client, node in nodes.items()}
         started = clock()
@@ -214,6 +225,10 @@ class FlowerTransport:
                     client_errors[client] = ClientError(client, reason)
                     continue
                 data = payload
+                reported = {key[len("report-"):]: value for key, value in reply.items()
+                            if key.startswith("report-") and isinstance(value, float)}
+                if reported:
+                    client_reports[client] = reported
                 fields = None
                 if self._record_fields:
                     try:
@@ -243,7 +258,7 @@ class FlowerTransport:
         return RoundReport(config=config, result=None if abort is not None else server.result(), abort=abort,
                            transcript=transcript, client_seconds={}, server_seconds=sum(stage_seconds.values()),
                            server_stage_seconds=dict(stage_seconds), client_stage_seconds={}, rejected=rejected,
-                           client_errors=client_errors)
+                           client_errors=client_errors, client_reports=client_reports)
 
     def _notify_abort(self, config: RoundConfig, nodes: list[int]) -> None:
         from flwr.app import ConfigRecord, RecordDict
