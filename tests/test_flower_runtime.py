@@ -215,13 +215,14 @@ def test_flower_simulation_engine_runs_the_apps() -> None:
 
 
 def test_active_variant_on_flower_with_identity_files(tmp_path: Any) -> None:
-    from fedsecure.runtime.flower import identity_from_node_config, load_identity, save_identity_to_node_config, \
-        write_identities
+    from fedsecure.runtime.flower import credentials_from_node_config, load_identity, \
+        save_credentials_to_node_config, write_identities
 
     registry = write_identities(tmp_path, range(7))
     node_configs = [{"partition-id": i, "fedsecure-client-id": i,
                      "fedsecure-identity": str(tmp_path / f"client-{i}.identity.json")} for i in range(7)]
-    app = client_app(job=auto_job, identity=identity_from_node_config, save_identity=save_identity_to_node_config)
+    app = client_app(job=auto_job, credentials=credentials_from_node_config,
+                     save_credentials=save_credentials_to_node_config)
     grid = LocalGrid.create(app, node_configs)
     grid.silence[1003] = Stage.CONSISTENCY_CHECK
     history = run_server_job(grid, {"job": "simulate", "rounds": 2, "nodes": 7, "dimension": 200,
@@ -251,3 +252,30 @@ def test_every_dp_level_trains_on_flower_and_its_transcript_is_accounted(level: 
     checks = {c.name: c for c in run_checks(read_transcript(transcript))}
     assert checks["dp-accounted"].applicable and checks["dp-accounted"].passed, checks["dp-accounted"].detail
     assert all(c.passed for c in checks.values()), [c.detail for c in checks.values() if not c.passed]
+
+
+@pytest.mark.parametrize("protocol", [ProtocolKind.PAILLIER, ProtocolKind.PAILLIER_THRESHOLD])
+def test_paillier_on_flower_with_credential_files(protocol: ProtocolKind, tmp_path: Any) -> None:
+    from fedsecure.runtime.flower import apps, load_key_holder, load_paillier_credentials, write_paillier_deployment
+
+    n = 5
+    public = write_paillier_deployment(tmp_path, PaillierDeployment.create(protocol, range(n), key_bits=1024,
+                                                                           insecure=True))
+    policy = {"fedsecure-protocols": protocol.value, "fedsecure-allow-insecure-keys": True}
+    node_configs = [dict(policy, **{"partition-id": i, "fedsecure-client-id": i,
+                                    "fedsecure-paillier": str(tmp_path / f"client-{i}.paillier.json")})
+                    for i in range(n)]
+    if protocol is ProtocolKind.PAILLIER:
+        node_configs.append(dict(policy, **{"fedsecure-key-holder": str(tmp_path / "key-holder.json")}))
+    grid = LocalGrid.create(apps.client, node_configs)
+    grid.silence[1001] = Stage.CIPHERTEXT_INPUT
+    history = run_server_job(grid, {"job": "simulate", "rounds": 2, "nodes": len(node_configs), "dimension": 300,
+                                    "paillier": str(public), "stage-timeout": 0.01})
+    assert [r["aborted"] for r in history] == [False, False], history
+    assert all(r["correct"] for r in history)
+    assert history[0]["survivors"] == [0, 2, 3, 4]
+    # Every party persisted the rounds it decrypted, so none decrypts a round twice after a restart.
+    if protocol is ProtocolKind.PAILLIER:
+        assert load_key_holder(tmp_path / "key-holder.json").decrypted_rounds == {0, 1}
+    else:
+        assert load_paillier_credentials(tmp_path / "client-0.paillier.json")[1].decrypted_rounds == {0, 1}

@@ -221,6 +221,11 @@ class PaillierDecryptor:
     def public_key(self) -> phe.PaillierPublicKey:
         return self._private_key.public_key
 
+    @property
+    def private_key(self) -> phe.PaillierPrivateKey:
+        """The private key (its factorisation), to store on the key holder's own device. Never send or log it."""
+        return self._private_key
+
     def decrypt(self, ciphertexts: Sequence[int]) -> list[int]:
         """Decrypt to integers in [0, n) (Paillier 1999, §7: m_p = L_p(c^(p-1) mod p^2) h_p mod p, then CRT)."""
         p, q = self._p, self._q
@@ -314,6 +319,10 @@ class PaillierKeyShare:
     @property
     def holder(self) -> int:
         return self._holder
+
+    def secret_exponent(self) -> int:
+        """The share s_i itself, to store on its holder's own device. Never send or log it."""
+        return int(self._secret)
 
     def partial_decrypt(self, ciphertexts: Sequence[int]) -> list[mpz]:
         """c_i = c^(2 Delta s_i) mod n^2 for each ciphertext (Damgård–Jurik 2001, §4.1, share decryption)."""

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 import gmpy2
@@ -205,19 +206,29 @@ class PaillierCredentials:
     __slots__ = ("_signing_key", "_key_share", "_encryptor", "_decrypted_rounds", "_min_contributors")
 
     def __init__(self, signing_key: SigningKey, key_share: PaillierKeyShare | None = None, *,
-                 min_contributors: int = 2) -> None:
+                 min_contributors: int = 2, decrypted_rounds: Iterable[int] = ()) -> None:
         if min_contributors < 2:
             raise ConfigurationError("a key-share holder must require at least two contributors",
                                      parameter="min_contributors")
         self._signing_key = signing_key
         self._key_share = key_share
         self._encryptor: PaillierEncryptor | None = None
-        self._decrypted_rounds: set[int] = set()
+        self._decrypted_rounds: set[int] = set(decrypted_rounds)
         self._min_contributors = min_contributors
 
     @property
     def verify_key(self) -> bytes:
         return self._signing_key.public_bytes
+
+    @property
+    def signing_key(self) -> SigningKey:
+        """The client's signing key, to persist on its own device."""
+        return self._signing_key
+
+    @property
+    def decrypted_rounds(self) -> frozenset[int]:
+        """The rounds this holder has partially decrypted; a deployment must persist them (it refuses a second)."""
+        return frozenset(self._decrypted_rounds)
 
     @property
     def min_contributors(self) -> int:
@@ -262,18 +273,31 @@ class PaillierKeyHolder:
     __slots__ = ("_decryptor", "_registry", "_min_contributors", "_decrypted_rounds")
 
     def __init__(self, decryptor: PaillierDecryptor, *, signing_keys: Mapping[int, bytes],
-                 min_contributors: int = 2) -> None:
+                 min_contributors: int = 2, decrypted_rounds: Iterable[int] = ()) -> None:
         if min_contributors < 2:
             raise ConfigurationError("a key holder must require at least two contributors",
                                      parameter="min_contributors")
         self._decryptor = decryptor
         self._registry = dict(signing_keys)
         self._min_contributors = min_contributors
-        self._decrypted_rounds: set[int] = set()
+        self._decrypted_rounds: set[int] = set(decrypted_rounds)
 
     @property
     def decrypted_rounds(self) -> frozenset[int]:
+        """The rounds it has decrypted; a deployment must persist them (it refuses a second decryption)."""
         return frozenset(self._decrypted_rounds)
+
+    @property
+    def decryptor(self) -> PaillierDecryptor:
+        return self._decryptor
+
+    @property
+    def signing_keys(self) -> Mapping[int, bytes]:
+        return MappingProxyType(self._registry)
+
+    @property
+    def min_contributors(self) -> int:
+        return self._min_contributors
 
     def receive(self, config: RoundConfig, request: DecryptionRequest) -> DecryptedAggregate:
         """Check a decryption request and answer it with the decoded total, or raise naming the fault."""

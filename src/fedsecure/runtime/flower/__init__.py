@@ -19,13 +19,20 @@ from ._client import (
     synthetic_job,
 )
 from ._common import MESSAGE_TYPE, RECORD, STATE_RECORD
-from ._identity import (
-    identity_from_node_config,
-    load_identity,
-    load_registry,
-    save_identity,
-    save_identity_to_node_config,
-    write_identities,
+from ._credentials import (
+    credentials_from_node_config,
+    key_holder_from_node_config,
+    save_credentials_to_node_config,
+    save_key_holder_to_node_config,
+)
+from ._identity import load_identity, load_registry, save_identity, write_identities
+from ._paillier import (
+    load_key_holder,
+    load_paillier_credentials,
+    load_paillier_keys,
+    save_key_holder,
+    save_paillier_credentials,
+    write_paillier_deployment,
 )
 from ._local import LocalGrid
 from ._server import ClientError, FlowerTransport, encoding_record
@@ -45,11 +52,19 @@ __all__ = [
     "client_app",
     "client_id_of",
     "encoding_record",
-    "identity_from_node_config",
+    "credentials_from_node_config",
+    "key_holder_from_node_config",
     "load_identity",
+    "load_key_holder",
+    "load_paillier_credentials",
+    "load_paillier_keys",
     "load_registry",
+    "save_credentials_to_node_config",
     "save_identity",
-    "save_identity_to_node_config",
+    "save_key_holder",
+    "save_key_holder_to_node_config",
+    "save_paillier_credentials",
     "write_identities",
+    "write_paillier_deployment",
     "synthetic_job",
 ]

@@ -29,6 +29,9 @@ from ...encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
 from ...protocols import (
     WIRE_VERSION,
     ClientIdentity,
+    DecryptionRequest,
+    PaillierCredentials,
+    PaillierKeyHolder,
     ProtocolKind,
     RoundConfig,
     RoundStart,
@@ -48,6 +51,7 @@ __all__ = ["ClientPolicy", "ClientUpdate", "ClientJob", "FedSecureClient", "clie
            "client_id_of", "SECURE_PROTOCOLS"]
 
 LOGGER = logging.getLogger("fedsecure.flower")
+Credentials = PaillierCredentials | ClientIdentity
 _SERVER: Any = "server"
 SECURE_PROTOCOLS = frozenset({ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS})
 
@@ -75,17 +79,20 @@ class ClientPolicy:
     ``protocols`` are the protocols it takes part in (the plaintext baseline
     only if listed); ``threat`` is the threat model its threshold and
     neighbourhood must meet, recomputed from the cohort size (a server cannot
-    lower them); ``max_vector_length`` bounds the work a server can ask for.
+    lower them); ``max_vector_length`` bounds the work a server can ask for;
+    ``allow_insecure_keys`` accepts Paillier moduli below 2048 bits (tests only).
     """
 
     protocols: frozenset[ProtocolKind] = SECURE_PROTOCOLS
     threat: ThreatModel = field(default_factory=ThreatModel)
     max_vector_length: int = 100_000_000
+    allow_insecure_keys: bool = False
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> ClientPolicy:
         """The policy a SuperNode's ``--node-config`` sets: ``fedsecure-protocols`` (comma-separated, default
-        ``secagg,secagg+``), ``fedsecure-dropout-fraction`` and ``fedsecure-corrupt-fraction``."""
+        ``secagg,secagg+``), ``fedsecure-dropout-fraction``, ``fedsecure-corrupt-fraction`` and
+        ``fedsecure-allow-insecure-keys``."""
         names = str(node_config.get("fedsecure-protocols", "secagg,secagg+"))
         try:
             protocols = frozenset(ProtocolKind(name.strip()) for name in names.split(",") if name.strip())
@@ -95,7 +102,8 @@ class ClientPolicy:
         threat = ThreatModel(
             dropout_fraction=float(node_config.get("fedsecure-dropout-fraction", defaults.dropout_fraction)),
             corrupt_fraction=float(node_config.get("fedsecure-corrupt-fraction", defaults.corrupt_fraction)))
-        return cls(protocols=protocols, threat=threat)
+        insecure = str(node_config.get("fedsecure-allow-insecure-keys", "false")).lower() in ("1", "true", "yes")
+        return cls(protocols=protocols, threat=threat, allow_insecure_keys=insecure)
 
     def check(self, config: RoundConfig) -> None:
         """Refuse (with :class:`PeerProtocolError` naming the server) a configuration below this policy."""
@@ -149,21 +157,29 @@ class FedSecureClient:
     """Handles one Flower message for one node: the body of the ClientApp.
 
     ``job`` computes the node's update; ``policy`` is what the client accepts
-    (by default, read from each node's config: :meth:`ClientPolicy.from_node_config`); ``identity`` (for SecAgg's
-    active-adversary variant) loads the node's :class:`ClientIdentity` and
-    ``save_identity`` persists it after it joins a round; ``observe`` (tests
-    and audits on the client's own device) sees each encoded input before it
-    is masked.
+    (by default, read from each node's config: :meth:`ClientPolicy.from_node_config`);
+    ``credentials`` loads the node's long-lived secrets (its
+    :class:`ClientIdentity` for SecAgg's active-adversary variant, its
+    :class:`PaillierCredentials` for Paillier) and ``save_credentials``
+    persists them after every message (the configurations an identity joined,
+    the rounds a key share decrypted); ``key_holder`` and ``save_key_holder``
+    do the same for a node that is the separate Paillier decryptor;
+    ``observe`` (tests and audits on the client's own device) sees each
+    encoded input before it is masked.
     """
 
     def __init__(self, job: ClientJob, *, policy: ClientPolicy | None = None,
-                 identity: Callable[[Any], ClientIdentity | None] | None = None,
-                 save_identity: Callable[[Any, ClientIdentity], None] | None = None,
+                 credentials: Callable[[Any], Credentials | None] | None = None,
+                 save_credentials: Callable[[Any, Credentials], None] | None = None,
+                 key_holder: Callable[[Any], PaillierKeyHolder | None] | None = None,
+                 save_key_holder: Callable[[Any, PaillierKeyHolder], None] | None = None,
                  observe: Callable[[Any, int, int, EncodedUpdate], None] | None = None) -> None:
         self._job = job
         self._policy = policy
-        self._identity = identity
-        self._save_identity = save_identity
+        self._credentials = credentials
+        self._save_credentials = save_credentials
+        self._key_holder = key_holder
+        self._save_key_holder = save_key_holder
         self._observe = observe
         self._report: dict[str, float] = {}
 
@@ -178,9 +194,13 @@ class FedSecureClient:
             if record is None:
                 raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"no `{RECORD}` record")
             if kind == Kind.HELLO:
-                if self._identity is not None:
-                    self._identity(context)  # A node whose identity file does not match its id says so now.
-                reply = {"client": client_id_of(context), "wire": WIRE_VERSION}
+                holder = self._key_holder(context) if self._key_holder is not None else None
+                if holder is None and self._credentials is not None:
+                    self._credentials(context)  # A node whose credentials do not match its id says so now.
+                reply = {"client": client_id_of(context) if holder is None else -1, "wire": WIRE_VERSION,
+                         "role": "decryptor" if holder is not None else "client"}
+            elif kind == Kind.DECRYPT:
+                reply = {"message": self._decrypt(record, context)}
             elif kind == Kind.ROUND_START:
                 self._report = {}
                 reply = {"message": self._start(record, context)} | self._report
@@ -208,7 +228,8 @@ class FedSecureClient:
         config_bytes = record.get("config")
         if not isinstance(config_bytes, bytes):
             raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail="no round configuration")
-        config = decode_round_config(config_bytes)
+        policy = self._policy or ClientPolicy.from_node_config(context.node_config)
+        config = decode_round_config(config_bytes, allow_insecure_keys=policy.allow_insecure_keys)
         client_id = int(record.get("client", -1))
         pinned = context.node_config.get("fedsecure-client-id")
         if pinned is not None and int(pinned) != client_id:
@@ -218,7 +239,6 @@ class FedSecureClient:
         if not config.in_cohort(client_id):
             raise PeerProtocolError(PeerFault.WRONG_RECIPIENT, peer=_SERVER,
                                     detail=f"client {client_id} is not in the round's cohort")
-        policy = self._policy or ClientPolicy.from_node_config(context.node_config)
         policy.check(config)
         task_size = sum(len(v) for k, v in record.items() if k.startswith("task-") and isinstance(v, bytes))
         if task_size > MAX_TASK_BYTES:
@@ -245,11 +265,11 @@ class FedSecureClient:
         self._report = {f"report-{key}": float(value) for key, value in update.report.items()}
         if self._observe is not None:
             self._observe(context, config.round_id, client_id, encoded)
-        identity = self._identity(context) if self._identity is not None else None
-        session = create_client_session(config, client_id, encoded, identity)
-        if identity is not None and self._save_identity is not None:
-            # The identity joined this configuration: persisted before anything is signed with it.
-            self._save_identity(context, identity)
+        credentials = self._credentials(context) if self._credentials is not None else None
+        session = create_client_session(config, client_id, encoded, credentials)
+        if credentials is not None and self._save_credentials is not None:
+            # An identity joined this configuration: persisted before anything is signed with it.
+            self._save_credentials(context, credentials)
         replies = session.receive(self._decode(record, config, RoundStart))
         self._save(context, config_bytes, session.export_state())
         return self._single(replies)
@@ -260,19 +280,43 @@ class FedSecureClient:
         saved = context.state.config_records.get(STATE_RECORD)
         if saved is None:
             raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=_SERVER, detail="no round in progress on this node")
-        config = decode_round_config(saved["config"])
+        policy = self._policy or ClientPolicy.from_node_config(context.node_config)
+        config = decode_round_config(saved["config"], allow_insecure_keys=policy.allow_insecure_keys)
         if int(record.get("round", -1)) != config.round_id:
             raise PeerProtocolError(PeerFault.WRONG_ROUND, peer=_SERVER,
                                     detail=f"round {record.get('round')}, this node is in round {config.round_id}")
-        identity = self._identity(context) if self._identity is not None else None
-        session = restore_client_session(config, saved["session"], identity)
-        replies = session.receive(self._decode(record, config, None))
+        credentials = self._credentials(context) if self._credentials is not None else None
+        session = restore_client_session(config, saved["session"], credentials)
+        try:
+            replies = session.receive(self._decode(record, config, None))
+        finally:
+            if credentials is not None and self._save_credentials is not None:
+                # A key share records the round it decrypted, even when the session then fails.
+                self._save_credentials(context, credentials)
         if session.state.value in ("done", "aborted"):
             self._forget(context)
         else:
             context.state.config_records[STATE_RECORD] = ConfigRecord(
                 {"config": saved["config"], "session": session.export_state()})
         return self._single(replies)
+
+    def _decrypt(self, record: Mapping[str, Any], context: Any) -> bytes:
+        holder = self._key_holder(context) if self._key_holder is not None else None
+        if holder is None:
+            raise PeerProtocolError(PeerFault.WRONG_RECIPIENT, peer=_SERVER, detail="this node holds no Paillier key")
+        config_bytes = record.get("config")
+        if not isinstance(config_bytes, bytes):
+            raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail="no round configuration")
+        policy = self._policy or ClientPolicy.from_node_config(context.node_config)
+        config = decode_round_config(config_bytes, allow_insecure_keys=policy.allow_insecure_keys)
+        request = self._decode(record, config, DecryptionRequest)
+        try:
+            reply = holder.receive(config, request)
+        finally:
+            if self._save_key_holder is not None:
+                # The round counts as decrypted once the request passed its checks: persisted whatever follows.
+                self._save_key_holder(context, holder)
+        return encode_message(reply)
 
     def _save(self, context: Any, config_bytes: bytes, state: bytes) -> None:
         from flwr.app import ConfigRecord
@@ -284,7 +328,12 @@ class FedSecureClient:
         data = record.get("message")
         if not isinstance(data, bytes):
             raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail="no fedsecure message")
-        message = decode_message(data, max_bytes=64 + len(config.clients) * 256 + config.vector_length * 8 + 1024)
+        limit = 64 + len(config.clients) * 256 + config.vector_length * 8 + 1024
+        if config.paillier is not None:
+            # A decryption request carries every contribution: the ciphertexts and a signature per client.
+            per_client = config.paillier.ciphertexts * (config.paillier.keys.key_bits // 4 + 8) + 256
+            limit += (len(config.clients) + 1) * per_client
+        message = decode_message(data, max_bytes=limit)
         if expected is not None and not isinstance(message, expected):
             raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=_SERVER,
                                     detail=f"a round starts with RoundStart, not {type(message).__name__}")
@@ -300,7 +349,8 @@ class FedSecureClient:
 def client_app(job: ClientJob = synthetic_job, **options: Any) -> Any:
     """A Flower ``ClientApp`` that answers fedsecure's ``query.fedsecure`` messages with :class:`FedSecureClient`.
 
-    ``options`` are :class:`FedSecureClient`'s (``policy``, ``identity``, ``save_identity``, ``observe``).
+    ``options`` are :class:`FedSecureClient`'s (``policy``, ``credentials``, ``save_credentials``, ``key_holder``,
+    ``save_key_holder``, ``observe``).
     """
     from flwr.clientapp import ClientApp
 

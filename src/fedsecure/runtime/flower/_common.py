@@ -6,8 +6,9 @@ the bytes. Each Flower message holds one ``ConfigRecord`` named
 
 ``hello``
     The server asks a node for its fedsecure client id (``partition-id`` in
-    its node config, or ``fedsecure-client-id``). The reply carries ``client``
-    and the node's ``wire`` version.
+    its node config, or ``fedsecure-client-id``). The reply carries ``client``,
+    the node's ``wire`` version and its ``role`` (``client``, or ``decryptor``
+    for a Paillier key holder).
 ``round-start``
     The first message of a round: the round configuration's canonical bytes
     (``config``), the recipient's ``client`` id, the public encoding
@@ -18,6 +19,9 @@ the bytes. Each Flower message holds one ``ConfigRecord`` named
 ``abort``
     The round is over for this client: it forgets its secrets. No reply is
     awaited.
+``decrypt``
+    To the separate Paillier key holder: the round configuration
+    (``config``) and fedsecure's ``DecryptionRequest`` (``message``).
 
 Every reply holds ``message`` (fedsecure bytes), or ``error`` when the
 client refused, naming why.
@@ -42,3 +46,4 @@ class Kind:
     ROUND_START = "round-start"
     STEP = "step"
     ABORT = "abort"
+    DECRYPT = "decrypt"

@@ -14,15 +14,13 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from ..._errors import ConfigurationError
 from ..._io import atomic_write_text
 from ...crypto import SigningKey
 from ...protocols import ClientIdentity, IdentityKeys
 
-__all__ = ["write_identities", "load_registry", "load_identity", "save_identity", "identity_from_node_config",
-           "save_identity_to_node_config"]
+__all__ = ["write_identities", "load_registry", "load_identity", "save_identity"]
 
 _FORMAT = "fedsecure/identity/v1"
 _REGISTRY_FORMAT = "fedsecure/identity-registry/v1"
@@ -83,26 +81,3 @@ def save_identity(path: str | os.PathLike[str], client: int, identity: ClientIde
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-
-
-def identity_from_node_config(context: Any) -> ClientIdentity | None:
-    """The identity named by the node config's ``fedsecure-identity`` (None without one).
-
-    The file's client id must be the node's pinned ``fedsecure-client-id``.
-    """
-    path = context.node_config.get("fedsecure-identity")
-    if not path:
-        return None
-    client, identity = load_identity(str(path))
-    pinned = context.node_config.get("fedsecure-client-id")
-    if pinned is None or int(pinned) != client:
-        raise ConfigurationError(f"the identity file is client {client}'s; set fedsecure-client-id={client}",
-                                 parameter="fedsecure-client-id")
-    return identity
-
-
-def save_identity_to_node_config(context: Any, identity: ClientIdentity) -> None:
-    """Persist ``identity`` (its joined configurations) back to the node's identity file."""
-    path = context.node_config.get("fedsecure-identity")
-    if path:
-        save_identity(str(path), int(context.node_config["fedsecure-client-id"]), identity)

@@ -25,12 +25,13 @@ from ..._errors import ConfigurationError
 from ..._io import atomic_write_text
 from ...dp import DistributedDPEncoding
 from ...encoding import ClipMode, EncodingConfig, Quantizer
-from ...protocols import IdentityKeys, ProtocolKind, RoundConfig, ThreatModel
+from ...protocols import IdentityKeys, PaillierKeys, ProtocolKind, RoundConfig, ThreatModel
 from .._simulate import CLIP, client_data
 from .._simulator import RoundReport
 from .._transcript import transcript_lines, write_transcript
 from ._client import ClientUpdate
 from ._identity import load_registry
+from ._paillier import load_paillier_keys
 from ._server import FlowerTransport, encoding_record
 
 __all__ = ["JobSettings", "run_server_job", "auto_job", "training_update"]
@@ -56,6 +57,10 @@ class JobSettings:
     active-adversary variant's identity keys need this). ``identities`` is
     the path of an identity registry (``registry.json``): with it, rounds run
     SecAgg's active-adversary variant over the registered clients it lists.
+    ``paillier`` is the path of a Paillier deployment's public file
+    (``paillier-public.json``): rounds run ``paillier`` or
+    ``paillier-threshold``, as its keys say, over the registered clients it
+    lists, with a separate decryptor's node found at registration.
     ``dp`` (``central``, ``distributed`` or ``local``) trains with
     differential privacy, spending ``epsilon`` (with ``delta``) over
     ``rounds``, calibrated as ``fedsecure train --dp`` does; ``mechanism``,
@@ -82,6 +87,7 @@ class JobSettings:
     progress: str = ""
     client_ids: str = "assigned"
     identities: str = ""
+    paillier: str = ""
     dp: str = ""
     epsilon: float = 0.0
     delta: float = 1e-5
@@ -109,8 +115,11 @@ class JobSettings:
             raise ConfigurationError("dp must be central, distributed or local", parameter="dp")
         if settings.dp and (settings.job == "simulate" or settings.epsilon <= 0):
             raise ConfigurationError("dp needs a training job and a positive epsilon", parameter="dp")
-        if settings.identities:
-            # Identity keys are bound to client ids: the nodes must state theirs.
+        if settings.identities and settings.paillier:
+            raise ConfigurationError("identities are SecAgg's, paillier is Paillier's: choose one",
+                                     parameter="paillier")
+        if settings.identities or settings.paillier:
+            # Identity and signing keys are bound to client ids: the nodes must state theirs.
             settings.client_ids = "registered"
         return settings
 
@@ -231,6 +240,9 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
                                 on_stage=lambda stage, seconds, answered, expected: progress(
                                     "stage", stage=stage, seconds=seconds, answered=answered, expected=expected))
     registry = load_registry(settings.identities) if settings.identities else None
+    paillier = load_paillier_keys(settings.paillier) if settings.paillier else None
+    if paillier is not None:
+        protocol = ProtocolKind.PAILLIER_THRESHOLD if paillier.threshold_decryption else ProtocolKind.PAILLIER
     experiment = None
     if settings.job != "simulate":
         experiment = _experiment(settings.job, settings.partitions or settings.nodes, settings.seed, protocol)
@@ -257,9 +269,11 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
             first = max(registered.values(), default=-1) + 1
             registered.update({node: first + index for index, node in enumerate(new)})
         nodes = {client: node for node, client in registered.items() if node in listed
-                 and (registry is None or client in registry.verify_keys)}
+                 and (registry is None or client in registry.verify_keys)
+                 and (paillier is None or client in paillier.signing_keys)}
         progress("round-start", round=round_index, clients=sorted(nodes))
-        summary = _run_one(transport, settings, protocol, threat, experiment, nodes, round_index, progress, registry)
+        summary = _run_one(transport, settings, protocol, threat, experiment, nodes, round_index, progress, registry,
+                           paillier)
         summary["seconds"] = time.perf_counter() - started
         # A node that vanished (no answer before a deadline, or Flower reports it gone) is left out for the rest
         # of the run; a restarted SuperNode joins again under its new node id. A client that refused stays in.
@@ -281,7 +295,7 @@ def _skipped(round_index: int, nodes: Mapping[int, int], reason: str) -> dict[st
 
 def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: ProtocolKind, threat: ThreatModel,
              experiment: Any, nodes: dict[int, int], round_index: int, progress: _Progress,
-             registry: IdentityKeys | None = None) -> dict[str, Any]:
+             registry: IdentityKeys | None = None, paillier: PaillierKeys | None = None) -> dict[str, Any]:
     cohort = len(nodes)
     if cohort < max(2, settings.min_clients):
         return _skipped(round_index, nodes, f"{cohort} clients available, fewer than {max(2, settings.min_clients)}")
@@ -308,13 +322,19 @@ def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: Protoc
                      "dp-max-grad-norm": float(dp.max_grad_norm), "dp-delta": float(dp.delta)}
     if minimum is None:
         return _skipped(round_index, nodes, "no number of noise shares keeps this round within the privacy budget")
+    decryptor = None
+    if paillier is not None and not paillier.threshold_decryption:
+        if not transport.decryptors:
+            return _skipped(round_index, nodes, "no node registered as the Paillier key holder")
+        decryptor = transport.decryptors[0]
     try:
         config = RoundConfig.create(protocol=protocol, clients=sorted(nodes), encoding=encoding,
-                                    round_id=round_index, threat=threat, identities=registry, min_threshold=minimum)
+                                    round_id=round_index, threat=threat, identities=registry, min_threshold=minimum,
+                                    paillier=paillier)
     except ConfigurationError as error:
         return _skipped(round_index, nodes, f"no round configuration: {error}")
     started = time.perf_counter()
-    report = transport.run_round(config, nodes, encoding_record(encoding) | task)
+    report = transport.run_round(config, nodes, encoding_record(encoding) | task, decryptor=decryptor)
     summary = _round_summary(report, round_index, cohort, time.perf_counter() - started)
     summary["_failed"] = sorted(c for c, e in report.client_errors.items() if getattr(e, "unreachable", False))
     noise: float | None = None

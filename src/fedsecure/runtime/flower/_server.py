@@ -95,6 +95,8 @@ class FlowerTransport:
         self._record_fields = record_fields
         self._progress = progress
         self._on_stage = on_stage
+        #: Nodes that answered ``hello`` as a separate Paillier decryptor (never part of a cohort).
+        self.decryptors: list[int] = []
         self._clock = clock
         self._sleep = sleep
 
@@ -154,6 +156,10 @@ class FlowerTransport:
         owners: dict[int, int] = {}
         for node, reply in sorted(replies.items()):
             client, wire = reply.get("client"), reply.get("wire")
+            if reply.get("role") == "decryptor" and wire == WIRE_VERSION:
+                if node not in self.decryptors:
+                    self.decryptors.append(node)
+                continue
             if wire != WIRE_VERSION or not isinstance(client, int) or isinstance(client, bool):
                 LOGGER.warning("node %d is left out: it speaks wire version %r, client id %r", node, wire, client)
                 continue
@@ -167,30 +173,35 @@ class FlowerTransport:
         return registered
 
     # ---- one round --------------------------------------------------------------------------------
-    def run_round(self, config: RoundConfig, nodes: Mapping[int, int], task: Mapping[str, Any]) -> RoundReport:
+    def run_round(self, config: RoundConfig, nodes: Mapping[int, int], task: Mapping[str, Any], *,
+                  decryptor: int | None = None) -> RoundReport:
         """Run ``config`` with ``nodes`` (client id -> Flower node id) and the public ``task`` fields.
 
+        A Paillier round with a separate decryptor sends its decryption request to the ``decryptor`` node.
         Returns the same :class:`RoundReport` as the simulator; an aborted round
         has ``abort`` set and no result, and every client still in it is told
         to forget its secrets.
         """
         if set(nodes) != set(config.clients):
             raise LocalProtocolError("every client of the round needs exactly one node")
-        if config.protocol.is_paillier:
-            raise LocalProtocolError("Paillier rounds are not available on the Flower runtime yet")
+        if config.paillier is not None and not config.paillier.keys.threshold_decryption and decryptor is None:
+            raise LocalProtocolError("a Paillier round with a separate decryptor needs the decryptor's node")
         clock = time.perf_counter
         transcript: list[TranscriptRecord] = []
         rejected: list[PeerProtocolError] = []
         client_errors: dict[int, FedSecureError] = {}
         client_reports: dict[int, dict[str, float]] = {}
         stage_seconds: dict[str, float] = defaultdict(float)
-        client_of = {node: client for client, node in nodes.items()}
+        client_of: dict[int, int] = {node: client for client, node in nodes.items()}
+        if decryptor is not None:
+            client_of[decryptor] = DECRYPTOR
         started = clock()
         server = create_server_session(config)
         outgoing = server.start()
         stage_seconds["setup"] += clock() - started
         config_bytes = encode_round_config(config)
         abort: RoundAborted | None = None
+        decryptor_error: FedSecureError | None = None
         first = True
         while True:
             stage = server.stage
@@ -199,7 +210,15 @@ class FlowerTransport:
             contents: dict[int, dict[str, Any]] = {}
             for message in outgoing:
                 recipient = message.recipient
-                if recipient == DECRYPTOR or recipient in client_errors:
+                if recipient == DECRYPTOR and decryptor is not None:
+                    data = encode_message(message)
+                    contents[decryptor] = {"kind": Kind.DECRYPT, "round": config.round_id, "stage": label,
+                                           "config": config_bytes, "message": data}
+                    transcript.append(TranscriptRecord(label, SERVER, "decryptor", type(message).__name__,
+                                                       len(data), public_view(message) if self._record_fields
+                                                       else None))
+                    continue
+                if recipient in client_errors:
                     continue
                 data = encode_message(message)
                 content: dict[str, Any] = {"kind": Kind.STEP, "round": config.round_id, "stage": label,
@@ -216,9 +235,15 @@ class FlowerTransport:
             replies, failed = self._exchange(contents, timeout, f"round {config.round_id} {label}")
             started = clock()
             for node, reason in failed.items():
+                if node == decryptor:
+                    decryptor_error = ClientError(DECRYPTOR, f"the decryptor: {reason}", unreachable=True)
+                    continue
                 client_errors[client_of[node]] = ClientError(client_of[node], reason, unreachable=True)
             for node, reply in replies.items():
                 client = client_of[node]
+                if node == decryptor and not isinstance(reply.get("message"), bytes):
+                    decryptor_error = ClientError(DECRYPTOR, f"the decryptor refused: {reply.get('error')}")
+                    continue
                 payload = reply.get("message")
                 if not isinstance(payload, bytes):
                     reason = str(reply.get("error", "the reply carries no fedsecure message"))
@@ -236,7 +261,8 @@ class FlowerTransport:
                     except FedSecureError as error:
                         fields = {"undecodable": type(error).__name__}
                 type_name = _type_name(data)
-                transcript.append(TranscriptRecord(label, client, SERVER, type_name, len(data), fields))
+                party: int | str = "decryptor" if node == decryptor else client
+                transcript.append(TranscriptRecord(label, party, SERVER, type_name, len(data), fields))
                 try:
                     server.receive_bytes(data, sender=client)
                 except PeerProtocolError as error:
@@ -258,7 +284,7 @@ class FlowerTransport:
         return RoundReport(config=config, result=None if abort is not None else server.result(), abort=abort,
                            transcript=transcript, client_seconds={}, server_seconds=sum(stage_seconds.values()),
                            server_stage_seconds=dict(stage_seconds), client_stage_seconds={}, rejected=rejected,
-                           client_errors=client_errors, client_reports=client_reports)
+                           client_errors=client_errors, client_reports=client_reports, decryptor_error=decryptor_error)
 
     def _notify_abort(self, config: RoundConfig, nodes: list[int]) -> None:
         from flwr.app import ConfigRecord, RecordDict

@@ -4,8 +4,8 @@
 The ServerApp runs :func:`~fedsecure.runtime.flower._jobs.run_server_job` with
 the run config; the ClientApp answers with :func:`auto_job` (generated vectors
 or local training on the node's ``partition-id`` of ``num-partitions``) under
-the policy its node config sets, with the identity file its node config names
-(``fedsecure-identity``, for the active-adversary variant).
+the policy its node config sets, with the credentials its node config names
+(``fedsecure-identity``, ``fedsecure-paillier``, ``fedsecure-key-holder``: see ``_credentials``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from typing import Any
 from flwr.serverapp import ServerApp
 
 from ._client import client_app
-from ._identity import identity_from_node_config, save_identity_to_node_config
+from ._credentials import (
+    credentials_from_node_config,
+    key_holder_from_node_config,
+    save_credentials_to_node_config,
+    save_key_holder_to_node_config,
+)
 from ._jobs import auto_job, run_server_job
 
 __all__ = ["server_app", "client", "auto_job"]
@@ -28,4 +33,6 @@ def _main(grid: Any, context: Any) -> None:
     run_server_job(grid, context.run_config)
 
 
-client = client_app(job=auto_job, identity=identity_from_node_config, save_identity=save_identity_to_node_config)
+client = client_app(job=auto_job, credentials=credentials_from_node_config,
+                    save_credentials=save_credentials_to_node_config, key_holder=key_holder_from_node_config,
+                    save_key_holder=save_key_holder_to_node_config)

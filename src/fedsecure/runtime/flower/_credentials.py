@@ -1,0 +1,66 @@
+"""Long-lived client secrets named by a SuperNode's node config, loaded and saved around every message.
+
+``fedsecure-paillier``
+    The client's Paillier credentials file (``client-<id>.paillier.json``).
+``fedsecure-identity``
+    The client's identity file for SecAgg's active-adversary variant (``client-<id>.identity.json``).
+``fedsecure-key-holder``
+    This node is the separate Paillier decryptor: its ``key-holder.json``.
+
+Credentials are bound to a client id: the node must pin it (``fedsecure-client-id``), and the file must be that
+client's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..._errors import ConfigurationError
+from ...protocols import ClientIdentity, PaillierCredentials, PaillierKeyHolder
+from ._identity import load_identity, save_identity
+from ._paillier import load_key_holder, load_paillier_credentials, save_key_holder, save_paillier_credentials
+
+__all__ = ["credentials_from_node_config", "save_credentials_to_node_config", "key_holder_from_node_config",
+           "save_key_holder_to_node_config"]
+
+
+def _pinned(context: Any, client: int, what: str) -> None:
+    pinned = context.node_config.get("fedsecure-client-id")
+    if pinned is None or int(pinned) != client:
+        raise ConfigurationError(f"the {what} file is client {client}'s; set fedsecure-client-id={client}",
+                                 parameter="fedsecure-client-id")
+
+
+def credentials_from_node_config(context: Any) -> PaillierCredentials | ClientIdentity | None:
+    """The credentials the node config names (None without any)."""
+    config = context.node_config
+    if config.get("fedsecure-paillier"):
+        client, credentials = load_paillier_credentials(str(config["fedsecure-paillier"]))
+        _pinned(context, client, "Paillier credentials")
+        return credentials
+    if config.get("fedsecure-identity"):
+        client, identity = load_identity(str(config["fedsecure-identity"]))
+        _pinned(context, client, "identity")
+        return identity
+    return None
+
+
+def save_credentials_to_node_config(context: Any, credentials: PaillierCredentials | ClientIdentity) -> None:
+    """Write the credentials back to the file they came from (what they have joined or decrypted)."""
+    config = context.node_config
+    client = int(config["fedsecure-client-id"])
+    if isinstance(credentials, PaillierCredentials) and config.get("fedsecure-paillier"):
+        save_paillier_credentials(str(config["fedsecure-paillier"]), client, credentials)
+    elif isinstance(credentials, ClientIdentity) and config.get("fedsecure-identity"):
+        save_identity(str(config["fedsecure-identity"]), client, credentials)
+
+
+def key_holder_from_node_config(context: Any) -> PaillierKeyHolder | None:
+    path = context.node_config.get("fedsecure-key-holder")
+    return load_key_holder(str(path)) if path else None
+
+
+def save_key_holder_to_node_config(context: Any, holder: PaillierKeyHolder) -> None:
+    path = context.node_config.get("fedsecure-key-holder")
+    if path:
+        save_key_holder(str(path), holder)

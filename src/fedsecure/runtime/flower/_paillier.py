@@ -1,0 +1,139 @@
+"""Paillier deployments on Flower: the files each party keeps, written once, read at every message.
+
+- ``paillier-public.json`` (the server, and anyone): the public key, every client's verification key, and for
+  threshold decryption the key holders and the threshold.
+- ``client-<id>.paillier.json`` (each client's own device, mode 0600): its signing key, its key share if any,
+  its minimum number of contributors and the rounds it has partially decrypted.
+- ``key-holder.json`` (the separate decryptor's device, mode 0600): the private key, the registry, its minimum
+  and the rounds it has decrypted.
+
+The rounds already decrypted must persist: each party refuses a second decryption of a round, which is what stops a
+server from getting two different sums of one round decrypted. Flower runs every message in a fresh process, so
+they are written back after every decryption.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import phe
+
+from ..._errors import ConfigurationError
+from ...crypto import PaillierDecryptor, PaillierKeyShare, SigningKey, ThresholdPaillierKey
+from ...protocols import PaillierCredentials, PaillierDeployment, PaillierKeyHolder, PaillierKeys
+
+__all__ = ["write_paillier_deployment", "load_paillier_keys", "load_paillier_credentials", "save_paillier_credentials",
+           "load_key_holder", "save_key_holder"]
+
+_PUBLIC = "fedsecure/paillier-public/v1"
+_CLIENT = "fedsecure/paillier-client/v1"
+_HOLDER = "fedsecure/paillier-key-holder/v1"
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(json.dumps(data))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _read(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"cannot read {path}: {type(error).__name__}", parameter="paillier") from None
+    if not isinstance(data, dict) or data.get("format") != kind:
+        raise ConfigurationError(f"{path} is not a {kind} file", parameter="paillier")
+    return data
+
+
+def write_paillier_deployment(directory: str | os.PathLike[str], deployment: PaillierDeployment) -> Path:
+    """Write every party's file of ``deployment`` under ``directory``; returns the public file's path.
+
+    For a real deployment each file goes to its owner's device only (and a dealer for threshold keys is trusted
+    to forget the shares, as SECURITY.md says); on one machine this is what loopback runs and tests use.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = deployment.keys
+    public = {"format": _PUBLIC, "n": hex(keys.public_key.n),
+              "signing_keys": {str(c): k.hex() for c, k in keys.signing_keys.items()},
+              "key_holders": list(keys.key_holders), "decryption_threshold": keys.decryption_threshold,
+              "insecure": keys.insecure}
+    path = directory / "paillier-public.json"
+    path.write_text(json.dumps(public, indent=1) + "\n")
+    for client, credentials in deployment.credentials.items():
+        save_paillier_credentials(directory / f"client-{client}.paillier.json", client, credentials)
+    if deployment.key_holder is not None:
+        save_key_holder(directory / "key-holder.json", deployment.key_holder)
+    return path
+
+
+def load_paillier_keys(path: str | os.PathLike[str]) -> PaillierKeys:
+    """The deployment's public keys, from ``paillier-public.json``."""
+    data = _read(path, _PUBLIC)
+    try:
+        return PaillierKeys(public_key=phe.PaillierPublicKey(int(data["n"], 16)),
+                            signing_keys={int(c): bytes.fromhex(k) for c, k in data["signing_keys"].items()},
+                            key_holders=tuple(int(c) for c in data["key_holders"]),
+                            decryption_threshold=int(data["decryption_threshold"]), insecure=bool(data["insecure"]))
+    except (KeyError, ValueError, TypeError) as error:
+        raise ConfigurationError(f"{path}: {type(error).__name__}: {error}", parameter="paillier") from None
+
+
+def save_paillier_credentials(path: str | os.PathLike[str], client: int, credentials: PaillierCredentials) -> None:
+    share = credentials.key_share
+    data = {"format": _CLIENT, "client": client, "signing_key": credentials.signing_key.private_bytes().hex(),
+            "min_contributors": credentials.min_contributors,
+            "decrypted_rounds": sorted(credentials.decrypted_rounds),
+            "key_share": None if share is None else {
+                "n": hex(share.key.public_key.n), "holders": list(share.key.holders),
+                "threshold": share.key.threshold, "holder": share.holder, "secret": hex(share.secret_exponent())}}
+    _write_private(Path(path), data)
+
+
+def load_paillier_credentials(path: str | os.PathLike[str]) -> tuple[int, PaillierCredentials]:
+    """A client's id and Paillier credentials from its ``client-<id>.paillier.json``."""
+    data = _read(path, _CLIENT)
+    try:
+        share = None
+        if data["key_share"] is not None:
+            entry = data["key_share"]
+            key = ThresholdPaillierKey(public_key=phe.PaillierPublicKey(int(entry["n"], 16)),
+                                       holders=tuple(int(h) for h in entry["holders"]),
+                                       threshold=int(entry["threshold"]))
+            share = PaillierKeyShare(key, int(entry["holder"]), int(entry["secret"], 16))
+        credentials = PaillierCredentials(SigningKey.from_private_bytes(bytes.fromhex(data["signing_key"])), share,
+                                          min_contributors=int(data["min_contributors"]),
+                                          decrypted_rounds=(int(r) for r in data["decrypted_rounds"]))
+        return int(data["client"]), credentials
+    except (KeyError, ValueError, TypeError) as error:
+        raise ConfigurationError(f"{path}: {type(error).__name__}", parameter="fedsecure-paillier") from None
+
+
+def save_key_holder(path: str | os.PathLike[str], holder: PaillierKeyHolder) -> None:
+    private = holder.decryptor.private_key
+    data = {"format": _HOLDER, "n": hex(private.public_key.n), "p": hex(private.p), "q": hex(private.q),
+            "signing_keys": {str(c): k.hex() for c, k in holder.signing_keys.items()},
+            "min_contributors": holder.min_contributors, "decrypted_rounds": sorted(holder.decrypted_rounds)}
+    _write_private(Path(path), data)
+
+
+def load_key_holder(path: str | os.PathLike[str]) -> PaillierKeyHolder:
+    """The separate decryptor from its ``key-holder.json``."""
+    data = _read(path, _HOLDER)
+    try:
+        public = phe.PaillierPublicKey(int(data["n"], 16))
+        private = phe.PaillierPrivateKey(public, int(data["p"], 16), int(data["q"], 16))
+        return PaillierKeyHolder(PaillierDecryptor(private),
+                                 signing_keys={int(c): bytes.fromhex(k) for c, k in data["signing_keys"].items()},
+                                 min_contributors=int(data["min_contributors"]),
+                                 decrypted_rounds=(int(r) for r in data["decrypted_rounds"]))
+    except (KeyError, ValueError, TypeError) as error:
+        raise ConfigurationError(f"{path}: {type(error).__name__}", parameter="fedsecure-key-holder") from None
