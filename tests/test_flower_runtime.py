@@ -120,6 +120,13 @@ from fedsecure.runtime.flower import (  # noqa: E402
 from fedsecure.runtime.flower._jobs import auto_job, run_server_job  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    # Flower's Message constructor needs the process's task identity, which a LocalGrid gives a process that has
+    # none (as a ServerApp process has one).
+    LocalGrid.create(client_app(), [])
+
+
 def _grid(n: int, **options: Any) -> Any:
     return LocalGrid.create(client_app(**options), [{"partition-id": i, "num-partitions": n} for i in range(n)])
 
@@ -164,7 +171,9 @@ def test_session_state_lives_in_context_state_only_while_the_round_runs() -> Non
                                                                  _task(ENCODING))
     assert report.result is not None
     assert STATE_RECORD not in grid.state_of(1000).config_records  # Finished: forgotten.
-    assert STATE_RECORD in grid.state_of(1005).config_records  # Went silent mid-round: still holds its round.
+    # Went silent mid-round (its replies were late or lost): the end-of-round notice makes it forget too.
+    assert STATE_RECORD not in grid.state_of(1005).config_records
+    assert (1005, "masked-input") not in grid.delivered and (1005, "") in grid.delivered
     # An abort: every client that was still in the round is told, and forgets.
     grid = _grid(12)
     for node in range(1000, 1008):
@@ -279,3 +288,84 @@ def test_paillier_on_flower_with_credential_files(protocol: ProtocolKind, tmp_pa
         assert load_key_holder(tmp_path / "key-holder.json").decrypted_rounds == {0, 1}
     else:
         assert load_paillier_credentials(tmp_path / "client-0.paillier.json")[1].decrypted_rounds == {0, 1}
+
+
+def test_registration_keeps_an_id_with_its_first_owner_and_refuses_ids_out_of_range() -> None:
+    grid = _grid(3)
+    transport = FlowerTransport(grid, stage_timeout=0.01)
+    first = transport.register([1000, 1001])
+    assert first == {1000: 0, 1001: 1}
+    hijacker = LocalGrid.create(client_app(), [{"partition-id": 1}, {"partition-id": 2**33}])
+    late = FlowerTransport(hijacker, stage_timeout=0.01).register(known=first)
+    assert late == {}  # Client 1 belongs to node 1001; 2^33 is not a client id.
+
+
+def _start_record(config: RoundConfig, encoding: EncodingConfig, **changes: Any) -> Any:
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from fedsecure.protocols import RoundStart, encode_message
+
+    content = encoding_record(encoding) | {"task-job": "simulate", "task-seed": 0, "kind": "round-start",
+                                           "round": config.round_id, "stage": "advertise-keys",
+                                           "config": encode_round_config(config), "client": 1,
+                                           "message": encode_message(RoundStart(round_id=config.round_id, recipient=1,
+                                                                                config_digest=config.digest))}
+    content |= changes
+    return Message(RecordDict({"fedsecure": ConfigRecord(content)}), 1001, "query.fedsecure")
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"client": "abc"}, "`client` is not an integer"),
+    ({"task-seed": "x"}, "job failed"),
+    ({"encoding-clip-mode": "sideways"}, "encoding parameters"),
+    ({"encoding-dimension": 20_000_000}, "encoding parameters do not match"),
+])
+def test_a_malformed_round_start_is_refused_by_name_not_crashed_on(changes: dict[str, Any], fragment: str) -> None:
+    from flwr.app import Context, RecordDict
+
+    from fedsecure.runtime.flower import FedSecureClient
+
+    calls = []
+
+    def job(context: Any, client: int, task: Any) -> Any:
+        calls.append(client)
+        return auto_job(context, client, task)
+
+    handler = FedSecureClient(job)
+    context = Context(run_id=1, node_id=1001, node_config={"partition-id": 1}, state=RecordDict(), run_config={})
+    reply = handler.handle(_start_record(CONFIGS[0], ENCODING, **changes), context)
+    error = reply.content.config_records["fedsecure"]["error"]
+    assert fragment in error
+    assert "message" not in reply.content.config_records["fedsecure"]
+    if "encoding" in fragment or "integer" in fragment:
+        assert calls == []  # Refused before any work.
+
+
+def test_a_client_joins_each_configuration_once() -> None:
+    from flwr.app import Context, RecordDict
+
+    from fedsecure.runtime.flower import FedSecureClient
+
+    handler = FedSecureClient(auto_job)
+    context = Context(run_id=1, node_id=1001, node_config={"partition-id": 1}, state=RecordDict(), run_config={})
+    first = handler.handle(_start_record(CONFIGS[0], ENCODING), context)
+    assert "message" in first.content.config_records["fedsecure"]
+    again = handler.handle(_start_record(CONFIGS[0], ENCODING), context)
+    assert "already joined" in again.content.config_records["fedsecure"]["error"]
+
+
+def test_an_encoding_larger_than_the_round_is_refused_before_any_work() -> None:
+    from flwr.app import Context, RecordDict
+
+    from fedsecure.runtime.flower import FedSecureClient
+
+    huge = EncodingConfig.fit_scale(dimension=20_000_000, clients=12, clip=1.0, ring_bits=32,
+                                    clip_mode=ClipMode.PER_COORDINATE)
+    # The server binds the huge encoding's digest into a configuration of 50 values.
+    config = dataclasses.replace(CONFIGS[0], encoding_digest=huge.digest())
+    calls = []
+    handler = FedSecureClient(lambda context, client, task: calls.append(client))  # type: ignore[arg-type,func-returns-value]
+    context = Context(run_id=1, node_id=1001, node_config={"partition-id": 1}, state=RecordDict(), run_config={})
+    reply = handler.handle(_start_record(config, huge), context)
+    assert "an encoding of 20000000 values for a round of 50" in reply.content.config_records["fedsecure"]["error"]
+    assert calls == []

@@ -315,3 +315,11 @@ def test_secure_rounds_need_two_clients_and_a_threshold_of_two() -> None:
     config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(2), encoding=encoding,
                                 threat=ThreatModel(dropout_fraction=0.0))
     assert config.threshold == 2
+
+
+def test_parameters_for_cohorts_beyond_a_thousand_do_not_overflow() -> None:
+    from fedsecure.protocols import choose_parameters, complete_graph_parameters
+
+    assert complete_graph_parameters(5000, ThreatModel()).threshold == 2500
+    large = choose_parameters(100_000, ThreatModel())
+    assert large.degree < 200 and large.security_failure < 1e-9

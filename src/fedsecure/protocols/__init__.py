@@ -2,6 +2,7 @@
 
 from ._codec import WIRE_VERSION, decode_message, encode_message
 from ._config import (
+    MAX_CLIENT_ID,
     ClientIdentity,
     IdentityKeys,
     PaillierKeys,
@@ -62,6 +63,7 @@ from ._session import SERVER, AggregationResult, ClientSession, DropRecord, Serv
 from ._stages import CLIENT_TRANSITIONS, SERVER_STAGES, ClientState, Stage, client_transitions, server_stages
 
 __all__ = [
+    "MAX_CLIENT_ID",
     "DECRYPTOR",
     "DecryptedAggregate",
     "DecryptionRequest",

@@ -91,16 +91,30 @@ class GraphParameters:
         return self.degree >= self.clients
 
 
+def _log_comb(n: int, k: int) -> float:
+    """log C(n, k), -inf outside 0 <= k <= n (math.comb overflows a float for cohorts above about a thousand)."""
+    if k < 0 or k > n:
+        return -math.inf
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
 def _hypergeometric_pmf(population: int, marked: int, draws: int) -> list[float]:
-    total = math.comb(population, draws)
+    total = _log_comb(population, draws)
     return [
-        math.comb(marked, i) * math.comb(population - marked, draws - i) / total
+        math.exp(_log_comb(marked, i) + _log_comb(population - marked, draws - i) - total)
         for i in range(draws + 1)
     ]
 
 
 def _binomial_pmf(draws: int, probability: float) -> list[float]:
-    return [math.comb(draws, i) * probability**i * (1 - probability) ** (draws - i) for i in range(draws + 1)]
+    # In log space: math.comb(draws, i) overflows a float beyond about a thousand draws.
+    if probability <= 0.0 or probability >= 1.0:
+        certain = 0 if probability <= 0.0 else draws
+        return [1.0 if i == certain else 0.0 for i in range(draws + 1)]
+    log_p, log_q = math.log(probability), math.log1p(-probability)
+    log_n = math.lgamma(draws + 1)
+    return [math.exp(log_n - math.lgamma(i + 1) - math.lgamma(draws - i + 1) + i * log_p + (draws - i) * log_q)
+            for i in range(draws + 1)]
 
 
 def _upper_tails(pmf: list[float]) -> list[float]:
@@ -133,7 +147,7 @@ def complete_graph_parameters(clients: int, threat: ThreatModel) -> GraphParamet
 def _disconnect_bound(n: int, removed: int, degree: int) -> float:
     # Disconnecting a Harary ring needs two runs of (k-1)/2 consecutive removed clients (module docstring).
     half = (degree - 1) // 2
-    return (n * n / 2) * math.comb(removed, 2 * half) / math.comb(n, 2 * half)
+    return (n * n / 2) * math.exp(_log_comb(removed, 2 * half) - _log_comb(n, 2 * half))
 
 
 def _secrecy_failure(n: int, corrupt_tails: list[float], disconnect: float, degree: int, threshold: int,

@@ -45,7 +45,7 @@ from ...protocols import (
     restore_client_session,
 )
 from .._simulate import client_data
-from ._common import MAX_TASK_BYTES, RECORD, STATE_RECORD, Kind
+from ._common import JOINED_RECORD, MAX_TASK_BYTES, RECORD, STATE_RECORD, Kind
 
 __all__ = ["ClientPolicy", "ClientUpdate", "ClientJob", "FedSecureClient", "client_app", "synthetic_job",
            "client_id_of", "SECURE_PROTOCOLS"]
@@ -141,6 +141,13 @@ def synthetic_job(context: Any, client_id: int, task: Mapping[str, Any]) -> Clie
     return ClientUpdate(client_data(int(task["task-seed"]), client_id, int(task["encoding-dimension"])))
 
 
+def _integer(record: Mapping[str, Any], key: str) -> int:
+    value = record.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"`{key}` is not an integer")
+    return value
+
+
 def _encoding_from(record: Mapping[str, Any]) -> EncodingConfig | DistributedDPEncoding:
     if record.get("encoding-kind") == "distributed-dp":
         fields = json.loads(str(record["dp-plan"]))
@@ -211,8 +218,9 @@ class FedSecureClient:
                 reply = {}
             else:
                 raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"unknown kind {kind!r}")
-        except FedSecureError as error:
-            # The client refuses and forgets the round; the server sees why, and counts it as dropped.
+        except (FedSecureError, ValueError, KeyError, TypeError, OverflowError) as error:
+            # The client refuses and forgets the round; the server sees why, and counts it as dropped. (Malformed
+            # fields a parser did not name are refused the same way rather than crash the ClientApp.)
             self._forget(context)
             LOGGER.warning("client %s refused a %s message: %s", context.node_config.get("partition-id", "?"),
                            kind, error)
@@ -230,7 +238,7 @@ class FedSecureClient:
             raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail="no round configuration")
         policy = self._policy or ClientPolicy.from_node_config(context.node_config)
         config = decode_round_config(config_bytes, allow_insecure_keys=policy.allow_insecure_keys)
-        client_id = int(record.get("client", -1))
+        client_id = _integer(record, "client")
         pinned = context.node_config.get("fedsecure-client-id")
         if pinned is not None and int(pinned) != client_id:
             # A node with a pinned id (the active variant's identity registry lists it) answers to no other.
@@ -240,18 +248,41 @@ class FedSecureClient:
             raise PeerProtocolError(PeerFault.WRONG_RECIPIENT, peer=_SERVER,
                                     detail=f"client {client_id} is not in the round's cohort")
         policy.check(config)
+        joined = self._joined(context)
+        if config.digest.hex() in joined:
+            # Each configuration is joined once: a rerun would mask the same input again under fresh keys.
+            raise PeerProtocolError(PeerFault.WRONG_ROUND, peer=_SERVER,
+                                    detail=f"round {config.round_id} of this configuration was already joined")
         task_size = sum(len(v) for k, v in record.items() if k.startswith("task-") and isinstance(v, bytes))
         if task_size > MAX_TASK_BYTES:
             raise PeerProtocolError(PeerFault.OVERSIZED, peer=_SERVER, detail=f"a task of {task_size} bytes")
         try:
             encoding = _encoding_from(record)
-        except (KeyError, ValueError, TypeError) as error:
+        except (KeyError, ValueError, TypeError, OverflowError, FedSecureError) as error:
             raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER,
                                     detail=f"encoding parameters: {type(error).__name__}: {error}") from None
         if encoding.digest() != config.encoding_digest:
             raise PeerProtocolError(PeerFault.CONFIG_MISMATCH, peer=_SERVER,
                                     detail="the encoding parameters do not match the configuration's digest")
-        update = self._job(context, client_id, record)
+        if encoding.vector_length != config.vector_length or encoding.dimension > policy.max_vector_length:
+            # Checked before the job runs: the encoding's dimension sizes the work a server asks of the client.
+            raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=_SERVER,
+                                    detail=f"an encoding of {encoding.vector_length} values for a round of "
+                                    f"{config.vector_length} (this client's limit: {policy.max_vector_length})")
+        weights = record.get("task-weights")
+        if weights is not None and (not isinstance(weights, bytes) or len(weights) != 8 * encoding.dimension):
+            raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=_SERVER,
+                                    detail=f"the global model is not {encoding.dimension} float64 values")
+        credentials = self._credentials(context) if self._credentials is not None else None
+        if isinstance(credentials, ClientIdentity) and config.digest in credentials.joined:
+            raise PeerProtocolError(PeerFault.WRONG_ROUND, peer=_SERVER,
+                                    detail="this identity already joined this configuration")
+        try:
+            update = self._job(context, client_id, record)
+        except FedSecureError:
+            raise
+        except Exception as error:  # noqa: BLE001 (the user's job failed: the client refuses, naming why)
+            raise LocalProtocolError(f"the job failed: {type(error).__name__}: {error}") from None
         if isinstance(encoding, DistributedDPEncoding):
             try:
                 encoded = encoding.encode(update.vector)
@@ -265,14 +296,29 @@ class FedSecureClient:
         self._report = {f"report-{key}": float(value) for key, value in update.report.items()}
         if self._observe is not None:
             self._observe(context, config.round_id, client_id, encoded)
-        credentials = self._credentials(context) if self._credentials is not None else None
         session = create_client_session(config, client_id, encoded, credentials)
-        if credentials is not None and self._save_credentials is not None:
+        if credentials is not None:
+            if self._save_credentials is None:
+                raise LocalProtocolError("credentials that are loaded must be saved (save_credentials): an identity "
+                                         "must remember every configuration it joined")
             # An identity joined this configuration: persisted before anything is signed with it.
             self._save_credentials(context, credentials)
+        self._remember(context, joined, config.digest.hex())
         replies = session.receive(self._decode(record, config, RoundStart))
         self._save(context, config_bytes, session.export_state())
         return self._single(replies)
+
+    @staticmethod
+    def _joined(context: Any) -> list[str]:
+        record = context.state.config_records.get(JOINED_RECORD)
+        return list(record["digests"]) if record is not None else []
+
+    @staticmethod
+    def _remember(context: Any, joined: list[str], digest: str) -> None:
+        from flwr.app import ConfigRecord
+
+        # The configurations this node joined in this run (the most recent 10,000; round ids keep growing).
+        context.state.config_records[JOINED_RECORD] = ConfigRecord({"digests": (joined + [digest])[-10_000:]})
 
     def _step(self, record: Mapping[str, Any], context: Any) -> bytes:
         from flwr.app import ConfigRecord
@@ -282,7 +328,7 @@ class FedSecureClient:
             raise PeerProtocolError(PeerFault.OUT_OF_STAGE, peer=_SERVER, detail="no round in progress on this node")
         policy = self._policy or ClientPolicy.from_node_config(context.node_config)
         config = decode_round_config(saved["config"], allow_insecure_keys=policy.allow_insecure_keys)
-        if int(record.get("round", -1)) != config.round_id:
+        if _integer(record, "round") != config.round_id:
             raise PeerProtocolError(PeerFault.WRONG_ROUND, peer=_SERVER,
                                     detail=f"round {record.get('round')}, this node is in round {config.round_id}")
         credentials = self._credentials(context) if self._credentials is not None else None

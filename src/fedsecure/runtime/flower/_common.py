@@ -29,12 +29,14 @@ client refused, naming why.
 
 from __future__ import annotations
 
-__all__ = ["MESSAGE_TYPE", "RECORD", "STATE_RECORD", "Kind", "MAX_TASK_BYTES"]
+__all__ = ["MESSAGE_TYPE", "RECORD", "STATE_RECORD", "JOINED_RECORD", "Kind", "MAX_TASK_BYTES"]
 
 MESSAGE_TYPE = "query.fedsecure"
 RECORD = "fedsecure"
 #: The ``context.state`` record in which a client keeps its session between messages (on its own device).
 STATE_RECORD = "fedsecure-session"
+#: The ``context.state`` record of the configurations this node joined in the run: each is joined once.
+JOINED_RECORD = "fedsecure-joined"
 #: The largest public task a client accepts with a round (a model of 64M float64 parameters).
 MAX_TASK_BYTES = 512 << 20
 

@@ -100,6 +100,9 @@ class JobSettings:
     def from_run_config(cls, run_config: Mapping[str, Any]) -> JobSettings:
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
+        unknown = sorted(key for key in run_config if key.replace("-", "_") not in known)
+        if unknown:
+            raise ConfigurationError(f"unknown run-config keys: {', '.join(unknown)}", parameter="run_config")
         for key, value in run_config.items():
             name = key.replace("-", "_")
             if name in known:
@@ -263,7 +266,7 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         listed = set(grid.get_node_ids()) - left_out
         new = sorted(listed - registered.keys())
         if new and settings.client_ids == "registered":
-            registered.update(transport.register(new))
+            registered.update(transport.register(new, known={n: c for n, c in registered.items() if n in listed}))
             left_out.update(set(new) - registered.keys())
         elif new:
             first = max(registered.values(), default=-1) + 1

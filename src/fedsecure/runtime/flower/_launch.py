@@ -10,6 +10,7 @@ are insecure (no TLS) and unauthenticated, which is fine on loopback only;
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -41,7 +42,8 @@ def toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    return "'" + str(value).replace("'", "") + "'"
+    # A TOML basic string: JSON's escapes are TOML's for every character a path or name holds.
+    return json.dumps(str(value))
 
 
 class LocalDeployment:
@@ -132,6 +134,23 @@ class LocalDeployment:
         self._runs.append(process)
         return process
 
+    def _own_processes(self) -> list[int]:
+        """Processes (other than this one) whose environment names this deployment's ``FLWR_HOME``. Linux only."""
+        marker = f"FLWR_HOME={self.home}".encode()
+        found: list[int] = []
+        proc = Path("/proc")
+        if not proc.is_dir():
+            return found
+        for entry in proc.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
     @staticmethod
     def _signal(process: subprocess.Popen[bytes], sig: int) -> None:
         try:
@@ -157,5 +176,12 @@ class LocalDeployment:
             try:
                 process.wait(timeout=2)
             except subprocess.TimeoutExpired:
+                pass
+        # The SuperLink starts its SuperExec (and through it the ServerApp) in sessions of their own, outside
+        # every group above: they are found by this deployment's FLWR_HOME in their environment.
+        for pid in self._own_processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
                 pass
         self._runs, self.nodes, self._stopped, self._link = [], {}, [], None

@@ -25,6 +25,7 @@ from ...dp import DistributedDPEncoding
 from ...encoding import EncodingConfig
 from ...protocols import (
     DECRYPTOR,
+    MAX_CLIENT_ID,
     SERVER,
     WIRE_VERSION,
     RoundConfig,
@@ -42,6 +43,8 @@ from ._common import MESSAGE_TYPE, RECORD, Kind
 __all__ = ["FlowerTransport", "ClientError", "encoding_record"]
 
 LOGGER = logging.getLogger("fedsecure.flower")
+# Flower's error codes for a message that never reached a node, or a node it reports gone.
+_UNREACHABLE_CODES = (3, 4, 5)
 
 
 class ClientError(FedSecureError):
@@ -97,6 +100,8 @@ class FlowerTransport:
         self._on_stage = on_stage
         #: Nodes that answered ``hello`` as a separate Paillier decryptor (never part of a cohort).
         self.decryptors: list[int] = []
+        #: Nodes of the last exchange whose ClientApp raised (reachable, but failing) rather than vanished.
+        self.crashed: set[int] = set()
         self._clock = clock
         self._sleep = sleep
 
@@ -107,7 +112,7 @@ class FlowerTransport:
         from flwr.app import ConfigRecord, RecordDict
 
         messages = [self._grid.create_message(RecordDict({RECORD: ConfigRecord(content)}), MESSAGE_TYPE, node,
-                                              group, ttl=timeout + 30.0)
+                                              group, ttl=timeout + 5.0)
                     for node, content in contents.items()]
         ids = list(self._grid.push_messages(messages))
         pending = {message_id: message.metadata.dst_node_id for message_id, message in zip(ids, messages)
@@ -115,6 +120,7 @@ class FlowerTransport:
         failed = {message.metadata.dst_node_id: "Flower could not queue the message"
                   for message_id, message in zip(ids, messages) if not message_id}
         replies: dict[int, dict[str, Any]] = {}
+        crashed: set[int] = set()
         opened = self._clock()
         deadline = opened + timeout
         while pending:
@@ -124,6 +130,8 @@ class FlowerTransport:
                     continue
                 if reply.has_error():
                     failed[node] = f"Flower error {reply.error.code}: {reply.error.reason}"
+                    if reply.error.code not in _UNREACHABLE_CODES:
+                        crashed.add(node)
                 elif reply.metadata.src_node_id != node:
                     failed[node] = f"the reply came from node {reply.metadata.src_node_id}"
                 elif RECORD not in reply.content.config_records:
@@ -139,13 +147,16 @@ class FlowerTransport:
             failed[node] = "did not answer before the deadline"
         if self._on_stage is not None:
             self._on_stage(group, self._clock() - opened, len(replies), len(contents))
+        self.crashed = crashed
         return replies, failed
 
     # ---- registration -----------------------------------------------------------------------------
-    def register(self, nodes: Iterable[int] | None = None, *, timeout: float | None = None) -> dict[int, int]:
+    def register(self, nodes: Iterable[int] | None = None, *, timeout: float | None = None,
+                 known: Mapping[int, int] | None = None) -> dict[int, int]:
         """Ask ``nodes`` (default: every node Flower lists) for their client ids; returns node -> client id.
 
-        Nodes that do not answer, answer twice for one client id, or speak another wire version are left out.
+        Nodes that do not answer, claim an id outside [0, 2^32 - 2], speak another wire version, or claim an id
+        that another node claims in this batch or already holds in ``known`` (node -> client id) are left out.
         """
         nodes = list(self._grid.get_node_ids()) if nodes is None else list(nodes)
         replies, failed = self._exchange({node: {"kind": Kind.HELLO} for node in nodes},
@@ -153,20 +164,25 @@ class FlowerTransport:
         for node, reason in failed.items():
             LOGGER.warning("node %d is left out: %s", node, reason)
         registered: dict[int, int] = {}
-        owners: dict[int, int] = {}
+        owners: dict[int, int] = {client: node for node, client in (known or {}).items()}
+        contested: set[int] = set()
         for node, reply in sorted(replies.items()):
             client, wire = reply.get("client"), reply.get("wire")
             if reply.get("role") == "decryptor" and wire == WIRE_VERSION:
                 if node not in self.decryptors:
                     self.decryptors.append(node)
                 continue
-            if wire != WIRE_VERSION or not isinstance(client, int) or isinstance(client, bool):
+            if wire != WIRE_VERSION or not isinstance(client, int) or isinstance(client, bool) \
+                    or not 0 <= client <= MAX_CLIENT_ID:
                 LOGGER.warning("node %d is left out: it speaks wire version %r, client id %r", node, wire, client)
                 continue
-            if client in owners:
-                LOGGER.warning("nodes %d and %d both claim client id %d; both are left out", owners[client], node,
-                               client)
-                registered.pop(owners[client], None)
+            if client in owners or client in contested:
+                # Two nodes claim one id: the one already registered keeps it; a new pair are both left out.
+                LOGGER.warning("node %d claims client id %d, which node %s claims too; it is left out", node,
+                               client, owners.get(client, "another"))
+                if owners.get(client) in registered:
+                    registered.pop(owners.pop(client))
+                    contested.add(client)
                 continue
             owners[client] = node
             registered[node] = client
@@ -202,6 +218,7 @@ class FlowerTransport:
         config_bytes = encode_round_config(config)
         abort: RoundAborted | None = None
         decryptor_error: FedSecureError | None = None
+        last_answered: set[int] = set()
         first = True
         while True:
             stage = server.stage
@@ -233,12 +250,14 @@ class FlowerTransport:
             timeout = self._start_timeout if first else self._stage_timeout
             first = False
             replies, failed = self._exchange(contents, timeout, f"round {config.round_id} {label}")
+            last_answered = {client_of[node] for node in replies if node != decryptor}
             started = clock()
             for node, reason in failed.items():
                 if node == decryptor:
                     decryptor_error = ClientError(DECRYPTOR, f"the decryptor: {reason}", unreachable=True)
                     continue
-                client_errors[client_of[node]] = ClientError(client_of[node], reason, unreachable=True)
+                client_errors[client_of[node]] = ClientError(client_of[node], reason,
+                                                             unreachable=node not in self.crashed)
             for node, reply in replies.items():
                 client = client_of[node]
                 if node == decryptor and not isinstance(reply.get("message"), bytes):
@@ -255,12 +274,15 @@ class FlowerTransport:
                 if reported:
                     client_reports[client] = reported
                 fields = None
-                if self._record_fields:
-                    try:
-                        fields = public_view(decode_message(data, max_bytes=server.max_message_bytes))
-                    except FedSecureError as error:
+                try:
+                    decoded = decode_message(data, max_bytes=server.max_message_bytes)
+                    type_name = type(decoded).__name__
+                    if self._record_fields:
+                        fields = public_view(decoded)
+                except FedSecureError as error:
+                    type_name = "undecodable"
+                    if self._record_fields:
                         fields = {"undecodable": type(error).__name__}
-                type_name = _type_name(data)
                 party: int | str = "decryptor" if node == decryptor else client
                 transcript.append(TranscriptRecord(label, party, SERVER, type_name, len(data), fields))
                 try:
@@ -275,10 +297,14 @@ class FlowerTransport:
             stage_seconds[label] += clock() - started
             if abort is not None or server.stage is Stage.DONE:
                 break
+        # Tell every client that did not finish (the round aborted, it dropped, or it answered late) that the round
+        # is over, so none keeps its keys, seeds, shares or input; those that answered the last stage are done.
         if abort is not None:
-            # Tell every client still in the round that it is over, so none keeps its keys, seeds or input.
             LOGGER.warning("round %d aborted: %s", config.round_id, abort)
-            self._notify_abort(config, [nodes[c] for c in config.clients if c not in client_errors])
+            unfinished = list(config.clients)
+        else:
+            unfinished = [c for c in config.clients if c not in last_answered or c in client_errors]
+        self._notify_abort(config, [nodes[c] for c in unfinished])
         for client, failure in sorted(client_errors.items()):
             LOGGER.info("round %d: %s", config.round_id, failure)
         return RoundReport(config=config, result=None if abort is not None else server.result(), abort=abort,
@@ -300,10 +326,5 @@ class FlowerTransport:
         self._grid.push_messages(messages)
 
 
-def _type_name(data: bytes) -> str:
-    try:
-        return type(decode_message(data)).__name__
-    except FedSecureError:
-        return "undecodable"
 
 
