@@ -129,10 +129,17 @@ def _flower(args: argparse.Namespace) -> int:
         print(f"fedsecure flower: no Flower app at {app}; pass --app DIR (see examples/flower)", file=sys.stderr)
         return 2
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fedsecure-flower-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     out, progress = workdir / "results.json", workdir / "progress.jsonl"
-    run_config = {"job": args.job, "protocol": args.protocol, "rounds": args.rounds, "dimension": args.dim,
-                  "nodes": args.supernodes, "min-clients": min(args.supernodes, 2), "stage-timeout": args.stage_timeout,
-                  "start-timeout": args.start_timeout, "out": str(out), "progress": str(progress)}
+    run_config: dict[str, Any] = {
+        "job": args.job, "protocol": args.protocol, "rounds": args.rounds, "dimension": args.dim,
+        "nodes": args.supernodes, "min-clients": min(args.supernodes, 2), "stage-timeout": args.stage_timeout,
+        "start-timeout": args.start_timeout, "out": str(out), "progress": str(progress)}
+    if args.dp:
+        if args.epsilon is None:
+            raise ConfigurationError("--dp needs --epsilon (the budget over --rounds)", parameter="epsilon")
+        run_config |= {"dp": args.dp, "epsilon": args.epsilon, "delta": args.delta}
+    node_configs = _flower_credentials(args, workdir / "keys", run_config)
     if args.transcript:
         run_config["transcript"] = str(Path(args.transcript).resolve())
     def log(message: str) -> None:
@@ -142,7 +149,7 @@ def _flower(args: argparse.Namespace) -> int:
     log(f"fedsecure flower: a SuperLink and {args.supernodes} SuperNodes on loopback; logs in {workdir}")
     started = time.monotonic()
     shown = 0
-    with LocalDeployment(workdir, supernodes=args.supernodes) as deployment:
+    with LocalDeployment(workdir, supernodes=args.supernodes, node_configs=node_configs) as deployment:
         run = deployment.run(run_config, app=app)
         while run.poll() is None:
             if time.monotonic() - started > args.timeout:
@@ -160,7 +167,8 @@ def _flower(args: argparse.Namespace) -> int:
             shown = len(lines)
             time.sleep(0.5)
     rounds = json.loads(out.read_text())["rounds"] if out.exists() else []
-    summary = {"supernodes": args.supernodes, "job": args.job, "protocol": args.protocol, "workdir": str(workdir),
+    summary = {"supernodes": args.supernodes, "job": args.job, "protocol": args.protocol, "active": args.active,
+               "dp": args.dp, "workdir": str(workdir),
                "seconds": time.monotonic() - started, "completed": run.returncode == 0 and len(rounds) == args.rounds,
                "rounds": rounds}
     if args.json:
@@ -176,6 +184,35 @@ def _flower(args: argparse.Namespace) -> int:
     if not summary["completed"]:
         return 3
     return 1 if any(r.get("correct") is False for r in rounds) else 0
+
+
+def _flower_credentials(args: argparse.Namespace, keys: Any, run_config: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """Write the keys a protocol needs for a loopback run, and the node configs that name them."""
+    from .protocols import PaillierDeployment
+    from .runtime.flower import write_identities, write_paillier_deployment
+
+    nodes = range(args.supernodes)
+    protocol = _PROTOCOLS[args.protocol]
+    if args.active:
+        if protocol not in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
+            raise ConfigurationError("--active is SecAgg's and SecAgg+'s", parameter="active")
+        run_config["identities"] = str(write_identities(keys, nodes))
+        return {i: {"fedsecure-client-id": i, "fedsecure-identity": str(keys / f"client-{i}.identity.json")}
+                for i in nodes}
+    if protocol is ProtocolKind.PLAINTEXT:
+        return {i: {"fedsecure-protocols": "plaintext"} for i in nodes}
+    if not protocol.is_paillier:
+        return {}
+    deployment = PaillierDeployment.create(protocol, list(nodes), key_bits=args.key_bits,
+                                           insecure=args.insecure_small_keys)
+    run_config["paillier"] = str(write_paillier_deployment(keys, deployment))
+    policy = {"fedsecure-protocols": protocol.value, "fedsecure-allow-insecure-keys": args.insecure_small_keys}
+    configs = {i: policy | {"fedsecure-client-id": i, "fedsecure-paillier": str(keys / f"client-{i}.paillier.json")}
+               for i in nodes}
+    if deployment.key_holder is not None:
+        # One more SuperNode: the separate decryptor, holding the private key.
+        configs[args.supernodes] = policy | {"fedsecure-key-holder": str(keys / "key-holder.json")}
+    return configs
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -664,7 +701,15 @@ def _build_parser() -> argparse.ArgumentParser:
     flower.add_argument("--supernodes", type=_count, default=5, help="SuperNodes to start (default 5)")
     flower.add_argument("--job", choices=["simulate", "linear784", "cnn-digits", "logistic"], default="simulate",
                         help="generated vectors checked against the plaintext sum, or an example to train")
-    flower.add_argument("--protocol", choices=["secagg+", "secagg"], default="secagg+")
+    flower.add_argument("--protocol", choices=sorted(_PROTOCOLS), default="secagg+",
+                        help="paillier adds one SuperNode as the key holder; plaintext makes the clients allow it")
+    flower.add_argument("--active", action="store_true",
+                        help="SecAgg's active-adversary variant, with identity files written to WORKDIR/keys")
+    flower.add_argument("--key-bits", type=int, default=2048, help="Paillier modulus size (default 2048)")
+    flower.add_argument("--insecure-small-keys", action="store_true", help="allow Paillier keys below 2048 bits")
+    flower.add_argument("--dp", choices=["central", "distributed", "local"], help="train with differential privacy")
+    flower.add_argument("--epsilon", type=float, help="the DP budget over --rounds")
+    flower.add_argument("--delta", type=float, default=1e-5)
     flower.add_argument("--rounds", type=_count, default=3)
     flower.add_argument("--dim", type=_count, default=10_000, help="vector length of the simulate job")
     flower.add_argument("--stage-timeout", type=float, default=20.0, help="each stage's deadline, s (default 20)")

@@ -47,16 +47,23 @@ def toml_value(value: Any) -> str:
 
 
 class LocalDeployment:
-    """A SuperLink and SuperNodes under ``directory`` (logs, ``FLWR_HOME``). Use as a context manager."""
+    """A SuperLink and SuperNodes under ``directory`` (logs, ``FLWR_HOME``). Use as a context manager.
+
+    Every SuperNode gets ``partition-id``, ``num-partitions`` and ``node_config``; ``node_configs[partition]``
+    adds to one node's (its credential files, say). Partitions beyond ``supernodes`` listed in ``node_configs``
+    start as extra nodes (a Paillier key holder, say).
+    """
 
     def __init__(self, directory: str | os.PathLike[str], *, supernodes: int,
-                 node_config: Mapping[str, Any] | None = None, bin_dir: str | None = None) -> None:
+                 node_config: Mapping[str, Any] | None = None,
+                 node_configs: Mapping[int, Mapping[str, Any]] | None = None, bin_dir: str | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.home = self.directory / "flwr-home"
         self.home.mkdir(exist_ok=True)
         self._supernodes = supernodes
         self._node_config = dict(node_config or {})
+        self._node_configs = {int(k): dict(v) for k, v in (node_configs or {}).items()}
         self._bin = Path(bin_dir or Path(sys.executable).parent)
         self.port = _free_port()
         self._link: subprocess.Popen[bytes] | None = None
@@ -106,12 +113,13 @@ class LocalDeployment:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the SuperLink was not healthy within {timeout} s")
             time.sleep(0.2)
-        for index in range(self._supernodes):
+        for index in sorted(set(range(self._supernodes)) | self._node_configs.keys()):
             self.start_supernode(index)
 
     def start_supernode(self, partition: int, **node_config: Any) -> None:
         """Start (or restart) the SuperNode of ``partition``; a restarted one registers under a new node id."""
-        config = self._node_config | {"partition-id": partition, "num-partitions": self._supernodes} | node_config
+        config = (self._node_config | {"partition-id": partition, "num-partitions": self._supernodes}
+                  | self._node_configs.get(partition, {}) | node_config)
         rendered = " ".join(f"{key}={toml_value(value)}" for key, value in config.items())
         self.nodes[partition] = self._spawn(
             f"supernode-{partition}",
