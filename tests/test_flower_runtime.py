@@ -369,3 +369,18 @@ def test_an_encoding_larger_than_the_round_is_refused_before_any_work() -> None:
     reply = handler.handle(_start_record(config, huge), context)
     assert "an encoding of 20000000 values for a round of 50" in reply.content.config_records["fedsecure"]["error"]
     assert calls == []
+
+
+@pytest.mark.parametrize("app", ["examples/flower", "tests/flower_app"])
+def test_every_job_setting_is_in_the_app_config(app: str) -> None:
+    # flwr run refuses --run-config keys the app's pyproject.toml does not list.
+    import tomllib
+    from pathlib import Path
+
+    from fedsecure.runtime.flower._jobs import JobSettings
+
+    root = Path(__file__).resolve().parents[1]
+    table = tomllib.loads((root / app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    expected = {f.name.replace("_", "-") for f in dataclasses.fields(JobSettings)}
+    assert set(table) == expected
+    assert JobSettings.from_run_config(table) == JobSettings()

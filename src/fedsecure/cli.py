@@ -181,6 +181,8 @@ def _flower(args: argparse.Namespace) -> int:
                        f"sum {'exact' if r.get('correct') else 'WRONG'}"))
             print(f"round {r['round']}: {detail}, {r['seconds']:.1f} s")
         print(f"{len(rounds)} rounds in {summary['seconds']:.1f} s; results in {out}")
+        if not summary["completed"]:
+            print(f"the run did not complete: see {workdir / 'run.log'} and the SuperNodes' logs", file=sys.stderr)
     if not summary["completed"]:
         return 3
     return 1 if any(r.get("correct") is False for r in rounds) else 0
