@@ -125,7 +125,11 @@ def run_flower(vectors: np.ndarray, rounds: int, *, num_shares: int, threshold: 
 
         DefaultWorkflow(fit_workflow=timed_round)(grid_, legacy)
 
-    server_app(grid=grid, context=Context(run_id=4242, node_id=0, node_config={}, state=RecordDict(), run_config={}))
+    from fedsecure.bench._flower import _quiet_flower
+
+    with _quiet_flower():
+        server_app(grid=grid, context=Context(run_id=4242, node_id=0, node_config={}, state=RecordDict(),
+                                              run_config={}))
     return {"seconds": statistics.median(seconds), "bytes_up_per_param": statistics.median(up),
             "bytes_down_per_param": statistics.median(down), "max_abs_error": max(errors), "rounds": rounds + 1}
 
