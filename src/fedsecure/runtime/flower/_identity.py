@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..._errors import ConfigurationError
-from ..._io import atomic_write_text
+from ..._io import atomic_write_private, atomic_write_text
 from ...crypto import SigningKey
 from ...protocols import ClientIdentity, IdentityKeys
 
@@ -73,11 +73,4 @@ def save_identity(path: str | os.PathLike[str], client: int, identity: ClientIde
     """Write the identity file atomically, readable by its owner only."""
     data = {"format": _FORMAT, "client": client, "signing_key": identity.private_bytes().hex(),
             "joined": sorted(d.hex() for d in identity.joined)}
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(json.dumps(data))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    atomic_write_private(Path(path), json.dumps(data))

@@ -22,6 +22,7 @@ from typing import Any
 import phe
 
 from ..._errors import ConfigurationError
+from ..._io import atomic_write_private
 from ...crypto import PaillierDecryptor, PaillierKeyShare, SigningKey, ThresholdPaillierKey
 from ...protocols import PaillierCredentials, PaillierDeployment, PaillierKeyHolder, PaillierKeys
 
@@ -34,13 +35,7 @@ _HOLDER = "fedsecure/paillier-key-holder/v1"
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(json.dumps(data))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    atomic_write_private(path, json.dumps(data))
 
 
 def _read(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
