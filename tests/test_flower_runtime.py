@@ -383,3 +383,29 @@ def test_every_job_setting_is_in_the_app_config(app: str) -> None:
     expected = {f.name.replace("_", "-") for f in dataclasses.fields(JobSettings)}
     assert set(table) == expected
     assert JobSettings.from_run_config(table) == JobSettings()
+
+
+def test_fedsecure_flower_writes_the_keys_each_protocol_needs(tmp_path: Any) -> None:
+    import argparse
+
+    from fedsecure.cli import _flower_credentials
+    from fedsecure.runtime.flower import load_key_holder, load_paillier_keys, load_registry
+
+    def args(**values: Any) -> argparse.Namespace:
+        defaults = {"supernodes": 3, "protocol": "secagg+", "active": False, "key_bits": 512,
+                    "insecure_small_keys": True}
+        return argparse.Namespace(**(defaults | values))
+
+    run: dict[str, Any] = {}
+    nodes = _flower_credentials(args(active=True), tmp_path / "active", run)
+    assert set(load_registry(run["identities"]).verify_keys) == {0, 1, 2}
+    assert nodes[2]["fedsecure-client-id"] == 2 and (tmp_path / "active" / "client-2.identity.json").exists()
+    assert (tmp_path / "active" / "client-2.identity.json").stat().st_mode & 0o077 == 0  # Secret: owner only.
+    run = {}
+    nodes = _flower_credentials(args(protocol="paillier"), tmp_path / "paillier", run)
+    assert sorted(nodes) == [0, 1, 2, 3] and "fedsecure-key-holder" in nodes[3]  # The key holder's extra node.
+    assert not load_paillier_keys(run["paillier"]).threshold_decryption
+    assert load_key_holder(nodes[3]["fedsecure-key-holder"]).decrypted_rounds == frozenset()
+    assert _flower_credentials(args(protocol="plaintext"), tmp_path / "plain", {})[0] == {
+        "fedsecure-protocols": "plaintext"}
+    assert _flower_credentials(args(), tmp_path / "none", {}) == {}
