@@ -409,3 +409,43 @@ def test_fedsecure_flower_writes_the_keys_each_protocol_needs(tmp_path: Any) -> 
     assert _flower_credentials(args(protocol="plaintext"), tmp_path / "plain", {})[0] == {
         "fedsecure-protocols": "plaintext"}
     assert _flower_credentials(args(), tmp_path / "none", {}) == {}
+
+
+def test_clients_refuse_keys_the_server_chose(tmp_path: Any) -> None:
+    """A server that swaps the Paillier key, or other clients' identity keys, in its configuration is refused."""
+    import json
+
+    from fedsecure.runtime.flower import apps, write_identities, write_paillier_deployment
+
+    n = 4
+    public = write_paillier_deployment(tmp_path / "paillier", PaillierDeployment.create(
+        ProtocolKind.PAILLIER_THRESHOLD, range(n), key_bits=512, insecure=True))
+    attacker = PaillierDeployment.create(ProtocolKind.PAILLIER_THRESHOLD, range(n), key_bits=512, insecure=True)
+    doctored = json.loads(public.read_text()) | {"n": hex(attacker.keys.public_key.n)}
+    public.write_text(json.dumps(doctored))
+    configs = [{"partition-id": i, "fedsecure-client-id": i, "fedsecure-protocols": "paillier-threshold",
+                "fedsecure-allow-insecure-keys": True,
+                "fedsecure-paillier": str(tmp_path / "paillier" / f"client-{i}.paillier.json")} for i in range(n)]
+    history = run_server_job(LocalGrid.create(apps.client, configs), {
+        "job": "simulate", "rounds": 1, "nodes": n, "dimension": 50, "paillier": str(public), "stage-timeout": 0.01})
+    assert history[0]["aborted"]
+    assert all("differ from the deployment's" in reason or "not the one this client holds a share of" in reason
+               for reason in history[0]["dropped"].values()) and len(history[0]["dropped"]) == n
+
+    registry = write_identities(tmp_path / "identities", range(n))
+    impostors = {str(c): _fresh_verify_key_hex() for c in range(1, n)}
+    doctored = json.loads(registry.read_text())
+    doctored["verify_keys"] |= impostors
+    registry.write_text(json.dumps(doctored))
+    configs = [{"partition-id": i, "fedsecure-client-id": i,
+                "fedsecure-identity": str(tmp_path / "identities" / f"client-{i}.identity.json")} for i in range(n)]
+    history = run_server_job(LocalGrid.create(apps.client, configs), {
+        "job": "simulate", "rounds": 1, "nodes": n, "dimension": 50, "identities": str(registry),
+        "stage-timeout": 0.01})
+    assert history[0]["aborted"] and "refusing keys the server chose" in history[0]["dropped"]["0"]
+
+
+def _fresh_verify_key_hex() -> str:  # noqa: N802 (a test helper named after what it makes)
+    from fedsecure.protocols import ClientIdentity
+
+    return ClientIdentity.generate().public_bytes.hex()

@@ -94,11 +94,13 @@ class ClientIdentity:
     :attr:`joined` across restarts and pass it back in.
     """
 
-    __slots__ = ("_signing_key", "_joined")
+    __slots__ = ("_signing_key", "_joined", "_registry")
 
-    def __init__(self, signing_key: SigningKey, joined: Iterable[bytes] = ()) -> None:
+    def __init__(self, signing_key: SigningKey, joined: Iterable[bytes] = (), *,
+                 registry: IdentityKeys | None = None) -> None:
         self._signing_key = signing_key
         self._joined = set(joined)
+        self._registry = registry
 
     @classmethod
     def generate(cls) -> ClientIdentity:
@@ -113,6 +115,27 @@ class ClientIdentity:
     def joined(self) -> frozenset[bytes]:
         """The configuration digests of every round this identity has taken part in."""
         return frozenset(self._joined)
+
+    @property
+    def registry(self) -> IdentityKeys | None:
+        """The registry this client trusts (from the PKI, not from the server), when it holds one."""
+        return self._registry
+
+    def check_registry(self, config: RoundConfig) -> None:
+        """Refuse a configuration whose registry gives any cohort member another key than the trusted registry.
+
+        Without this check the registry is whatever the server put in the configuration, and a server could list
+        keys of its own for every other client (Bonawitz et al. 2017, §4 assumes a PKI the server does not control).
+        """
+        from .._errors import LocalProtocolError
+
+        if self._registry is None or config.identities is None:
+            return
+        trusted, offered = self._registry.verify_keys, config.identities.verify_keys
+        wrong = [c for c in config.clients if trusted.get(c) != offered.get(c)]
+        if wrong:
+            raise LocalProtocolError(f"the round's identity registry differs from the trusted one for clients "
+                                     f"{wrong[:5]}: refusing keys the server chose")
 
     def sign(self, data: bytes) -> bytes:
         return self._signing_key.sign(data)

@@ -203,10 +203,12 @@ class PaillierCredentials:
     no pickling, no secrets in ``repr``.
     """
 
-    __slots__ = ("_signing_key", "_key_share", "_encryptor", "_decrypted_rounds", "_min_contributors")
+    __slots__ = ("_signing_key", "_key_share", "_encryptor", "_decrypted_rounds", "_min_contributors",
+                 "_trusted_keys")
 
     def __init__(self, signing_key: SigningKey, key_share: PaillierKeyShare | None = None, *,
-                 min_contributors: int = 2, decrypted_rounds: Iterable[int] = ()) -> None:
+                 min_contributors: int = 2, decrypted_rounds: Iterable[int] = (),
+                 trusted_keys: PaillierKeys | None = None) -> None:
         if min_contributors < 2:
             raise ConfigurationError("a key-share holder must require at least two contributors",
                                      parameter="min_contributors")
@@ -215,6 +217,31 @@ class PaillierCredentials:
         self._encryptor: PaillierEncryptor | None = None
         self._decrypted_rounds: set[int] = set(decrypted_rounds)
         self._min_contributors = min_contributors
+        self._trusted_keys = trusted_keys
+
+    @property
+    def trusted_keys(self) -> PaillierKeys | None:
+        """The deployment's public keys as this client received them at setup (not from the server)."""
+        return self._trusted_keys
+
+    def check_keys(self, config: RoundConfig) -> None:
+        """Refuse a round under another public key, signer registry or key-holder arrangement than the trusted one.
+
+        Without this check a server could put a key of its own in the configuration and decrypt every input.
+        A key share also refuses a modulus other than its own.
+        """
+        keys = _parameters(config).keys
+        share = self._key_share
+        if share is not None and int(share.key.public_key.n) != int(keys.public_key.n):
+            raise LocalProtocolError("the round's Paillier key is not the one this client holds a share of")
+        trusted = self._trusted_keys
+        if trusted is None:
+            return
+        if int(trusted.public_key.n) != int(keys.public_key.n) or trusted.key_holders != keys.key_holders \
+                or trusted.decryption_threshold != keys.decryption_threshold \
+                or any(trusted.signing_keys.get(c) != keys.signing_keys.get(c) for c in config.clients):
+            raise LocalProtocolError("the round's Paillier keys differ from the deployment's: refusing keys the "
+                                     "server chose")
 
     @property
     def verify_key(self) -> bytes:
@@ -346,6 +373,7 @@ class PaillierClientSession(ClientSession):
         parameters = _parameters(config)
         if parameters.keys.signing_keys.get(client_id) != credentials.verify_key:
             raise LocalProtocolError(f"client {client_id}'s signing key is not the one registered for the round")
+        credentials.check_keys(config)
         self._credentials = credentials
         self._ciphertexts: bytes | None = None
         self._digest = b""
@@ -407,6 +435,7 @@ class PaillierClientSession(ClientSession):
             raise LocalProtocolError(f"client {self._client_id} has no Paillier credentials")
         if _parameters(self._config).keys.signing_keys.get(self._client_id) != credentials.verify_key:
             raise LocalProtocolError(f"client {self._client_id}'s signing key is not the one registered for the round")
+        credentials.check_keys(self._config)
         self._credentials = credentials
         ciphertexts = fields["ciphertexts"]
         self._ciphertexts = None if ciphertexts is None else bytes.fromhex(ciphertexts)
@@ -613,14 +642,15 @@ class PaillierDeployment:
             key, shares = deal_threshold_paillier(key_bits, holders, threshold)
             keys = PaillierKeys(public_key=key.public_key, signing_keys=registry, key_holders=holders,
                                 decryption_threshold=threshold, insecure=insecure)
-            credentials = {c: PaillierCredentials(signing[c], shares[c], min_contributors=max(2, min_contributors))
+            credentials = {c: PaillierCredentials(signing[c], shares[c], min_contributors=max(2, min_contributors),
+                                                  trusted_keys=keys)
                            for c in holders}
             return cls(keys, credentials, None)
         public, private = generate_paillier_keypair(key_bits)
         keys = PaillierKeys(public_key=public, signing_keys=registry, insecure=insecure)
         holder = PaillierKeyHolder(PaillierDecryptor(private), signing_keys=registry,
                                    min_contributors=max(2, min_contributors))
-        return cls(keys, {c: PaillierCredentials(signing[c]) for c in holders}, holder)
+        return cls(keys, {c: PaillierCredentials(signing[c], trusted_keys=keys) for c in holders}, holder)
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a PaillierDeployment holds secrets and cannot be pickled")

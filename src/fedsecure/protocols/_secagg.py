@@ -151,6 +151,7 @@ class SecAggClientSession(ClientSession):
                 raise LocalProtocolError("the active-adversary variant needs this client's identity")
             if identity.public_bytes != config.identities.verify_keys[client_id]:
                 raise LocalProtocolError("this identity key is not the one registered for this client")
+            identity.check_registry(config)
             identity.claim(config)
         elif identity is not None:
             # A client that holds an identity expects the active variant; a passive configuration is a downgrade.
@@ -373,6 +374,7 @@ class SecAggClientSession(ClientSession):
                 raise LocalProtocolError("this identity key is not the one registered for this client")
             if config.digest not in credentials.joined:
                 raise LocalProtocolError("this identity never joined the saved round")
+            credentials.check_registry(config)
         elif config.identities is None and credentials is not None:
             raise LocalProtocolError("this client requires the active-adversary variant; the round is not one")
         self._identity = credentials if config.identities is not None and not finished else None

@@ -1,9 +1,10 @@
 """Identity files for SecAgg's active-adversary variant on Flower: one per client device, and the public registry.
 
-Each client's file holds its Ed25519 signing key and the digests of every
-round configuration it has joined (mode 0600, on its own device); the registry
-(every client's verification key) goes to the server and to every client, out
-of band. A client must persist ``joined``: a client that forgot it could be
+Each client's file holds its Ed25519 signing key, the digests of every round
+configuration it has joined and the registry it trusts (mode 0600, on its own
+device); the registry (every client's verification key) goes to the server and
+to every client, out of band. A client refuses a round whose registry gives any
+cohort member another key. A client must persist ``joined``: a client that forgot it could be
 made to join one configuration twice and sign two survivor sets
 (:class:`~fedsecure.protocols.ClientIdentity`).
 """
@@ -34,15 +35,24 @@ def write_identities(directory: str | os.PathLike[str], clients: Iterable[int]) 
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    registry = {}
-    for client in clients:
-        identity = ClientIdentity.generate()
-        path = directory / f"client-{int(client)}.identity.json"
-        save_identity(path, int(client), identity)
-        registry[str(int(client))] = identity.public_bytes.hex()
+    keys = {int(client): ClientIdentity.generate() for client in clients}
+    registry = IdentityKeys({client: identity.public_bytes for client, identity in keys.items()})
+    for client, identity in keys.items():
+        # Each client keeps the registry it trusts beside its key: a round's registry must agree with it.
+        save_identity(directory / f"client-{client}.identity.json", client,
+                      ClientIdentity(_signing_key_of(identity), registry=registry))
     path = directory / "registry.json"
-    atomic_write_text(path, json.dumps({"format": _REGISTRY_FORMAT, "verify_keys": registry}, indent=1) + "\n")
+    atomic_write_text(path, json.dumps({"format": _REGISTRY_FORMAT, "verify_keys": _registry_json(registry)},
+                                       indent=1) + "\n")
     return path
+
+
+def _signing_key_of(identity: ClientIdentity) -> SigningKey:
+    return SigningKey.from_private_bytes(identity.private_bytes())
+
+
+def _registry_json(registry: IdentityKeys) -> dict[str, str]:
+    return {str(c): key.hex() for c, key in sorted(registry.verify_keys.items())}
 
 
 def load_registry(path: str | os.PathLike[str]) -> IdentityKeys:
@@ -57,20 +67,23 @@ def load_registry(path: str | os.PathLike[str]) -> IdentityKeys:
 
 
 def load_identity(path: str | os.PathLike[str]) -> tuple[int, ClientIdentity]:
-    """This client's id and identity (with every configuration it joined) from its identity file."""
+    """This client's id and identity (with every configuration it joined, and the registry it trusts)."""
     try:
         data = json.loads(Path(path).read_text())
         if data.get("format") != _FORMAT:
             raise ValueError("wrong format")
         key = SigningKey.from_private_bytes(bytes.fromhex(data["signing_key"]))
-        return int(data["client"]), ClientIdentity(key, (bytes.fromhex(d) for d in data["joined"]))
+        registry = IdentityKeys({int(c): bytes.fromhex(k) for c, k in data["registry"].items()})
+        return int(data["client"]), ClientIdentity(key, (bytes.fromhex(d) for d in data["joined"]), registry=registry)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise ConfigurationError(f"cannot read the identity file {path}: {type(error).__name__}",
                                  parameter="fedsecure-identity") from None
 
 
 def save_identity(path: str | os.PathLike[str], client: int, identity: ClientIdentity) -> None:
-    """Write the identity file atomically, readable by its owner only."""
+    """Write the identity file atomically, readable by its owner only. The identity must hold its registry."""
+    if identity.registry is None:
+        raise ConfigurationError("an identity file needs the registry its client trusts", parameter="registry")
     data = {"format": _FORMAT, "client": client, "signing_key": identity.private_bytes().hex(),
-            "joined": sorted(d.hex() for d in identity.joined)}
+            "joined": sorted(d.hex() for d in identity.joined), "registry": _registry_json(identity.registry)}
     atomic_write_private(Path(path), json.dumps(data))

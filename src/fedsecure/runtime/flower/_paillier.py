@@ -3,7 +3,8 @@
 - ``paillier-public.json`` (the server, and anyone): the public key, every client's verification key, and for
   threshold decryption the key holders and the threshold.
 - ``client-<id>.paillier.json`` (each client's own device, mode 0600): its signing key, its key share if any,
-  its minimum number of contributors and the rounds it has partially decrypted.
+  its minimum number of contributors, the rounds it has partially decrypted, and the deployment's public keys as
+  it received them at setup (it refuses a round under any other key, registry or holder arrangement).
 - ``key-holder.json`` (the separate decryptor's device, mode 0600): the private key, the registry, its minimum
   and the rounds it has decrypted.
 
@@ -56,11 +57,7 @@ def write_paillier_deployment(directory: str | os.PathLike[str], deployment: Pai
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    keys = deployment.keys
-    public = {"format": _PUBLIC, "n": hex(keys.public_key.n),
-              "signing_keys": {str(c): k.hex() for c, k in keys.signing_keys.items()},
-              "key_holders": list(keys.key_holders), "decryption_threshold": keys.decryption_threshold,
-              "insecure": keys.insecure}
+    public = {"format": _PUBLIC} | _keys_json(deployment.keys)
     path = directory / "paillier-public.json"
     path.write_text(json.dumps(public, indent=1) + "\n")
     for client, credentials in deployment.credentials.items():
@@ -70,21 +67,34 @@ def write_paillier_deployment(directory: str | os.PathLike[str], deployment: Pai
     return path
 
 
+def _keys_json(keys: PaillierKeys) -> dict[str, Any]:
+    return {"n": hex(keys.public_key.n), "signing_keys": {str(c): k.hex() for c, k in keys.signing_keys.items()},
+            "key_holders": list(keys.key_holders), "decryption_threshold": keys.decryption_threshold,
+            "insecure": keys.insecure}
+
+
+def _keys_from(data: dict[str, Any]) -> PaillierKeys:
+    return PaillierKeys(public_key=phe.PaillierPublicKey(int(data["n"], 16)),
+                        signing_keys={int(c): bytes.fromhex(k) for c, k in data["signing_keys"].items()},
+                        key_holders=tuple(int(c) for c in data["key_holders"]),
+                        decryption_threshold=int(data["decryption_threshold"]), insecure=bool(data["insecure"]))
+
+
 def load_paillier_keys(path: str | os.PathLike[str]) -> PaillierKeys:
     """The deployment's public keys, from ``paillier-public.json``."""
     data = _read(path, _PUBLIC)
     try:
-        return PaillierKeys(public_key=phe.PaillierPublicKey(int(data["n"], 16)),
-                            signing_keys={int(c): bytes.fromhex(k) for c, k in data["signing_keys"].items()},
-                            key_holders=tuple(int(c) for c in data["key_holders"]),
-                            decryption_threshold=int(data["decryption_threshold"]), insecure=bool(data["insecure"]))
+        return _keys_from(data)
     except (KeyError, ValueError, TypeError) as error:
         raise ConfigurationError(f"{path}: {type(error).__name__}: {error}", parameter="paillier") from None
 
 
 def save_paillier_credentials(path: str | os.PathLike[str], client: int, credentials: PaillierCredentials) -> None:
     share = credentials.key_share
-    data = {"format": _CLIENT, "client": client, "signing_key": credentials.signing_key.private_bytes().hex(),
+    if credentials.trusted_keys is None:
+        raise ConfigurationError("a credentials file needs the deployment's public keys its client trusts",
+                                 parameter="trusted_keys")
+    data = {"format": _CLIENT, "client": client, "deployment": _keys_json(credentials.trusted_keys), "signing_key": credentials.signing_key.private_bytes().hex(),
             "min_contributors": credentials.min_contributors,
             "decrypted_rounds": sorted(credentials.decrypted_rounds),
             "key_share": None if share is None else {
@@ -106,7 +116,8 @@ def load_paillier_credentials(path: str | os.PathLike[str]) -> tuple[int, Pailli
             share = PaillierKeyShare(key, int(entry["holder"]), int(entry["secret"], 16))
         credentials = PaillierCredentials(SigningKey.from_private_bytes(bytes.fromhex(data["signing_key"])), share,
                                           min_contributors=int(data["min_contributors"]),
-                                          decrypted_rounds=(int(r) for r in data["decrypted_rounds"]))
+                                          decrypted_rounds=(int(r) for r in data["decrypted_rounds"]),
+                                          trusted_keys=_keys_from(data["deployment"]))
         return int(data["client"]), credentials
     except (KeyError, ValueError, TypeError) as error:
         raise ConfigurationError(f"{path}: {type(error).__name__}", parameter="fedsecure-paillier") from None
