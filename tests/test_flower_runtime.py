@@ -449,3 +449,44 @@ def _fresh_verify_key_hex() -> str:  # noqa: N802 (a test helper named after wha
     from fedsecure.protocols import ClientIdentity
 
     return ClientIdentity.generate().public_bytes.hex()
+
+
+def test_concurrent_decryption_requests_for_one_round_decrypt_once(tmp_path: Any) -> None:
+    """Two ClientApp processes of the key holder's node, racing on one round: the file lock lets one decrypt."""
+    import multiprocessing
+
+    from fedsecure.runtime.flower import load_key_holder, write_paillier_deployment
+
+    deployment = PaillierDeployment.create(ProtocolKind.PAILLIER, range(3), key_bits=512, insecure=True)
+    write_paillier_deployment(tmp_path, deployment)
+    path = str(tmp_path / "key-holder.json")
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    workers = [context.Process(target=_claim_round, args=(path, barrier, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    outcomes = sorted(results.get(timeout=5) for _ in workers)
+    assert outcomes == ["claimed", "refused"]
+    assert load_key_holder(path).decrypted_rounds == {0}
+
+
+def _claim_round(path: str, barrier: Any, results: Any) -> None:
+    # What the key holder's ClientApp does around a decryption: lock, load, check and claim, save.
+    from types import SimpleNamespace
+
+    from fedsecure.runtime.flower import key_holder_from_node_config, lock_node_files, save_key_holder_to_node_config
+
+    context = SimpleNamespace(node_config={"fedsecure-key-holder": path})
+    barrier.wait()
+    with lock_node_files(context):
+        holder = key_holder_from_node_config(context)
+        assert holder is not None
+        if 0 in holder.decrypted_rounds:
+            results.put("refused")
+            return
+        holder._decrypted_rounds.add(0)  # The claim receive() records before it decrypts.
+        save_key_holder_to_node_config(context, holder)
+        results.put("claimed")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_write_text", "atomic_write_private"]
@@ -17,13 +19,26 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_private(path: Path, text: str) -> None:
-    """Like :func:`atomic_write_text`, for secrets: created readable by its owner only (0600) and synced to disk
-    before the rename, so that a crash leaves the old file or the new one, never a torn or world-readable one."""
+    """Like :func:`atomic_write_text`, for secrets and records that must survive a crash.
+
+    The file is created readable by its owner only (0600, by ``mkstemp``, under a name of its own so that two
+    writers never share a temporary), synced, renamed over ``path``, and the directory synced: a crash leaves the
+    old file or the new one, never a torn or world-readable one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -22,6 +22,7 @@ from ._common import MESSAGE_TYPE, RECORD, STATE_RECORD
 from ._credentials import (
     credentials_from_node_config,
     key_holder_from_node_config,
+    lock_node_files,
     save_credentials_to_node_config,
     save_key_holder_to_node_config,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "credentials_from_node_config",
     "key_holder_from_node_config",
     "load_identity",
+    "lock_node_files",
     "load_key_holder",
     "load_paillier_credentials",
     "load_paillier_keys",

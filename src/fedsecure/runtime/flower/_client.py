@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -170,7 +171,10 @@ class FedSecureClient:
     :class:`PaillierCredentials` for Paillier) and ``save_credentials``
     persists them after every message (the configurations an identity joined,
     the rounds a key share decrypted); ``key_holder`` and ``save_key_holder``
-    do the same for a node that is the separate Paillier decryptor;
+    do the same for a node that is the separate Paillier decryptor; ``lock``
+    is held around each whole message (an exclusive lock on those files, so
+    that concurrent ClientApps of one node cannot both pass a check before
+    either records its claim);
     ``observe`` (tests and audits on the client's own device) sees each
     encoded input before it is masked.
     """
@@ -180,6 +184,7 @@ class FedSecureClient:
                  save_credentials: Callable[[Any, Credentials], None] | None = None,
                  key_holder: Callable[[Any], PaillierKeyHolder | None] | None = None,
                  save_key_holder: Callable[[Any, PaillierKeyHolder], None] | None = None,
+                 lock: Callable[[Any], AbstractContextManager[None]] | None = None,
                  observe: Callable[[Any, int, int, EncodedUpdate], None] | None = None) -> None:
         self._job = job
         self._policy = policy
@@ -187,11 +192,18 @@ class FedSecureClient:
         self._save_credentials = save_credentials
         self._key_holder = key_holder
         self._save_key_holder = save_key_holder
+        self._lock = lock
         self._observe = observe
         self._report: dict[str, float] = {}
 
     def handle(self, message: Any, context: Any) -> Any:
         """Process one Flower message; the reply carries fedsecure bytes or the reason the client refused."""
+        if self._lock is None:
+            return self._handle(message, context)
+        with self._lock(context):
+            return self._handle(message, context)
+
+    def _handle(self, message: Any, context: Any) -> Any:
         from flwr.app import ConfigRecord, Message, RecordDict
 
         record = message.content.config_records.get(RECORD)
@@ -218,9 +230,10 @@ class FedSecureClient:
                 reply = {}
             else:
                 raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"unknown kind {kind!r}")
-        except (FedSecureError, ValueError, KeyError, TypeError, OverflowError) as error:
+        except (FedSecureError, ValueError, KeyError, TypeError, OverflowError, OSError) as error:
             # The client refuses and forgets the round; the server sees why, and counts it as dropped. (Malformed
-            # fields a parser did not name are refused the same way rather than crash the ClientApp.)
+            # fields a parser did not name, or a credential file that cannot be written, are refused the same way
+            # rather than crash the ClientApp.)
             self._forget(context)
             LOGGER.warning("client %s refused a %s message: %s", context.node_config.get("partition-id", "?"),
                            kind, error)

@@ -13,6 +13,8 @@ client's.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from ..._errors import ConfigurationError
@@ -21,7 +23,28 @@ from ._identity import load_identity, save_identity
 from ._paillier import load_key_holder, load_paillier_credentials, save_key_holder, save_paillier_credentials
 
 __all__ = ["credentials_from_node_config", "save_credentials_to_node_config", "key_holder_from_node_config",
-           "save_key_holder_to_node_config"]
+           "save_key_holder_to_node_config", "lock_node_files"]
+
+_FILE_KEYS = ("fedsecure-paillier", "fedsecure-identity", "fedsecure-key-holder")
+
+
+@contextlib.contextmanager
+def lock_node_files(context: Any) -> Iterator[None]:
+    """Hold an exclusive lock on every credential file the node config names, for one whole message.
+
+    Flower may run two messages for one node in concurrent ClientApp processes. Each loads a file, checks it
+    (a configuration not joined, a round not decrypted), records the new claim and writes it back; without the
+    lock both could pass the check, and a server could have one round decrypted twice. ``fcntl.flock`` on a
+    sidecar ``.lock`` file, so the credential file itself can be replaced atomically.
+    """
+    import fcntl
+
+    paths = sorted(str(context.node_config[key]) + ".lock" for key in _FILE_KEYS if context.node_config.get(key))
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            handle = stack.enter_context(open(path, "a"))  # noqa: SIM115 (closed by the stack)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def _pinned(context: Any, client: int, what: str) -> None:
