@@ -105,7 +105,7 @@ def test_secaggplus_survives_killed_supernodes_and_aborts_below_threshold(tmp_pa
     assert "deadline" in first["dropped"][str(crashed)] or "Flower error" in first["dropped"][str(crashed)]
     for summary in (first, third):
         ring_sum = np.load(sums / f"round-{summary['round']}.npy")
-        inputs = [np.load(records / f"round-{summary['round']}-client-{c}.npy").astype(np.uint64)
+        inputs = [np.load(records / f"round-{summary['round_id']}-client-{c}.npy").astype(np.uint64)
                   for c in summary["survivors"]]
         assert np.array_equal((sum(inputs) % (1 << 32)).astype(np.uint32), ring_sum)
         assert summary["accuracy"] > 0.5

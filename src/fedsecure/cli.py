@@ -128,7 +128,11 @@ def _flower(args: argparse.Namespace) -> int:
     if not (app / "pyproject.toml").exists():
         print(f"fedsecure flower: no Flower app at {app}; pass --app DIR (see examples/flower)", file=sys.stderr)
         return 2
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fedsecure-flower-"))
+    if args.dp and args.job == "simulate":
+        raise ConfigurationError("--dp trains with differential privacy: choose a training --job (linear784, ...)",
+                                 parameter="dp")
+    # Absolute: the SuperLink, SuperNodes and ServerApp run in the workdir and read these paths from there.
+    workdir = (Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fedsecure-flower-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     out, progress = workdir / "results.json", workdir / "progress.jsonl"
     run_config: dict[str, Any] = {
@@ -140,6 +144,7 @@ def _flower(args: argparse.Namespace) -> int:
             raise ConfigurationError("--dp needs --epsilon (the budget over --rounds)", parameter="epsilon")
         run_config |= {"dp": args.dp, "epsilon": args.epsilon, "delta": args.delta}
     node_configs = _flower_credentials(args, workdir / "keys", run_config)
+    run_config["nodes"] = max(args.supernodes, len(node_configs))  # With the Paillier key holder's node.
     if args.transcript:
         run_config["transcript"] = str(Path(args.transcript).resolve())
     def log(message: str) -> None:
@@ -183,7 +188,7 @@ def _flower(args: argparse.Namespace) -> int:
         print(f"{len(rounds)} rounds in {summary['seconds']:.1f} s; results in {out}")
         if not summary["completed"]:
             print(f"the run did not complete: see {workdir / 'run.log'} and the SuperNodes' logs", file=sys.stderr)
-    if not summary["completed"]:
+    if not summary["completed"] or all(r["aborted"] for r in rounds):
         return 3
     return 1 if any(r.get("correct") is False for r in rounds) else 0
 
@@ -698,7 +703,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run fedsecure on Flower's deployment engine: a SuperLink and SuperNodes as processes on this machine",
         description="Start a SuperLink and SuperNodes on loopback (insecure, local only), run the fedsecure Flower "
         "app, stop every process. Needs the flower extra (and torch, examples for training jobs). Exit status: "
-        "0 done, 1 a wrong sum, 2 invalid arguments, 3 the run did not finish.",
+        "0 done, 1 a wrong sum, 2 invalid arguments, 3 the run did not finish or every round aborted.",
     )
     flower.add_argument("--supernodes", type=_count, default=5, help="SuperNodes to start (default 5)")
     flower.add_argument("--job", choices=["simulate", "linear784", "cnn-digits", "logistic"], default="simulate",

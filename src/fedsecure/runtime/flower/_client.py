@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..._errors import FedSecureError, InvalidUpdateError, LocalProtocolError, PeerFault, PeerProtocolError
+from ...crypto import SigningKey
 from ...dp import DistributedDPEncoding, DistributedPlan, Mechanism
 from ...encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
 from ...protocols import (
@@ -46,7 +47,7 @@ from ...protocols import (
     restore_client_session,
 )
 from .._simulate import client_data
-from ._common import JOINED_RECORD, MAX_TASK_BYTES, RECORD, STATE_RECORD, Kind
+from ._common import JOINED_RECORD, MAX_TASK_BYTES, RECORD, STATE_RECORD, Kind, key_holder_proof_payload
 
 __all__ = ["ClientPolicy", "ClientUpdate", "ClientJob", "FedSecureClient", "client_app", "synthetic_job",
            "client_id_of", "SECURE_PROTOCOLS"]
@@ -171,7 +172,9 @@ class FedSecureClient:
     :class:`PaillierCredentials` for Paillier) and ``save_credentials``
     persists them after every message (the configurations an identity joined,
     the rounds a key share decrypted); ``key_holder`` and ``save_key_holder``
-    do the same for a node that is the separate Paillier decryptor; ``lock``
+    do the same for a node that is the separate Paillier decryptor, and
+    ``key_holder_signer`` gives that node's Ed25519 key (it signs the server's
+    nonce at registration, to show it is the registered key holder); ``lock``
     is held around each whole message (an exclusive lock on those files, so
     that concurrent ClientApps of one node cannot both pass a check before
     either records its claim);
@@ -184,6 +187,7 @@ class FedSecureClient:
                  save_credentials: Callable[[Any, Credentials], None] | None = None,
                  key_holder: Callable[[Any], PaillierKeyHolder | None] | None = None,
                  save_key_holder: Callable[[Any, PaillierKeyHolder], None] | None = None,
+                 key_holder_signer: Callable[[Any], SigningKey] | None = None,
                  lock: Callable[[Any], AbstractContextManager[None]] | None = None,
                  observe: Callable[[Any, int, int, EncodedUpdate], None] | None = None) -> None:
         self._job = job
@@ -192,6 +196,7 @@ class FedSecureClient:
         self._save_credentials = save_credentials
         self._key_holder = key_holder
         self._save_key_holder = save_key_holder
+        self._key_holder_signer = key_holder_signer
         self._lock = lock
         self._observe = observe
         self._report: dict[str, float] = {}
@@ -218,6 +223,10 @@ class FedSecureClient:
                     self._credentials(context)  # A node whose credentials do not match its id says so now.
                 reply = {"client": client_id_of(context) if holder is None else -1, "wire": WIRE_VERSION,
                          "role": "decryptor" if holder is not None else "client"}
+                nonce = record.get("nonce")
+                if holder is not None and self._key_holder_signer is not None and isinstance(nonce, bytes) \
+                        and len(nonce) == 32:
+                    reply["proof"] = self._key_holder_signer(context).sign(key_holder_proof_payload(nonce))
             elif kind == Kind.DECRYPT:
                 reply = {"message": self._decrypt(record, context)}
             elif kind == Kind.ROUND_START:

@@ -8,7 +8,8 @@ the bytes. Each Flower message holds one ``ConfigRecord`` named
     The server asks a node for its fedsecure client id (``partition-id`` in
     its node config, or ``fedsecure-client-id``). The reply carries ``client``,
     the node's ``wire`` version and its ``role`` (``client``, or ``decryptor``
-    for a Paillier key holder).
+    for a Paillier key holder, which also signs the server's fresh ``nonce``
+    with its registered key: a ``proof``, never a decryption).
 ``round-start``
     The first message of a round: the round configuration's canonical bytes
     (``config``), the recipient's ``client`` id, the public encoding
@@ -29,7 +30,8 @@ client refused, naming why.
 
 from __future__ import annotations
 
-__all__ = ["MESSAGE_TYPE", "RECORD", "STATE_RECORD", "JOINED_RECORD", "Kind", "MAX_TASK_BYTES"]
+__all__ = ["MESSAGE_TYPE", "RECORD", "STATE_RECORD", "JOINED_RECORD", "Kind", "MAX_TASK_BYTES",
+           "key_holder_proof_payload"]
 
 MESSAGE_TYPE = "query.fedsecure"
 RECORD = "fedsecure"
@@ -49,3 +51,8 @@ class Kind:
     STEP = "step"
     ABORT = "abort"
     DECRYPT = "decrypt"
+
+
+def key_holder_proof_payload(nonce: bytes) -> bytes:
+    """What the Paillier key holder signs to show it is the registered one (a signature, not a decryption oracle)."""
+    return b"fedsecure/v1/key-holder-hello" + nonce

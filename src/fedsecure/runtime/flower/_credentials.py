@@ -18,12 +18,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..._errors import ConfigurationError
+from ...crypto import SigningKey
 from ...protocols import ClientIdentity, PaillierCredentials, PaillierKeyHolder
 from ._identity import load_identity, save_identity
-from ._paillier import load_key_holder, load_paillier_credentials, save_key_holder, save_paillier_credentials
+from ._paillier import (
+    load_key_holder,
+    load_key_holder_signer,
+    load_paillier_credentials,
+    save_key_holder,
+    save_paillier_credentials,
+)
 
 __all__ = ["credentials_from_node_config", "save_credentials_to_node_config", "key_holder_from_node_config",
-           "save_key_holder_to_node_config", "lock_node_files"]
+           "save_key_holder_to_node_config", "lock_node_files", "key_holder_signer_from_node_config"]
 
 _FILE_KEYS = ("fedsecure-paillier", "fedsecure-identity", "fedsecure-key-holder")
 
@@ -81,6 +88,10 @@ def save_credentials_to_node_config(context: Any, credentials: PaillierCredentia
 def key_holder_from_node_config(context: Any) -> PaillierKeyHolder | None:
     path = context.node_config.get("fedsecure-key-holder")
     return load_key_holder(str(path)) if path else None
+
+
+def key_holder_signer_from_node_config(context: Any) -> SigningKey:
+    return load_key_holder_signer(str(context.node_config["fedsecure-key-holder"]))
 
 
 def save_key_holder_to_node_config(context: Any, holder: PaillierKeyHolder) -> None:

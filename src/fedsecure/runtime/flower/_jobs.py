@@ -31,7 +31,7 @@ from .._simulator import RoundReport
 from .._transcript import transcript_lines, write_transcript
 from ._client import ClientUpdate
 from ._identity import load_registry
-from ._paillier import load_paillier_keys
+from ._paillier import load_key_holder_verify_key, load_paillier_keys
 from ._server import FlowerTransport, encoding_record
 
 __all__ = ["JobSettings", "run_server_job", "auto_job", "training_update"]
@@ -80,7 +80,7 @@ class JobSettings:
     start_timeout: float = 60.0
     seed: int = 0
     dropout_fraction: float = 0.1
-    corrupt_fraction: float = 0.0
+    corrupt_fraction: float = 0.2
     out: str = ""
     sums: str = ""
     transcript: str = ""
@@ -216,6 +216,7 @@ def _round_summary(report: RoundReport, round_index: int, cohort: int, seconds: 
     up = [sum(r.size for r in report.transcript if r.sender == c) for c in senders]
     return {
         "round": round_index,
+        "round_id": report.config.round_id,
         "cohort": cohort,
         "clients": list(report.config.clients),
         "survivors": survivors,
@@ -244,6 +245,7 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
                                     "stage", stage=stage, seconds=seconds, answered=answered, expected=expected))
     registry = load_registry(settings.identities) if settings.identities else None
     paillier = load_paillier_keys(settings.paillier) if settings.paillier else None
+    key_holder_key = load_key_holder_verify_key(settings.paillier) if settings.paillier else None
     if paillier is not None:
         protocol = ProtocolKind.PAILLIER_THRESHOLD if paillier.threshold_decryption else ProtocolKind.PAILLIER
     experiment = None
@@ -259,6 +261,9 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
     registered: dict[int, int] = {}
     left_out: set[int] = set()
     history: list[dict[str, Any]] = []
+    # Round ids are unique across runs (a random 48-bit base, then the round index): long-lived credentials refuse
+    # a round id, or a configuration, they have already served, so a second run must not reuse the first's.
+    round_base = int.from_bytes(os.urandom(6), "big") << 16
     _wait_for_nodes(grid, settings.nodes, settings.wait, left_out)
     for round_index in range(settings.rounds):
         started = time.perf_counter()
@@ -266,8 +271,9 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         listed = set(grid.get_node_ids()) - left_out
         new = sorted(listed - registered.keys())
         if new and settings.client_ids == "registered":
-            registered.update(transport.register(new, known={n: c for n, c in registered.items() if n in listed}))
-            left_out.update(set(new) - registered.keys())
+            registered.update(transport.register(new, known={n: c for n, c in registered.items() if n in listed},
+                                                 key_holder_key=key_holder_key))
+            left_out.update(set(new) - registered.keys() - set(transport.decryptors))
         elif new:
             first = max(registered.values(), default=-1) + 1
             registered.update({node: first + index for index, node in enumerate(new)})
@@ -276,12 +282,15 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
                  and (paillier is None or client in paillier.signing_keys)}
         progress("round-start", round=round_index, clients=sorted(nodes))
         summary = _run_one(transport, settings, protocol, threat, experiment, nodes, round_index, progress, registry,
-                           paillier)
+                           paillier, round_base, frozenset(listed))
         summary["seconds"] = time.perf_counter() - started
         # A node that vanished (no answer before a deadline, or Flower reports it gone) is left out for the rest
         # of the run; a restarted SuperNode joins again under its new node id. A client that refused stays in.
         for client in summary.pop("_failed", []):
             left_out.add(nodes[client])
+        if summary.get("_failed_decryptor") is not None:
+            left_out.add(summary.pop("_failed_decryptor"))
+        summary.pop("_failed_decryptor", None)
         history.append(summary)
         progress("round-end", **{k: summary[k] for k in ("round", "aborted", "survivors", "abort_reason")})
         if settings.out:
@@ -298,7 +307,8 @@ def _skipped(round_index: int, nodes: Mapping[int, int], reason: str) -> dict[st
 
 def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: ProtocolKind, threat: ThreatModel,
              experiment: Any, nodes: dict[int, int], round_index: int, progress: _Progress,
-             registry: IdentityKeys | None = None, paillier: PaillierKeys | None = None) -> dict[str, Any]:
+             registry: IdentityKeys | None = None, paillier: PaillierKeys | None = None,
+             round_base: int = 0, listed_nodes: frozenset[int] = frozenset()) -> dict[str, Any]:
     cohort = len(nodes)
     if cohort < max(2, settings.min_clients):
         return _skipped(round_index, nodes, f"{cohort} clients available, fewer than {max(2, settings.min_clients)}")
@@ -327,12 +337,15 @@ def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: Protoc
         return _skipped(round_index, nodes, "no number of noise shares keeps this round within the privacy budget")
     decryptor = None
     if paillier is not None and not paillier.threshold_decryption:
-        if not transport.decryptors:
+        # The most recently registered key holder still listed and not left out (a restarted one comes last).
+        live = [node for node in transport.decryptors if node in listed_nodes]
+        if not live:
             return _skipped(round_index, nodes, "no node registered as the Paillier key holder")
-        decryptor = transport.decryptors[0]
+        decryptor = live[-1]
     try:
         config = RoundConfig.create(protocol=protocol, clients=sorted(nodes), encoding=encoding,
-                                    round_id=round_index, threat=threat, identities=registry, min_threshold=minimum,
+                                    round_id=round_base + round_index, threat=threat, identities=registry,
+                                    min_threshold=minimum,
                                     paillier=paillier)
     except ConfigurationError as error:
         return _skipped(round_index, nodes, f"no round configuration: {error}")
@@ -340,6 +353,8 @@ def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: Protoc
     report = transport.run_round(config, nodes, encoding_record(encoding) | task, decryptor=decryptor)
     summary = _round_summary(report, round_index, cohort, time.perf_counter() - started)
     summary["_failed"] = sorted(c for c, e in report.client_errors.items() if getattr(e, "unreachable", False))
+    if decryptor is not None and getattr(report.decryptor_error, "unreachable", False):
+        summary["_failed_decryptor"] = decryptor
     noise: float | None = None
     try:
         if report.result is not None:

@@ -5,8 +5,9 @@
 - ``client-<id>.paillier.json`` (each client's own device, mode 0600): its signing key, its key share if any,
   its minimum number of contributors, the rounds it has partially decrypted, and the deployment's public keys as
   it received them at setup (it refuses a round under any other key, registry or holder arrangement).
-- ``key-holder.json`` (the separate decryptor's device, mode 0600): the private key, the registry, its minimum
-  and the rounds it has decrypted.
+- ``key-holder.json`` (the separate decryptor's device, mode 0600): the private key, the registry, its minimum,
+  the rounds it has decrypted, and an Ed25519 key whose public half is in ``paillier-public.json``: with it the
+  key holder shows the server, at registration, that it is the registered one.
 
 The rounds already decrypted must persist: each party refuses a second decryption of a round, which is what stops a
 server from getting two different sums of one round decrypted. Flower runs every message in a fresh process, so
@@ -28,7 +29,7 @@ from ...crypto import PaillierDecryptor, PaillierKeyShare, SigningKey, Threshold
 from ...protocols import PaillierCredentials, PaillierDeployment, PaillierKeyHolder, PaillierKeys
 
 __all__ = ["write_paillier_deployment", "load_paillier_keys", "load_paillier_credentials", "save_paillier_credentials",
-           "load_key_holder", "save_key_holder"]
+           "load_key_holder", "save_key_holder", "load_key_holder_signer", "load_key_holder_verify_key"]
 
 _PUBLIC = "fedsecure/paillier-public/v1"
 _CLIENT = "fedsecure/paillier-client/v1"
@@ -58,13 +59,24 @@ def write_paillier_deployment(directory: str | os.PathLike[str], deployment: Pai
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     public = {"format": _PUBLIC} | _keys_json(deployment.keys)
+    signer = None
+    if deployment.key_holder is not None:
+        # The key holder's own Ed25519 key: it proves at registration that it is the registered key holder.
+        signer = SigningKey.generate()
+        public["key_holder_verify_key"] = signer.public_bytes.hex()
     path = directory / "paillier-public.json"
     path.write_text(json.dumps(public, indent=1) + "\n")
     for client, credentials in deployment.credentials.items():
         save_paillier_credentials(directory / f"client-{client}.paillier.json", client, credentials)
-    if deployment.key_holder is not None:
-        save_key_holder(directory / "key-holder.json", deployment.key_holder)
+    if deployment.key_holder is not None and signer is not None:
+        save_key_holder(directory / "key-holder.json", deployment.key_holder, signer)
     return path
+
+
+def load_key_holder_verify_key(path: str | os.PathLike[str]) -> bytes | None:
+    """The registered key holder's Ed25519 verification key, from ``paillier-public.json`` (None for threshold)."""
+    value = _read(path, _PUBLIC).get("key_holder_verify_key")
+    return bytes.fromhex(value) if isinstance(value, str) else None
 
 
 def _keys_json(keys: PaillierKeys) -> dict[str, Any]:
@@ -123,9 +135,12 @@ def load_paillier_credentials(path: str | os.PathLike[str]) -> tuple[int, Pailli
         raise ConfigurationError(f"{path}: {type(error).__name__}", parameter="fedsecure-paillier") from None
 
 
-def save_key_holder(path: str | os.PathLike[str], holder: PaillierKeyHolder) -> None:
+def save_key_holder(path: str | os.PathLike[str], holder: PaillierKeyHolder, signer: SigningKey | None = None) -> None:
+    """Write the key holder's file; ``signer`` is its registration key (kept from the file if not given)."""
+    if signer is None:
+        signer = load_key_holder_signer(path)
     private = holder.decryptor.private_key
-    data = {"format": _HOLDER, "n": hex(private.public_key.n), "p": hex(private.p), "q": hex(private.q),
+    data = {"format": _HOLDER, "signing_key": signer.private_bytes().hex(), "n": hex(private.public_key.n), "p": hex(private.p), "q": hex(private.q),
             "signing_keys": {str(c): k.hex() for c, k in holder.signing_keys.items()},
             "min_contributors": holder.min_contributors, "decrypted_rounds": sorted(holder.decrypted_rounds)}
     _write_private(Path(path), data)
@@ -141,5 +156,14 @@ def load_key_holder(path: str | os.PathLike[str]) -> PaillierKeyHolder:
                                  signing_keys={int(c): bytes.fromhex(k) for c, k in data["signing_keys"].items()},
                                  min_contributors=int(data["min_contributors"]),
                                  decrypted_rounds=(int(r) for r in data["decrypted_rounds"]))
+    except (KeyError, ValueError, TypeError) as error:
+        raise ConfigurationError(f"{path}: {type(error).__name__}", parameter="fedsecure-key-holder") from None
+
+
+def load_key_holder_signer(path: str | os.PathLike[str]) -> SigningKey:
+    """The key holder's registration key, from its ``key-holder.json``."""
+    data = _read(path, _HOLDER)
+    try:
+        return SigningKey.from_private_bytes(bytes.fromhex(data["signing_key"]))
     except (KeyError, ValueError, TypeError) as error:
         raise ConfigurationError(f"{path}: {type(error).__name__}", parameter="fedsecure-key-holder") from None

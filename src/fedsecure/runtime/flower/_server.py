@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..._errors import FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
+from ..._errors import CryptoError, FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
+from ...crypto import verify_signature
 from ...dp import DistributedDPEncoding
 from ...encoding import EncodingConfig
 from ...protocols import (
@@ -38,7 +40,7 @@ from ...protocols import (
     public_view,
 )
 from .._simulator import Progress, RoundReport, TranscriptRecord
-from ._common import MESSAGE_TYPE, RECORD, Kind
+from ._common import MESSAGE_TYPE, RECORD, Kind, key_holder_proof_payload
 
 __all__ = ["FlowerTransport", "ClientError", "encoding_record"]
 
@@ -152,14 +154,17 @@ class FlowerTransport:
 
     # ---- registration -----------------------------------------------------------------------------
     def register(self, nodes: Iterable[int] | None = None, *, timeout: float | None = None,
-                 known: Mapping[int, int] | None = None) -> dict[int, int]:
+                 known: Mapping[int, int] | None = None, key_holder_key: bytes | None = None) -> dict[int, int]:
         """Ask ``nodes`` (default: every node Flower lists) for their client ids; returns node -> client id.
 
         Nodes that do not answer, claim an id outside [0, 2^32 - 2], speak another wire version, or claim an id
         that another node claims in this batch or already holds in ``known`` (node -> client id) are left out.
+        A node answering as the Paillier key holder is accepted (into :attr:`decryptors`) only if it signs this
+        exchange's fresh nonce with the key holder's registered Ed25519 key, ``key_holder_key``.
         """
         nodes = list(self._grid.get_node_ids()) if nodes is None else list(nodes)
-        replies, failed = self._exchange({node: {"kind": Kind.HELLO} for node in nodes},
+        nonce = os.urandom(32)
+        replies, failed = self._exchange({node: {"kind": Kind.HELLO, "nonce": nonce} for node in nodes},
                                          timeout if timeout is not None else self._stage_timeout, "hello")
         for node, reason in failed.items():
             LOGGER.warning("node %d is left out: %s", node, reason)
@@ -168,7 +173,15 @@ class FlowerTransport:
         contested: set[int] = set()
         for node, reply in sorted(replies.items()):
             client, wire = reply.get("client"), reply.get("wire")
-            if reply.get("role") == "decryptor" and wire == WIRE_VERSION:
+            if reply.get("role") == "decryptor":
+                proof = reply.get("proof")
+                try:
+                    if key_holder_key is None or not isinstance(proof, bytes):
+                        raise CryptoError("no proof")
+                    verify_signature(key_holder_key, proof, key_holder_proof_payload(nonce))
+                except CryptoError:
+                    LOGGER.warning("node %d claims to be the Paillier key holder without its key; left out", node)
+                    continue
                 if node not in self.decryptors:
                     self.decryptors.append(node)
                 continue
