@@ -33,8 +33,11 @@ def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _stage_seen(events: list[dict], label: str) -> bool:
-    return any(e["event"] == "stage" and e["stage"] == label for e in events)
+def _stage_seen(events: list[dict], round_index: int, label: str) -> bool:
+    # Stage events name the round by its id (a per-run random base plus the index); round-start events give both.
+    starts = [e for e in events if e["event"] == "round-start" and e["round"] == round_index]
+    return bool(starts) and any(e["event"] == "stage" and e["stage"].endswith(" " + label)
+                                and e["time"] >= starts[0]["time"] for e in events)
 
 
 def _alive(group: int) -> list[str]:
@@ -73,7 +76,7 @@ def test_secaggplus_survives_killed_supernodes_and_aborts_below_threshold(tmp_pa
         while run.poll() is None:
             assert time.monotonic() - started < RUN_LIMIT, "the run did not finish in time"
             events = _events(progress)
-            if not killed and _stage_seen(events, "round 0 advertise-keys"):
+            if not killed and _stage_seen(events, 0, "advertise-keys"):
                 # A crash in the middle of round 0: the SuperNode and its ClientApp die without a word.
                 deployment.stop_supernode(4, kill=True)
                 killed = True

@@ -350,7 +350,8 @@ def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: Protoc
     except ConfigurationError as error:
         return _skipped(round_index, nodes, f"no round configuration: {error}")
     started = time.perf_counter()
-    report = transport.run_round(config, nodes, encoding_record(encoding) | task, decryptor=decryptor)
+    report = transport.run_round(config, nodes, encoding_record(encoding) | task, decryptor=decryptor,
+                                 name=f"round {round_index}")
     summary = _round_summary(report, round_index, cohort, time.perf_counter() - started)
     summary["_failed"] = sorted(c for c, e in report.client_errors.items() if getattr(e, "unreachable", False))
     if decryptor is not None and getattr(report.decryptor_error, "unreachable", False):

@@ -203,10 +203,11 @@ class FlowerTransport:
 
     # ---- one round --------------------------------------------------------------------------------
     def run_round(self, config: RoundConfig, nodes: Mapping[int, int], task: Mapping[str, Any], *,
-                  decryptor: int | None = None) -> RoundReport:
+                  decryptor: int | None = None, name: str | None = None) -> RoundReport:
         """Run ``config`` with ``nodes`` (client id -> Flower node id) and the public ``task`` fields.
 
         A Paillier round with a separate decryptor sends its decryption request to the ``decryptor`` node.
+        ``name`` (default ``round <id>``) prefixes the stage names in progress reports and Flower's group ids.
         Returns the same :class:`RoundReport` as the simulator; an aborted round
         has ``abort`` set and no result, and every client still in it is told
         to forget its secrets.
@@ -262,7 +263,7 @@ class FlowerTransport:
             stage_seconds[label] += clock() - started
             timeout = self._start_timeout if first else self._stage_timeout
             first = False
-            replies, failed = self._exchange(contents, timeout, f"round {config.round_id} {label}")
+            replies, failed = self._exchange(contents, timeout, f"{name or f'round {config.round_id}'} {label}")
             last_answered = {client_of[node] for node in replies if node != decryptor}
             started = clock()
             for node, reason in failed.items():
