@@ -502,3 +502,21 @@ def _claim_round(path: str, barrier: Any, results: Any) -> None:
         holder._decrypted_rounds.add(0)  # The claim receive() records before it decrypts.
         save_key_holder_to_node_config(context, holder)
         results.put("claimed")
+
+
+@pytest.mark.parametrize("level, required, minimum, accepted", [
+    ("", "local", 0.3, False), ("central", "local,distributed", 0.3, False), ("distributed", "local", 0.3, False),
+    ("local", "local", 0.3, True), ("distributed", "distributed", 0.3, True), ("local", "local", 100.0, False)])
+def test_a_client_can_require_differential_privacy(level: str, required: str, minimum: float,
+                                                   accepted: bool) -> None:
+    node = {"fedsecure-require-dp": required, "fedsecure-min-noise-multiplier": minimum}
+    grid = LocalGrid.create(client_app(job=auto_job), [node | {"partition-id": i, "num-partitions": 4}
+                                                       for i in range(4)])
+    settings: dict[str, Any] = {"job": "linear784", "protocol": "secagg", "rounds": 1, "nodes": 4,
+                                "stage-timeout": 0.01, "dropout-fraction": 0.0}
+    if level:
+        settings |= {"dp": level, "epsilon": 30.0}
+    (summary,) = run_server_job(grid, settings)
+    assert summary["aborted"] is not accepted
+    if not accepted:
+        assert all("requires" in reason for reason in summary["dropped"].values())

@@ -83,18 +83,27 @@ class ClientPolicy:
     neighbourhood must meet, recomputed from the cohort size (a server cannot
     lower them); ``max_vector_length`` bounds the work a server can ask for;
     ``allow_insecure_keys`` accepts Paillier moduli below 2048 bits (tests only).
+    ``require_dp`` (``local`` and/or ``distributed``; empty: no requirement) is
+    the differential privacy a client insists on, with a noise multiplier of at
+    least ``min_noise_multiplier``: DP-SGD's for local DP, the plan's for
+    distributed DP (its noise over the expected number of shares). Central DP
+    is the server's own noise, which a client cannot see, so it never meets a
+    requirement.
     """
 
     protocols: frozenset[ProtocolKind] = SECURE_PROTOCOLS
     threat: ThreatModel = field(default_factory=ThreatModel)
     max_vector_length: int = 100_000_000
     allow_insecure_keys: bool = False
+    require_dp: frozenset[str] = frozenset()
+    min_noise_multiplier: float = 0.0
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> ClientPolicy:
         """The policy a SuperNode's ``--node-config`` sets: ``fedsecure-protocols`` (comma-separated, default
-        ``secagg,secagg+``), ``fedsecure-dropout-fraction``, ``fedsecure-corrupt-fraction`` and
-        ``fedsecure-allow-insecure-keys``."""
+        ``secagg,secagg+``), ``fedsecure-dropout-fraction``, ``fedsecure-corrupt-fraction``,
+        ``fedsecure-allow-insecure-keys``, ``fedsecure-require-dp`` (comma-separated ``local``, ``distributed``) and
+        ``fedsecure-min-noise-multiplier``."""
         names = str(node_config.get("fedsecure-protocols", "secagg,secagg+"))
         try:
             protocols = frozenset(ProtocolKind(name.strip()) for name in names.split(",") if name.strip())
@@ -105,7 +114,28 @@ class ClientPolicy:
             dropout_fraction=float(node_config.get("fedsecure-dropout-fraction", defaults.dropout_fraction)),
             corrupt_fraction=float(node_config.get("fedsecure-corrupt-fraction", defaults.corrupt_fraction)))
         insecure = str(node_config.get("fedsecure-allow-insecure-keys", "false")).lower() in ("1", "true", "yes")
-        return cls(protocols=protocols, threat=threat, allow_insecure_keys=insecure)
+        levels = frozenset(level.strip() for level in str(node_config.get("fedsecure-require-dp", "")).split(",")
+                           if level.strip())
+        if not levels <= {"local", "distributed"}:
+            raise LocalProtocolError(f"fedsecure-require-dp: {sorted(levels)} (local, distributed)")
+        return cls(protocols=protocols, threat=threat, allow_insecure_keys=insecure, require_dp=levels,
+                   min_noise_multiplier=float(node_config.get("fedsecure-min-noise-multiplier", 0.0)))
+
+    def check_privacy(self, encoding: EncodingConfig | DistributedDPEncoding, record: Mapping[str, Any]) -> None:
+        """Refuse (naming the server) a round without the differential privacy this client requires."""
+        if not self.require_dp:
+            return
+        if isinstance(encoding, DistributedDPEncoding):
+            level, noise = "distributed", encoding.plan.noise_multiplier
+        elif record.get("dp-level") == "local":
+            level, noise = "local", float(record.get("dp-noise-multiplier", 0.0))
+        else:
+            level, noise = str(record.get("dp-level") or "none"), 0.0
+        if level not in self.require_dp or noise < self.min_noise_multiplier:
+            raise PeerProtocolError(
+                PeerFault.REFUSED_BY_POLICY, peer=_SERVER,
+                detail=f"this client requires {' or '.join(sorted(self.require_dp))} DP with a noise multiplier of at "
+                f"least {self.min_noise_multiplier}; the round offers {level} DP at {noise:.4g}")
 
     def check(self, config: RoundConfig) -> None:
         """Refuse (with :class:`PeerProtocolError` naming the server) a configuration below this policy."""
@@ -291,6 +321,7 @@ class FedSecureClient:
             raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=_SERVER,
                                     detail=f"an encoding of {encoding.vector_length} values for a round of "
                                     f"{config.vector_length} (this client's limit: {policy.max_vector_length})")
+        policy.check_privacy(encoding, record)
         weights = record.get("task-weights")
         if weights is not None and (not isinstance(weights, bytes) or len(weights) != 8 * encoding.dimension):
             raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=_SERVER,
