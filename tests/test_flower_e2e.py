@@ -34,7 +34,7 @@ def _events(path: Path) -> list[dict]:
 
 
 def _stage_seen(events: list[dict], round_index: int, label: str) -> bool:
-    # Stage events name the round by its id (a per-run random base plus the index); round-start events give both.
+    # Stage events are named "round <index> <stage>"; only those after the round's start count.
     starts = [e for e in events if e["event"] == "round-start" and e["round"] == round_index]
     return bool(starts) and any(e["event"] == "stage" and e["stage"].endswith(" " + label)
                                 and e["time"] >= starts[0]["time"] for e in events)

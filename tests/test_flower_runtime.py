@@ -520,3 +520,16 @@ def test_a_client_can_require_differential_privacy(level: str, required: str, mi
     assert summary["aborted"] is not accepted
     if not accepted:
         assert all("requires" in reason for reason in summary["dropped"].values())
+
+
+def test_a_credential_file_that_cannot_be_locked_is_a_refusal(tmp_path: Any) -> None:
+    from flwr.app import Context, RecordDict
+
+    from fedsecure.runtime.flower import FedSecureClient, lock_node_files
+
+    handler = FedSecureClient(auto_job, lock=lock_node_files)
+    missing = str(tmp_path / "no-such-directory" / "client-1.identity.json")
+    context = Context(run_id=1, node_id=1001, node_config={"partition-id": 1, "fedsecure-identity": missing},
+                      state=RecordDict(), run_config={})
+    reply = handler.handle(_start_record(CONFIGS[0], ENCODING), context)
+    assert "FileNotFoundError" in reply.content.config_records["fedsecure"]["error"]

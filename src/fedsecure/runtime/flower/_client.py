@@ -15,6 +15,7 @@ match the digest the configuration binds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -233,51 +234,52 @@ class FedSecureClient:
 
     def handle(self, message: Any, context: Any) -> Any:
         """Process one Flower message; the reply carries fedsecure bytes or the reason the client refused."""
-        if self._lock is None:
-            return self._handle(message, context)
-        with self._lock(context):
-            return self._handle(message, context)
-
-    def _handle(self, message: Any, context: Any) -> Any:
         from flwr.app import ConfigRecord, Message, RecordDict
 
         record = message.content.config_records.get(RECORD)
         kind = record.get("kind") if record is not None else None
         reply: dict[str, Any]
         try:
-            if record is None:
-                raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"no `{RECORD}` record")
-            if kind == Kind.HELLO:
-                holder = self._key_holder(context) if self._key_holder is not None else None
-                if holder is None and self._credentials is not None:
-                    self._credentials(context)  # A node whose credentials do not match its id says so now.
-                reply = {"client": client_id_of(context) if holder is None else -1, "wire": WIRE_VERSION,
-                         "role": "decryptor" if holder is not None else "client"}
-                nonce = record.get("nonce")
-                if holder is not None and self._key_holder_signer is not None and isinstance(nonce, bytes) \
-                        and len(nonce) == 32:
-                    reply["proof"] = self._key_holder_signer(context).sign(key_holder_proof_payload(nonce))
-            elif kind == Kind.DECRYPT:
-                reply = {"message": self._decrypt(record, context)}
-            elif kind == Kind.ROUND_START:
-                self._report = {}
-                reply = {"message": self._start(record, context)} | self._report
-            elif kind == Kind.STEP:
-                reply = {"message": self._step(record, context)}
-            elif kind == Kind.ABORT:
-                self._forget(context)
-                reply = {}
-            else:
-                raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"unknown kind {kind!r}")
+            with self._lock(context) if self._lock is not None else contextlib.nullcontext():
+                reply = self._dispatch(record, kind, context)
         except (FedSecureError, ValueError, KeyError, TypeError, OverflowError, OSError) as error:
             # The client refuses and forgets the round; the server sees why, and counts it as dropped. (Malformed
-            # fields a parser did not name, or a credential file that cannot be written, are refused the same way
-            # rather than crash the ClientApp.)
+            # fields a parser did not name, a credential file that cannot be locked or written, are refused the
+            # same way rather than crash the ClientApp.)
             self._forget(context)
             LOGGER.warning("client %s refused a %s message: %s", context.node_config.get("partition-id", "?"),
                            kind, error)
             reply = {"error": f"{type(error).__name__}: {error}"}
         return Message(RecordDict({RECORD: ConfigRecord(reply)}), reply_to=message)
+
+    def _dispatch(self, record: Any, kind: Any, context: Any) -> dict[str, Any]:
+        """The reply's fields for one message of each kind; raises to refuse."""
+        reply: dict[str, Any]
+        if record is None:
+            raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"no `{RECORD}` record")
+        if kind == Kind.HELLO:
+            holder = self._key_holder(context) if self._key_holder is not None else None
+            if holder is None and self._credentials is not None:
+                self._credentials(context)  # A node whose credentials do not match its id says so now.
+            reply = {"client": client_id_of(context) if holder is None else -1, "wire": WIRE_VERSION,
+                     "role": "decryptor" if holder is not None else "client"}
+            nonce = record.get("nonce")
+            if holder is not None and self._key_holder_signer is not None and isinstance(nonce, bytes) \
+                    and len(nonce) == 32:
+                reply["proof"] = self._key_holder_signer(context).sign(key_holder_proof_payload(nonce))
+        elif kind == Kind.DECRYPT:
+            reply = {"message": self._decrypt(record, context)}
+        elif kind == Kind.ROUND_START:
+            self._report = {}
+            reply = {"message": self._start(record, context)} | self._report
+        elif kind == Kind.STEP:
+            reply = {"message": self._step(record, context)}
+        elif kind == Kind.ABORT:
+            self._forget(context)
+            reply = {}
+        else:
+            raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"unknown kind {kind!r}")
+        return reply
 
     def _forget(self, context: Any) -> None:
         if STATE_RECORD in context.state.config_records:

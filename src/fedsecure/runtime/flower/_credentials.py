@@ -14,10 +14,11 @@ client's.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
-from ..._errors import ConfigurationError
+from ..._errors import ConfigurationError, LocalProtocolError
 from ...crypto import SigningKey
 from ...protocols import ClientIdentity, PaillierCredentials, PaillierKeyHolder
 from ._identity import load_identity, save_identity
@@ -36,21 +37,32 @@ _FILE_KEYS = ("fedsecure-paillier", "fedsecure-identity", "fedsecure-key-holder"
 
 
 @contextlib.contextmanager
-def lock_node_files(context: Any) -> Iterator[None]:
+def lock_node_files(context: Any, *, timeout: float = 60.0) -> Iterator[None]:
     """Hold an exclusive lock on every credential file the node config names, for one whole message.
 
     Flower may run two messages for one node in concurrent ClientApp processes. Each loads a file, checks it
     (a configuration not joined, a round not decrypted), records the new claim and writes it back; without the
     lock both could pass the check, and a server could have one round decrypted twice. ``fcntl.flock`` on a
-    sidecar ``.lock`` file, so the credential file itself can be replaced atomically.
+    sidecar ``.lock`` file (created 0600, so only the owner can hold it), so the credential file itself can be
+    replaced atomically. A lock not obtained within ``timeout`` seconds is a refusal, not a hang.
     """
     import fcntl
+    import time
 
     paths = sorted(str(context.node_config[key]) + ".lock" for key in _FILE_KEYS if context.node_config.get(key))
     with contextlib.ExitStack() as stack:
         for path in paths:
-            handle = stack.enter_context(open(path, "a"))  # noqa: SIM115 (closed by the stack)
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            stack.callback(os.close, descriptor)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LocalProtocolError(f"{path} stayed locked for {timeout:.0f} s") from None
+                    time.sleep(0.05)
         yield
 
 

@@ -76,7 +76,8 @@ def load_identity(path: str | os.PathLike[str]) -> tuple[int, ClientIdentity]:
         registry = IdentityKeys({int(c): bytes.fromhex(k) for c, k in data["registry"].items()})
         return int(data["client"]), ClientIdentity(key, (bytes.fromhex(d) for d in data["joined"]), registry=registry)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ConfigurationError(f"cannot read the identity file {path}: {type(error).__name__}",
+        raise ConfigurationError(f"cannot read the identity file {path} ({type(error).__name__}: {error}); "
+                                 "regenerate it with fedsecure.runtime.flower.write_identities",
                                  parameter="fedsecure-identity") from None
 
 

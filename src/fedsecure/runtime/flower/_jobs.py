@@ -112,6 +112,9 @@ class JobSettings:
         if settings.job not in JOBS:
             raise ConfigurationError(f"job must be one of {', '.join(JOBS)}", parameter="job")
         ProtocolKind(settings.protocol)
+        if not 0 < settings.rounds <= 1 << 16:
+            raise ConfigurationError("rounds must be in [1, 65536] (round ids are a random base plus the index)",
+                                     parameter="rounds")
         if settings.client_ids not in ("assigned", "registered"):
             raise ConfigurationError("client-ids must be `assigned` or `registered`", parameter="client-ids")
         if settings.dp and settings.dp not in ("central", "distributed", "local"):
@@ -269,7 +272,7 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         started = time.perf_counter()
         _wait_for_nodes(grid, settings.min_clients, settings.wait, left_out)
         listed = set(grid.get_node_ids()) - left_out
-        new = sorted(listed - registered.keys())
+        new = sorted(listed - registered.keys() - set(transport.decryptors))
         if new and settings.client_ids == "registered":
             registered.update(transport.register(new, known={n: c for n, c in registered.items() if n in listed},
                                                  key_holder_key=key_holder_key))

@@ -132,7 +132,8 @@ def load_paillier_credentials(path: str | os.PathLike[str]) -> tuple[int, Pailli
                                           trusted_keys=_keys_from(data["deployment"]))
         return int(data["client"]), credentials
     except (KeyError, ValueError, TypeError) as error:
-        raise ConfigurationError(f"{path}: {type(error).__name__}", parameter="fedsecure-paillier") from None
+        raise ConfigurationError(f"{path}: {type(error).__name__}: {error}; regenerate it with "
+                                 "write_paillier_deployment", parameter="fedsecure-paillier") from None
 
 
 def save_key_holder(path: str | os.PathLike[str], holder: PaillierKeyHolder, signer: SigningKey | None = None) -> None:
@@ -157,7 +158,8 @@ def load_key_holder(path: str | os.PathLike[str]) -> PaillierKeyHolder:
                                  min_contributors=int(data["min_contributors"]),
                                  decrypted_rounds=(int(r) for r in data["decrypted_rounds"]))
     except (KeyError, ValueError, TypeError) as error:
-        raise ConfigurationError(f"{path}: {type(error).__name__}", parameter="fedsecure-key-holder") from None
+        raise ConfigurationError(f"{path}: {type(error).__name__}: {error}; regenerate it with "
+                                 "write_paillier_deployment", parameter="fedsecure-key-holder") from None
 
 
 def load_key_holder_signer(path: str | os.PathLike[str]) -> SigningKey:
@@ -166,4 +168,5 @@ def load_key_holder_signer(path: str | os.PathLike[str]) -> SigningKey:
     try:
         return SigningKey.from_private_bytes(bytes.fromhex(data["signing_key"]))
     except (KeyError, ValueError, TypeError) as error:
-        raise ConfigurationError(f"{path}: {type(error).__name__}", parameter="fedsecure-key-holder") from None
+        raise ConfigurationError(f"{path}: {type(error).__name__}: {error}; regenerate it with "
+                                 "write_paillier_deployment", parameter="fedsecure-key-holder") from None

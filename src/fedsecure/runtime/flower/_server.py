@@ -176,7 +176,7 @@ class FlowerTransport:
             if reply.get("role") == "decryptor":
                 proof = reply.get("proof")
                 try:
-                    if key_holder_key is None or not isinstance(proof, bytes):
+                    if key_holder_key is None or not isinstance(proof, bytes) or wire != WIRE_VERSION:
                         raise CryptoError("no proof")
                     verify_signature(key_holder_key, proof, key_holder_proof_payload(nonce))
                 except CryptoError:
