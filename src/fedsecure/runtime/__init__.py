@@ -1,4 +1,4 @@
-"""Transports that drive the sans-IO sessions: the in-process simulator (Flower comes later)."""
+"""Transports that drive the sans-IO sessions: the in-process simulator here, Flower in ``fedsecure.runtime.flower``."""
 
 from ._schedule import DropoutSchedule, client_stages
 from ._simulate import SimulationReport, client_data, plaintext_ring_sum, simulate
