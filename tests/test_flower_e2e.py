@@ -69,7 +69,7 @@ def test_secaggplus_survives_killed_supernodes_and_aborts_below_threshold(tmp_pa
         deployment.start()
         groups += [p.pid for p in deployment.nodes.values()]
         run = deployment.run({"job": "linear784", "protocol": "secagg+", "rounds": 3, "nodes": 5, "partitions": 5,
-                              "min-clients": 3, "stage-timeout": 10.0, "start-timeout": 90.0,
+                              "min-clients": 3, "stage-timeout": 15.0, "start-timeout": 90.0,
                               "out": str(out), "sums": str(sums), "progress": str(progress)}, app=APP)
         groups.append(run.pid)
         killed = terminated = False
