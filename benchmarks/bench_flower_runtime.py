@@ -71,62 +71,31 @@ def run_fedsecure(vectors: np.ndarray, rounds: int) -> dict[str, Any]:
 
 def run_flower(vectors: np.ndarray, rounds: int, *, num_shares: int, threshold: int) -> dict[str, Any]:
     from flwr.app import Context, RecordDict
-    from flwr.client import ClientApp, NumPyClient
-    from flwr.client.mod import secaggplus_mod
-    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
-    from flwr.compat.common import recorddict_compat
-    from flwr.server import LegacyContext, ServerConfig
-    from flwr.server.strategy import FedAvg
-    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
-    from flwr.serverapp import ServerApp
 
-    n, d = vectors.shape
+    from fedsecure.bench._flower import _quiet_flower, flower_mean, flower_parameters, secaggplus_apps
 
-    class VectorClient(NumPyClient):  # type: ignore[misc]
-        def __init__(self, index: int) -> None:
-            self.index = index
-
-        def fit(self, parameters: Any, config: Any) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-            return [vectors[self.index]], 1, {}
-
-    def client_fn(context: Any) -> Any:
-        return VectorClient(int(context.node_config["partition-id"])).to_client()
-
-    grid = LocalGrid.create(ClientApp(client_fn=client_fn, mods=[secaggplus_mod]),
-                            [{"partition-id": i} for i in range(n)])
-    seconds, up, down, errors = [], [], [], []
-    server_app = ServerApp()
+    d = vectors.shape[1]
+    seconds: list[float] = []
+    up: list[float] = []
+    down: list[float] = []
+    errors: list[float] = []
     truth = vectors.mean(axis=0)
 
-    @server_app.main()
-    def main(grid_: Any, context: Any) -> None:
-        strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n, min_available_clients=n,
-                          min_evaluate_clients=0, initial_parameters=ndarrays_to_parameters([np.zeros(d)]))
-        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds + 1), strategy=strategy)
-        workflow = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold, max_weight=1,
-                                      timeout=600.0)
-        count = [0]
+    def timed_round(run: Any, context: Any) -> None:
+        grid.bytes_up.clear()
+        grid.bytes_down.clear()
+        started = time.perf_counter()
+        run()
+        elapsed = time.perf_counter() - started
+        errors.append(float(np.max(np.abs(flower_mean(flower_parameters(context)) - truth))))
+        if len(errors) > 1:  # The first round is the warm-up.
+            seconds.append(elapsed)
+            up.append(statistics.mean(grid.bytes_up.values()) / d)
+            down.append(statistics.mean(grid.bytes_down.values()) / d)
 
-        def timed_round(grid_: Any, context_: Any) -> None:
-            grid.bytes_up.clear()
-            grid.bytes_down.clear()
-            started = time.perf_counter()
-            workflow(grid_, context_)
-            elapsed = time.perf_counter() - started
-            after = context_.state.array_records[MAIN_PARAMS_RECORD]
-            parameters = recorddict_compat.arrayrecord_to_parameters(after, keep_input=True)
-            errors.append(float(np.max(np.abs(parameters_to_ndarrays(parameters)[0] - truth))))
-            if count[0]:
-                seconds.append(elapsed)
-                up.append(statistics.mean(grid.bytes_up.values()) / d)
-                down.append(statistics.mean(grid.bytes_down.values()) / d)
-            count[0] += 1
-
-        DefaultWorkflow(fit_workflow=timed_round)(grid_, legacy)
-
-    from fedsecure.bench._flower import _quiet_flower
-
+    client_app, server_app = secaggplus_apps(list(vectors), rounds + 1, num_shares=num_shares, threshold=threshold,
+                                             on_round=timed_round)
+    grid = LocalGrid.create(client_app, [{"partition-id": i} for i in range(vectors.shape[0])])
     with _quiet_flower():
         server_app(grid=grid, context=Context(run_id=4242, node_id=0, node_config={}, state=RecordDict(),
                                               run_config={}))

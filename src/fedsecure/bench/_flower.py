@@ -28,14 +28,15 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FLOWER_STAGES", "FlowerRound", "flower_available", "run_flower_secaggplus"]
+__all__ = ["FLOWER_STAGES", "FlowerRound", "flower_available", "flower_mean", "flower_parameters",
+           "run_flower_secaggplus", "secaggplus_apps"]
 
 # The four client-facing stages of Flower's SecAgg+, in protocol order.
 FLOWER_STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
@@ -80,6 +81,72 @@ def _stage_index(stage: str) -> int:
     return FLOWER_STAGES.index(stage) if stage in FLOWER_STAGES else -1
 
 
+RoundHook = Callable[[Callable[[], None], Any], None]
+
+
+def secaggplus_apps(vectors: Sequence[np.ndarray], rounds: int, *, num_shares: int, threshold: int,
+                    on_round: RoundHook) -> tuple[Any, Any]:
+    """Flower's own SecAgg+ as a (ClientApp, ServerApp) pair over ``vectors``, unmodified.
+
+    Node ``i`` (``partition-id`` in its node config) is a ``NumPyClient`` behind ``secaggplus_mod`` that
+    contributes ``vectors[i]`` with weight 1; the ServerApp runs ``SecAggPlusWorkflow`` in ``DefaultWorkflow``
+    over FedAvg for ``rounds`` rounds. Each round calls ``on_round(run, context)``: ``run()`` runs one SecAgg+
+    round, and :func:`flower_mean` reads its result from ``context`` (the hook times and checks it).
+    """
+    from flwr.client import ClientApp, NumPyClient
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.strategy import FedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.serverapp import ServerApp
+
+    n, dim = len(vectors), int(vectors[0].size)
+
+    class VectorClient(NumPyClient):
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def fit(self, parameters: Any, config: Any) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+            return [vectors[self.index]], 1, {}
+
+    def client_fn(context: Any) -> Any:
+        return VectorClient(int(context.node_config["partition-id"])).to_client()
+
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid_: Any, context: Any) -> None:
+        strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n, min_available_clients=n,
+                          min_evaluate_clients=0, initial_parameters=ndarrays_to_parameters([np.zeros(dim)]))
+        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy)
+        # max_weight=1 because every client reports one example: the mean is then exact up to quantisation.
+        workflow = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold, max_weight=1)
+
+        def one_round(grid_: Any, context_: Any) -> None:
+            on_round(lambda: workflow(grid_, context_), context_)
+
+        DefaultWorkflow(fit_workflow=one_round)(grid_, legacy)
+
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod]), server_app
+
+
+def flower_parameters(context: Any) -> Any:
+    """The global parameters record in a ServerApp's context (a new object after every completed round)."""
+    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+    return context.state.array_records[MAIN_PARAMS_RECORD]
+
+
+def flower_mean(record: Any) -> np.ndarray:
+    """The mean vector held in a parameters record from :func:`flower_parameters`."""
+    from flwr.common import parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat
+
+    mean: np.ndarray = parameters_to_ndarrays(recorddict_compat.arrayrecord_to_parameters(record, keep_input=True))[0]
+    return mean
+
+
 def run_flower_secaggplus(
     vectors: Sequence[np.ndarray],
     drops_per_round: Sequence[Mapping[int, int]],
@@ -99,24 +166,15 @@ def run_flower_secaggplus(
     if flower_available() is None:
         raise ImportError("Flower's SecAgg+ peer needs flwr 1.41: pip install 'fedsecure[bench]'")
     from flwr.app import Context, Error, Message, RecordDict
-    from flwr.client import ClientApp, NumPyClient
-    from flwr.client.mod import secaggplus_mod
-    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
     from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
     from flwr.common.serde import message_from_proto, message_to_proto
     from flwr.proto.message_pb2 import Message as ProtoMessage
-    from flwr.compat.common import recorddict_compat
-    from flwr.server import LegacyContext, ServerConfig
-    from flwr.server.strategy import FedAvg
-    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
-    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp import Grid
     from flwr.supercore.run import Run
     from flwr.supercore.task_identity import TaskIdentity
 
     n = len(vectors)
-    dim = int(vectors[0].size)
     node_ids = [1000 + i for i in range(n)]
 
     def stage_of(message: Any) -> str:
@@ -194,16 +252,6 @@ def run_flower_secaggplus(
         def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> Iterable[Any]:
             return self.pull_messages(self.push_messages(list(messages)))
 
-    class VectorClient(NumPyClient):
-        def __init__(self, index: int) -> None:
-            self.index = index
-
-        def fit(self, parameters: Any, config: Any) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-            return [vectors[self.index]], 1, {}
-
-    def client_fn(context: Any) -> Any:
-        return VectorClient(int(context.node_config["partition-id"])).to_client()
-
     run_id = 4242
     # Flower's Message constructor reads this global task identity (its simulation engine sets it too); it is
     # restored when the run ends.
@@ -212,44 +260,33 @@ def run_flower_secaggplus(
     TaskIdentity.run_id = run_id
     TaskIdentity.task_id = 1
     TaskIdentity.node_id = SUPERLINK_NODE_ID
-    grid = DirectGrid(ClientApp(client_fn=client_fn, mods=[secaggplus_mod]), Run.create_empty(run_id=run_id))
     rounds: list[FlowerRound] = []
-    server_app = ServerApp()
 
-    @server_app.main()
-    def main(grid_: Any, context: Any) -> None:
-        strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=n, min_available_clients=n,
-                          min_evaluate_clients=0, initial_parameters=ndarrays_to_parameters([np.zeros(dim)]))
-        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=len(drops_per_round)),
-                               strategy=strategy)
-        # max_weight=1 because every client reports one example: the mean is then exact up to quantisation.
-        workflow = SecAggPlusWorkflow(num_shares=num_shares, reconstruction_threshold=threshold, max_weight=1)
+    def timed_round(run: Callable[[], None], context_: Any) -> None:
+        drops = drops_per_round[len(rounds)]
+        grid.start_round(drops)
+        before = flower_parameters(context_)
+        started = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - started
+        after = flower_parameters(context_)
+        completed = after is not before
+        # Flower folds in the vectors of clients that sent a masked vector (stage 2).
+        survivors = [i for i in range(n) if drops.get(i, len(FLOWER_STAGES)) > 2]
+        error = float("nan")
+        if completed and survivors:
+            mean = np.mean([vectors[i] for i in survivors], axis=0)
+            error = float(np.max(np.abs(flower_mean(after) - mean)))
+        # Bytes are those of a client that took part in every stage.
+        answered = [node_ids[i] for i in range(n) if i not in drops]
+        rounds.append(FlowerRound(
+            seconds=seconds, completed=completed, survivors=len(survivors), max_abs_error=error,
+            bytes_up=int(np.mean([grid.bytes_up[node] for node in answered])) if answered else 0,
+            bytes_down=int(np.mean([grid.bytes_down[node] for node in answered])) if answered else 0))
 
-        def timed_round(grid_: Any, context_: Any) -> None:
-            drops = drops_per_round[len(rounds)]
-            grid.start_round(drops)
-            before = context_.state.array_records[MAIN_PARAMS_RECORD]
-            started = time.perf_counter()
-            workflow(grid_, context_)
-            seconds = time.perf_counter() - started
-            after = context_.state.array_records[MAIN_PARAMS_RECORD]
-            completed = after is not before
-            # Flower folds in the vectors of clients that sent a masked vector (stage 2).
-            survivors = [i for i in range(n) if drops.get(i, len(FLOWER_STAGES)) > 2]
-            error = float("nan")
-            if completed and survivors:
-                mean = np.mean([vectors[i] for i in survivors], axis=0)
-                parameters = recorddict_compat.arrayrecord_to_parameters(after, keep_input=True)
-                error = float(np.max(np.abs(parameters_to_ndarrays(parameters)[0] - mean)))
-            # Bytes are those of a client that took part in every stage.
-            answered = [node_ids[i] for i in range(n) if i not in drops]
-            rounds.append(FlowerRound(
-                seconds=seconds, completed=completed, survivors=len(survivors), max_abs_error=error,
-                bytes_up=int(np.mean([grid.bytes_up[node] for node in answered])) if answered else 0,
-                bytes_down=int(np.mean([grid.bytes_down[node] for node in answered])) if answered else 0))
-
-        DefaultWorkflow(fit_workflow=timed_round)(grid_, legacy)
-
+    client_app, server_app = secaggplus_apps(vectors, len(drops_per_round), num_shares=num_shares,
+                                             threshold=threshold, on_round=timed_round)
+    grid = DirectGrid(client_app, Run.create_empty(run_id=run_id))
     server_context = Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config={})
     try:
         with _quiet_flower():

@@ -291,9 +291,9 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         # of the run; a restarted SuperNode joins again under its new node id. A client that refused stays in.
         for client in summary.pop("_failed", []):
             left_out.add(nodes[client])
-        if summary.get("_failed_decryptor") is not None:
-            left_out.add(summary.pop("_failed_decryptor"))
-        summary.pop("_failed_decryptor", None)
+        failed_decryptor = summary.pop("_failed_decryptor", None)
+        if failed_decryptor is not None:
+            left_out.add(failed_decryptor)
         history.append(summary)
         progress("round-end", **{k: summary[k] for k in ("round", "aborted", "survivors", "abort_reason")})
         if settings.out:

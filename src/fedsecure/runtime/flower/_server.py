@@ -102,15 +102,14 @@ class FlowerTransport:
         self._on_stage = on_stage
         #: Nodes that answered ``hello`` as a separate Paillier decryptor (never part of a cohort).
         self.decryptors: list[int] = []
-        #: Nodes of the last exchange whose ClientApp raised (reachable, but failing) rather than vanished.
-        self.crashed: set[int] = set()
         self._clock = clock
         self._sleep = sleep
 
     # ---- the exchange of one stage ----------------------------------------------------------------
     def _exchange(self, contents: Mapping[int, dict[str, Any]], timeout: float, group: str
-                  ) -> tuple[dict[int, dict[str, Any]], dict[int, str]]:
-        """Send ``contents[node]`` to each node; returns the replies' records and why the others failed."""
+                  ) -> tuple[dict[int, dict[str, Any]], dict[int, str], set[int]]:
+        """Send ``contents[node]`` to each node; returns the replies' records, why the others failed, and which
+        of those failed because their ClientApp raised (reachable, but failing) rather than vanished."""
         from flwr.app import ConfigRecord, RecordDict
 
         messages = [self._grid.create_message(RecordDict({RECORD: ConfigRecord(content)}), MESSAGE_TYPE, node,
@@ -149,8 +148,7 @@ class FlowerTransport:
             failed[node] = "did not answer before the deadline"
         if self._on_stage is not None:
             self._on_stage(group, self._clock() - opened, len(replies), len(contents))
-        self.crashed = crashed
-        return replies, failed
+        return replies, failed, crashed
 
     # ---- registration -----------------------------------------------------------------------------
     def register(self, nodes: Iterable[int] | None = None, *, timeout: float | None = None,
@@ -164,7 +162,7 @@ class FlowerTransport:
         """
         nodes = list(self._grid.get_node_ids()) if nodes is None else list(nodes)
         nonce = os.urandom(32)
-        replies, failed = self._exchange({node: {"kind": Kind.HELLO, "nonce": nonce} for node in nodes},
+        replies, failed, _ = self._exchange({node: {"kind": Kind.HELLO, "nonce": nonce} for node in nodes},
                                          timeout if timeout is not None else self._stage_timeout, "hello")
         for node, reason in failed.items():
             LOGGER.warning("node %d is left out: %s", node, reason)
@@ -263,7 +261,8 @@ class FlowerTransport:
             stage_seconds[label] += clock() - started
             timeout = self._start_timeout if first else self._stage_timeout
             first = False
-            replies, failed = self._exchange(contents, timeout, f"{name or f'round {config.round_id}'} {label}")
+            replies, failed, crashed = self._exchange(contents, timeout,
+                                                      f"{name or f'round {config.round_id}'} {label}")
             last_answered = {client_of[node] for node in replies if node != decryptor}
             started = clock()
             for node, reason in failed.items():
@@ -271,7 +270,7 @@ class FlowerTransport:
                     decryptor_error = ClientError(DECRYPTOR, f"the decryptor: {reason}", unreachable=True)
                     continue
                 client_errors[client_of[node]] = ClientError(client_of[node], reason,
-                                                             unreachable=node not in self.crashed)
+                                                             unreachable=node not in crashed)
             for node, reply in replies.items():
                 client = client_of[node]
                 if node == decryptor and not isinstance(reply.get("message"), bytes):
