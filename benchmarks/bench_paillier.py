@@ -8,11 +8,15 @@ Usage::
 
 For each key size and encoding (the ring size sets the bits of one quantised value, hence the
 slots per plaintext) it measures, on one client's update of ``dim`` parameters: packing plus
-encryption (one core), bytes per parameter on the wire, and decryption of the aggregate of
-``clients`` updates by the key holder (CRT, two threads). Per-value ``phe`` is timed on
+encryption (one core), without and with the proof of plaintext knowledge every contribution
+carries, checking that proof (what the server and every approving client do per contribution),
+bytes per parameter on the wire (proof included), and decryption of the aggregate of ``clients``
+updates by the key holder (CRT, two threads), without and with the randomness that makes the total
+verifiable, and the server's check of it. Per-value ``phe`` is timed on
 ``phe-sample`` values with the same key and extrapolated to ``dim``: ``public_key.encrypt(float)``
 as a phe user would call it, and ``private_key.decrypt``. With ``--threshold`` it also times the
-dealer (safe primes) and one holder's partial decryption of the aggregate.
+dealer (safe primes) and one holder's partial decryption of the aggregate, without and with Shoup's
+proof of correctness, and the server's check of that proof.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from bench_secagg import machine  # noqa: E402
 
 from fedsecure.crypto import (  # noqa: E402
+    PlaintextKnowledgeProof,
+    verify_decryption,
+    verify_partial_decryption,
+    verify_plaintext_knowledge,
     PaillierDecryptor,
     PaillierEncryptor,
     ciphertexts_to_bytes,
@@ -69,11 +77,15 @@ def bench(key_bits: int, ring_bits: int, dim: int, clients: int, phe_sample: int
     encryptor, table_seconds = _timed(lambda: PaillierEncryptor(public))
     packed, pack_seconds = _timed(lambda: layout.pack(signed[0]))
     ciphertexts, encrypt_seconds = _timed(lambda: encryptor.encrypt(packed))
-    wire = len(ciphertexts_to_bytes(ciphertexts, public))
+    (proven, proof), proven_seconds = _timed(lambda: encryptor.encrypt_with_proof(packed, b"bench-context"))
+    _, verify_seconds = _timed(lambda: verify_plaintext_knowledge(public, proven, proof, b"bench-context"))
+    wire = len(ciphertexts_to_bytes(ciphertexts, public)) + PlaintextKnowledgeProof.size(public)
     columns = [ciphertexts] + [encryptor.encrypt(layout.pack(s)) for s in signed[1:]]
     aggregate = multiply_ciphertexts(columns, public)
     decryptor = PaillierDecryptor(private)
     plaintexts, decrypt_seconds = _timed(lambda: decryptor.decrypt(aggregate))
+    (_, randomness), verifiable_seconds = _timed(lambda: decryptor.decrypt_with_randomness(aggregate))
+    _, check_seconds = _timed(lambda: verify_decryption(public, aggregate, plaintexts, randomness))
     total, unpack_seconds = _timed(lambda: layout.unpack_sum(plaintexts, length=dim, contributors=clients))
     exact = bool(np.array_equal(total, np.sum(signed, axis=0)))
     phe_encrypt, phe_decrypt = _phe_per_value(public, private, phe_sample)
@@ -81,11 +93,17 @@ def bench(key_bits: int, ring_bits: int, dim: int, clients: int, phe_sample: int
     record: dict[str, Any] = {
         "key_bits": key_bits, "ring_bits": ring_bits, "value_bits": layout.value_bits, "slot_bits": layout.slot_bits,
         "slots": layout.slots, "ciphertexts": len(ciphertexts), "dim": dim, "clients": clients, "exact": exact,
-        "encryptor_table_s": table_seconds, "encrypt_s": ours, "bytes_per_param": wire / dim,
+        "encryptor_table_s": table_seconds, "encrypt_s": ours, "encrypt_with_proof_s": pack_seconds + proven_seconds,
+        "proof_cost_ratio": (pack_seconds + proven_seconds) / ours, "verify_proof_s": verify_seconds,
+        "bytes_per_param": wire / dim,
         "decrypt_aggregate_s": decrypt_seconds + unpack_seconds,
+        "decrypt_with_randomness_s": verifiable_seconds + unpack_seconds,
+        "verifiable_decrypt_ratio": (verifiable_seconds + unpack_seconds) / (decrypt_seconds + unpack_seconds),
+        "server_check_total_s": check_seconds,
         "phe_encrypt_per_value_s": phe_encrypt, "phe_encrypt_extrapolated_s": phe_encrypt * dim,
         "phe_decrypt_extrapolated_s": phe_decrypt * dim, "phe_bytes_per_param": 2 * key_bits / 8,
         "speedup_encrypt_vs_phe": phe_encrypt * dim / ours,
+        "speedup_encrypt_with_proof_vs_phe": phe_encrypt * dim / (pack_seconds + proven_seconds),
         "speedup_decrypt_vs_phe": phe_decrypt * dim / (decrypt_seconds + unpack_seconds),
     }
     print(f"{key_bits}-bit key, {ring_bits}-bit ring ({layout.slots} slots of {layout.slot_bits} bits, "
@@ -93,6 +111,11 @@ def bench(key_bits: int, ring_bits: int, dim: int, clients: int, phe_sample: int
           f"x{record['speedup_encrypt_vs_phe']:.0f}), {wire / dim:.2f} B/param (phe {2 * key_bits // 8}), "
           f"decrypt aggregate {record['decrypt_aggregate_s']:.2f} s (phe {phe_decrypt * dim:.0f} s), "
           f"exact {exact}", flush=True)
+    print(f"  with the proof of plaintext knowledge: encrypt {record['encrypt_with_proof_s']:.2f} s "
+          f"(x{record['proof_cost_ratio']:.2f} of plain, x{record['speedup_encrypt_with_proof_vs_phe']:.0f} faster "
+          f"than phe), checking it {verify_seconds:.2f} s; decrypt with randomness "
+          f"{record['decrypt_with_randomness_s']:.2f} s (x{record['verifiable_decrypt_ratio']:.2f}), the server's "
+          f"check {check_seconds:.2f} s", flush=True)
     if threshold:
         holders = list(range(clients))
         deals = [_timed(lambda: deal_threshold_paillier(key_bits, holders, clients // 2 + 1)) for _ in range(3)]
@@ -102,20 +125,33 @@ def bench(key_bits: int, ring_bits: int, dim: int, clients: int, phe_sample: int
         t_aggregate = multiply_ciphertexts(t_columns, key.public_key)
         partials = {}
         partial_seconds = []
+        proven_seconds_list = []
+        check_seconds_list = []
         for holder in holders[: key.threshold]:
             partials[holder], seconds = _timed(lambda: shares[holder].partial_decrypt(t_aggregate))
             partial_seconds.append(seconds)
+            (proven_partials, partial_proof), seconds = _timed(
+                lambda: shares[holder].partial_decrypt_with_proof(t_aggregate, b"bench-context"))
+            proven_seconds_list.append(seconds)
+            _, seconds = _timed(lambda: verify_partial_decryption(key, holder, t_aggregate, proven_partials,
+                                                                  partial_proof, b"bench-context"))
+            check_seconds_list.append(seconds)
         combined, combine_seconds = _timed(lambda: combine_partial_decryptions(key, partials))
         record.update({
             "deal_s": [seconds for _, seconds in deals],
             "partial_decrypt_s": statistics.median(partial_seconds),
+            "partial_decrypt_with_proof_s": statistics.median(proven_seconds_list),
+            "partial_proof_ratio": statistics.median(proven_seconds_list) / statistics.median(partial_seconds),
+            "verify_partial_s": statistics.median(check_seconds_list),
             "combine_s": combine_seconds,
             "threshold_exact": bool(np.array_equal(
                 layout.unpack_sum(combined, length=dim, contributors=clients), np.sum(signed, axis=0))),
             "decryption_threshold": key.threshold,
         })
         print(f"  threshold {key.threshold}-of-{clients}: dealing {', '.join(f'{s:.1f}' for s in record['deal_s'])} s, "
-              f"one partial decryption {record['partial_decrypt_s']:.1f} s, combining {combine_seconds:.1f} s, "
+              f"one partial decryption {record['partial_decrypt_s']:.1f} s (with proof "
+              f"{record['partial_decrypt_with_proof_s']:.1f} s, x{record['partial_proof_ratio']:.2f}; checking it "
+              f"{record['verify_partial_s']:.2f} s), combining {combine_seconds:.1f} s, "
               f"exact {record['threshold_exact']}", flush=True)
     return record
 

@@ -7,19 +7,21 @@ Keys here are deliberately tiny (INSECURE_KEY_BITS) so that the suite stays fast
 from __future__ import annotations
 
 import pickle
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
 
-from fedsecure import ConfigurationError, PeerFault, PeerProtocolError
+from fedsecure import ConfigurationError, PeerFault, PeerProtocolError, RoundAborted
 from fedsecure.encoding import EncodingConfig, Quantizer
 from fedsecure.protocols import (
     DECRYPTOR,
+    AggregateRequest,
     CiphertextCommitment,
     DecryptedAggregate,
     DecryptionRequest,
     EncryptedInput,
+    PaillierClientSession,
     PaillierDeployment,
     ProtocolKind,
     RoundConfig,
@@ -115,7 +117,7 @@ def _deliver(server, sessions, messages) -> None:  # type: ignore[no-untyped-def
 
 
 def _collect(deployment: PaillierDeployment, round_id: int):  # type: ignore[no-untyped-def]
-    """Run the commitment and input stages by hand; return the config, the server and its decryption request(s)."""
+    """Run the commitment and input stages by hand; return the config, the server and its aggregate requests."""
     config, updates = _round(deployment, round_id=round_id)
     server = create_server_session(config)
     sessions = {c: create_client_session(config, c, updates[c], deployment.credentials[c]) for c in range(N)}
@@ -124,8 +126,15 @@ def _collect(deployment: PaillierDeployment, round_id: int):  # type: ignore[no-
     return config, server, server.close_stage(), sessions, updates
 
 
+def _approved(deployment: PaillierDeployment, round_id: int):  # type: ignore[no-untyped-def]
+    """Run every stage up to the decryption requests; return them with the config, server, sessions and updates."""
+    config, server, requests, sessions, updates = _collect(deployment, round_id)
+    _deliver(server, sessions, requests)
+    return config, server, server.close_stage(), sessions, updates
+
+
 def test_key_holder_refuses_a_second_decryption_for_the_same_round(separate) -> None:  # type: ignore[no-untyped-def]
-    config, server, (request,), _, updates = _collect(separate, round_id=400)
+    config, server, (request,), _, updates = _approved(separate, round_id=400)
     answer = separate.key_holder.receive(config, request)
     with pytest.raises(PeerProtocolError) as refused:
         separate.key_holder.receive(config, request)
@@ -135,14 +144,57 @@ def test_key_holder_refuses_a_second_decryption_for_the_same_round(separate) -> 
     np.testing.assert_array_equal(server.result().ring_sum, plaintext_ring_sum(updates, range(N)))
 
 
-def test_key_holder_refuses_mismatched_unsigned_duplicated_and_too_few_contributions(separate) -> None:  # type: ignore[no-untyped-def]
-    config, _, (request,), _, _ = _collect(separate, round_id=401)
+def test_the_key_holder_receives_no_contribution_only_the_aggregate_and_approvals(separate) -> None:  # type: ignore[no-untyped-def]
+    config, _, (request,), _, _ = _approved(separate, round_id=402)
+    assert isinstance(request, DecryptionRequest) and request.recipient == DECRYPTOR
+    assert {f.name for f in fields(request)} == {"round_id", "recipient", "contributors", "aggregate", "approvals"}
+    assert request.contributors == tuple(range(N)) and len(request.approvals) == N
+
+
+def test_key_holder_refuses_unapproved_underapproved_and_too_small_aggregates(separate) -> None:  # type: ignore[no-untyped-def]
+    config, _, (request,), _, _ = _approved(separate, round_id=401)
     holder = separate.key_holder
-    contributions = request.contributions
+    assert (holder.min_contributors, holder.approval_quorum) == (3, 2)  # one colluder tolerated among 6
 
     def refused(bad: DecryptionRequest) -> PeerFault:
         with pytest.raises(PeerProtocolError) as error:
             holder.receive(config, bad)
+        return error.value.fault
+
+    # Another aggregate than the approved one: the approvals cover the aggregate's digest.
+    other = bytearray(request.aggregate)
+    other[5] ^= 1
+    assert refused(replace(request, aggregate=bytes(other))) is PeerFault.BAD_SIGNATURE
+    # Another contributor set (the victim's alone, or the set without one client): the approvals cover it too.
+    assert refused(replace(request, contributors=request.contributors[1:],
+                           approvals=request.approvals[1:])) is PeerFault.BAD_SIGNATURE
+    # Fewer approvals than the quorum (one colluder's approval alone), or none.
+    assert refused(replace(request, approvals=request.approvals[:1])) is PeerFault.TOO_FEW_APPROVALS
+    assert refused(replace(request, approvals=())) is PeerFault.TOO_FEW_APPROVALS
+    # An approval by a client outside the contributor set.
+    few = replace(request, contributors=request.contributors[:2], approvals=request.approvals[:2])
+    assert refused(few) is PeerFault.TOO_FEW_CONTRIBUTORS
+    assert refused(replace(request, contributors=request.contributors[:4],
+                           approvals=request.approvals[4:])) is PeerFault.BAD_AGGREGATE
+    # A forged approval signature.
+    forged = replace(request.approvals[0], signature=bytes(64))
+    assert refused(replace(request, approvals=(forged, *request.approvals[1:]))) is PeerFault.BAD_SIGNATURE
+    assert holder.decrypted_rounds.isdisjoint({401})  # nothing was decrypted along the way
+    assert holder.receive(config, request).contributors == tuple(range(N))
+
+
+def test_a_client_approves_only_an_aggregate_it_checked(separate) -> None:  # type: ignore[no-untyped-def]
+    config, _, requests, sessions, _ = _collect(separate, round_id=403)
+    request = requests[0]
+    contributions = request.contributions
+
+    saved = sessions[request.recipient].export_state()
+
+    def refused(bad: AggregateRequest) -> PeerFault:
+        # Each refusal aborts the session for good: start each from the saved approval stage.
+        session = PaillierClientSession.restore_state(config, saved, separate.credentials[request.recipient])
+        with pytest.raises(PeerProtocolError) as error:
+            session.receive(bad)
         return error.value.fault
 
     # An aggregate that is not the product of the listed ciphertexts: say, one client's ciphertext alone.
@@ -152,6 +204,9 @@ def test_key_holder_refuses_mismatched_unsigned_duplicated_and_too_few_contribut
     assert refused(replace(request, contributions=(forged, *contributions[1:]))) is PeerFault.BAD_AGGREGATE
     stolen = replace(contributions[0], sender=contributions[1].sender, ciphertexts=contributions[1].ciphertexts)
     assert refused(replace(request, contributions=(contributions[0], stolen, *contributions[2:]))) is PeerFault.BAD_SIGNATURE
+    # Another client's proof: it was made for that client's ciphertexts and id.
+    swapped = replace(contributions[0], proof=contributions[1].proof)
+    assert refused(replace(request, contributions=(swapped, *contributions[1:]))) is PeerFault.BAD_PROOF
     # A commitment set other than the one the contributors revealed against.
     assert refused(replace(request, commitments=request.commitments[1:],
                            contributions=contributions[1:])) is PeerFault.BAD_SIGNATURE
@@ -161,24 +216,28 @@ def test_key_holder_refuses_mismatched_unsigned_duplicated_and_too_few_contribut
     # A single contribution would decrypt one client's input: refused below the minimum.
     assert refused(replace(request, contributions=contributions[:1],
                            aggregate=contributions[0].ciphertexts)) is PeerFault.TOO_FEW_CONTRIBUTORS
-    assert holder.decrypted_rounds.isdisjoint({401})  # nothing was decrypted along the way
-    assert holder.receive(config, request).contributors == tuple(range(N))
 
 
-def test_threshold_client_checks_the_request_and_answers_once(threshold) -> None:  # type: ignore[no-untyped-def]
-    config, server, requests, sessions, _ = _collect(threshold, round_id=500)
+def test_threshold_holder_decrypts_only_the_set_it_approved_with_a_quorum_and_once(threshold) -> None:  # type: ignore[no-untyped-def]
+    config, server, requests, sessions, _ = _approved(threshold, round_id=500)
     first = requests[0]
-    bad = replace(first, aggregate=first.contributions[0].ciphertexts)
-    with pytest.raises(PeerProtocolError) as error:
-        sessions[first.recipient].receive(bad)
-    assert error.value.fault is PeerFault.BAD_AGGREGATE
-    # The session aborted for good; the holder's other sessions answer the genuine request once ...
+    assert len(first.approvals) == N and threshold.keys.decryption_threshold == 4
+
+    def refused(holder: int, bad: DecryptionRequest) -> PeerFault:
+        with pytest.raises(PeerProtocolError) as error:
+            sessions[holder].receive(bad)
+        return error.value.fault
+
+    # A set other than the one it approved (the victim left out), then a quorum below t.
+    assert refused(first.recipient, replace(first, contributors=first.contributors[1:])) is PeerFault.BAD_AGGREGATE
+    second = requests[1]
+    assert refused(second.recipient, replace(second, approvals=second.approvals[:3])) is PeerFault.TOO_FEW_APPROVALS
+    # The sessions aborted for good; another holder answers the genuine request once ...
     assert sessions[first.recipient].state.value == "aborted"
-    sessions[requests[1].recipient].receive(requests[1])
-    # ... and a holder's credentials refuse a second partial decryption for the round.
     holder = requests[2].recipient
     sessions[holder].receive(requests[2])
-    _, again, (*repeat,), fresh, _ = _collect(threshold, round_id=500)
+    # ... and its credentials refuse a second partial decryption for the round, even in a fresh session.
+    _, _, repeat, fresh, _ = _approved(threshold, round_id=500)
     with pytest.raises(PeerProtocolError) as error:
         fresh[holder].receive(next(r for r in repeat if r.recipient == holder))
     assert error.value.fault is PeerFault.ALREADY_DECRYPTED
@@ -198,18 +257,74 @@ def test_server_drops_a_client_with_a_bad_signature_and_goes_on(separate) -> Non
     np.testing.assert_array_equal(report.result.ring_sum, plaintext_ring_sum(updates, report.result.survivors))
 
 
+def test_server_drops_a_client_whose_proof_fails_and_goes_on(separate) -> None:  # type: ignore[no-untyped-def]
+    config, updates = _round(separate, round_id=610)
+
+    def tamper(client: int, stage: Stage, data: bytes) -> bytes:
+        if client == 2 and stage is Stage.CIPHERTEXT_INPUT:
+            message = decode_message(data)
+            proof = bytearray(message.proof)  # type: ignore[union-attr]
+            proof[-1] ^= 1
+            return encode_message(replace(message, proof=bytes(proof)))  # type: ignore[type-var]
+        return data
+
+    report = Simulator(config, updates, interceptor=tamper, paillier=separate).run()
+    assert [(e.peer, e.fault) for e in report.rejected] == [(2, PeerFault.BAD_PROOF)]
+    assert report.result is not None and report.result.survivors == frozenset(range(N)) - {2}
+    np.testing.assert_array_equal(report.result.ring_sum, plaintext_ring_sum(updates, report.result.survivors))
+
+
 def test_server_refuses_a_total_from_anyone_but_the_decryptor(separate) -> None:  # type: ignore[no-untyped-def]
-    config, server, (request,), _, _ = _collect(separate, round_id=700)
-    fake = DecryptedAggregate(round_id=700, sender=2, contributors=tuple(range(N)),
-                              vector=np.zeros(config.vector_length, dtype=config.ring.dtype))
+    config, server, (request,), _, _ = _approved(separate, round_id=700)
+    answer = separate.key_holder.receive(config, request)
+    fake = replace(answer, sender=2)
     with pytest.raises(PeerProtocolError) as error:
         server.receive_bytes(encode_message(fake), sender=2)
     assert error.value.fault is PeerFault.WRONG_SENDER and error.value.peer == 2
     assert 2 in server.dropped
     # The genuine total still lands, and client 2's contribution, already in the product, is still counted.
-    server.receive_bytes(encode_message(separate.key_holder.receive(config, request)), sender=DECRYPTOR)
+    server.receive_bytes(encode_message(answer), sender=DECRYPTOR)
     server.close_stage()
     assert server.result().survivors == frozenset(range(N))
+
+
+def test_server_refuses_a_wrong_total_and_names_the_key_holder(separate) -> None:  # type: ignore[no-untyped-def]
+    # A key holder that shifts the total (one plaintext off by one) is caught by the aggregate's randomness.
+    config, server, (request,), _, _ = _approved(separate, round_id=710)
+    answer = separate.key_holder.receive(config, request)
+    width = (separate.keys.key_bits + 7) // 8
+    first = (int.from_bytes(answer.plaintexts[:width], "little") + 1).to_bytes(width, "little")
+    with pytest.raises(PeerProtocolError) as error:
+        server.receive_bytes(encode_message(replace(answer, plaintexts=first + answer.plaintexts[width:])),
+                             sender=DECRYPTOR)
+    assert error.value.fault is PeerFault.BAD_PROOF and error.value.peer == DECRYPTOR
+    with pytest.raises(RoundAborted) as aborted:
+        server.close_stage()
+    assert "decryptor" in aborted.value.reason and "does not match" in aborted.value.reason
+
+
+def test_a_holder_that_shifts_the_total_is_dropped_by_its_proof(threshold) -> None:  # type: ignore[no-untyped-def]
+    import gmpy2
+
+    from fedsecure.crypto import ciphertexts_from_bytes, ciphertexts_to_bytes
+
+    config, updates = _round(threshold, round_id=720)
+    public = threshold.keys.public_key
+
+    def shift(client: int, stage: Stage, data: bytes) -> bytes:
+        # Multiplying a partial by (1 + n)^k moves the combined plaintext by a multiple of k: undetectable
+        # without a proof of correct partial decryption.
+        if client == 1 and stage is Stage.PARTIAL_DECRYPTION:
+            message = decode_message(data)
+            partials = ciphertexts_from_bytes(message.partials, public)  # type: ignore[union-attr]
+            partials[0] = gmpy2.f_mod(partials[0] * (1 + 5 * public.n), public.nsquare)
+            return encode_message(replace(message, partials=ciphertexts_to_bytes(partials, public)))  # type: ignore[type-var]
+        return data
+
+    report = Simulator(config, updates, interceptor=shift, paillier=threshold).run()
+    assert [(e.peer, e.fault) for e in report.rejected] == [(1, PeerFault.BAD_PROOF)]
+    assert report.result is not None
+    np.testing.assert_array_equal(report.result.ring_sum, plaintext_ring_sum(updates, range(N)))
 
 
 def test_insecure_keys_need_to_be_asked_for_and_slots_that_cannot_fit_are_refused() -> None:
@@ -235,7 +350,7 @@ def test_paillier_secrets_refuse_pickling_and_stay_out_of_reprs(separate, thresh
         assert "mpz" not in repr(secret)
     share = threshold.credentials[0].key_share
     assert str(int(share._secret)) not in repr(share) and str(int(share._secret)) not in repr(threshold.credentials[0])
-    contribution = EncryptedInput(round_id=1, sender=1, ciphertexts=b"\x07" * 64, signature=b"s" * 64)
+    contribution = EncryptedInput(round_id=1, sender=1, ciphertexts=b"\x07" * 64, proof=b"k", signature=b"s" * 64)
     assert "\\x07" not in repr(contribution)
 
 
@@ -273,20 +388,25 @@ def test_a_colluding_client_cannot_cancel_the_others_to_isolate_a_victim(separat
                                 signature=signer.sign(commitment_payload(config, 5, digest)))
     with pytest.raises(PeerProtocolError):
         server.receive_bytes(encode_message(late), sender=5)
-    # Straight to the key holder, with the colluder's commitment added to the set the honest clients revealed against.
-    (request,) = server.close_stage()
+    # Into the aggregate every honest client checks, with the colluder's commitment added to the set the honest
+    # clients revealed against (its proof is a proof for some other ciphertext: it cannot prove this one).
+    requests = server.close_stage()
+    request = requests[0]
+    saved = sessions[request.recipient].export_state()
     commitments = tuple(sorted((*request.commitments, Commitment(5, digest, late.signature)), key=lambda c: c.sender))
-    sneaked = EncryptedInput(round_id=800, sender=5, ciphertexts=data, signature=signer.sign(
+    sneaked = EncryptedInput(round_id=800, sender=5, ciphertexts=data, proof=honest[1].proof, signature=signer.sign(
         contribution_payload(config, 5, data, commitment_set_digest(commitments))))
     product = ciphertexts_to_bytes(
         [gmpy2.f_mod(a * b, public.nsquare) for a, b in zip(ciphertexts_from_bytes(request.aggregate, public), forged)],
         public)
-    attack = replace(request, commitments=commitments, contributions=(*request.contributions, sneaked),
-                     aggregate=product)
-    with pytest.raises(PeerProtocolError) as error:
-        separate.key_holder.receive(config, attack)
-    assert error.value.fault is PeerFault.BAD_SIGNATURE  # the honest reveals were signed for the smaller set
-    assert 800 not in separate.key_holder.decrypted_rounds
+    for attack, fault in ((replace(request, commitments=commitments, contributions=(*request.contributions, sneaked),
+                                   aggregate=product), PeerFault.BAD_SIGNATURE),
+                          (replace(request, contributions=(*request.contributions, sneaked), aggregate=product),
+                           PeerFault.BAD_AGGREGATE)):
+        session = PaillierClientSession.restore_state(config, saved, separate.credentials[attack.recipient])
+        with pytest.raises(PeerProtocolError) as error:
+            session.receive(attack)
+        assert error.value.fault is fault  # the honest reveals were signed for the smaller set; 5 never committed
 
 
 def test_threshold_needs_a_strict_majority_so_two_contributor_sets_cannot_both_be_decrypted() -> None:
@@ -309,8 +429,18 @@ def test_round_configs_with_weakened_paillier_parameters_are_refused(separate) -
     from fedsecure.crypto import SigningKey
     from fedsecure.protocols import PaillierCredentials
 
+    # A config whose minimum is below the deployment's colluders plus two, even if it equals the threshold.
     with pytest.raises(ConfigurationError):
-        PaillierCredentials(SigningKey.generate(), min_contributors=1)
+        replace(config, threshold=2, paillier=replace(parameters, min_contributors=2))
+    # No credential without the deployment's trusted keys: it would trust whatever key a server put in a round.
+    with pytest.raises(TypeError):
+        PaillierCredentials(SigningKey.generate())  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError) as error:
+        PaillierCredentials(SigningKey.generate(), None)  # type: ignore[arg-type]
+    assert error.value.parameter == "trusted_keys"
+    with pytest.raises(ConfigurationError) as error:
+        PaillierCredentials(SigningKey.generate(), separate.keys)  # not a registered key
+    assert error.value.parameter == "signing_key"
 
 
 @pytest.mark.parametrize("kind", ["separate", "threshold"])
@@ -326,8 +456,9 @@ def test_an_out_of_range_contribution_aborts_cleanly_without_releasing_anything(
             self.public_key = public
             self._inner = PaillierEncryptor(public)
 
-        def encrypt(self, plaintexts):  # type: ignore[no-untyped-def]
-            return self._inner.encrypt([1 << (int(public.n).bit_length() - 2)] * len(plaintexts))
+        def encrypt_with_proof(self, plaintexts, context):  # type: ignore[no-untyped-def]
+            # It knows its own (oversized) plaintexts, so its proof of knowledge is valid.
+            return self._inner.encrypt_with_proof([1 << (int(public.n).bit_length() - 2)] * len(plaintexts), context)
 
     credentials = deployment.credentials[2]
     honest = credentials._encryptor

@@ -83,6 +83,8 @@ class PeerFault(enum.Enum):
     BAD_AGGREGATE = "aggregate does not match the signed contributions"
     TOO_FEW_CONTRIBUTORS = "fewer distinct contributors than the configured minimum"
     ALREADY_DECRYPTED = "a second decryption for a round already decrypted"
+    BAD_PROOF = "zero-knowledge proof or verifiable decryption does not verify"
+    TOO_FEW_APPROVALS = "fewer approvals of the aggregate than the quorum"
 
 
 class PeerProtocolError(ProtocolError):

@@ -261,10 +261,16 @@ def _audit(args: argparse.Namespace) -> int:
         checks = run_checks(rounds)
     attacks = []
     if args.attack:
-        from .audit._attacks import ATTACKS, run_attack
+        from .audit._attacks import attack_names, run_attack
 
-        names = list(ATTACKS) if args.attack == "all" else [args.attack]
-        attacks = [run_attack(name, protocol=_PROTOCOLS[args.protocol], clients=args.clients) for name in names]
+        protocol = _PROTOCOLS[args.protocol]
+        names = attack_names(protocol) if args.attack == "all" else [args.attack]
+        if args.attack != "all" and args.attack not in attack_names(protocol):
+            raise ConfigurationError(f"--attack {args.attack} does not target {protocol.value}; for it choose from "
+                                     f"{', '.join(attack_names(protocol))}", parameter="attack")
+        if protocol.is_paillier and args.clients < 5:
+            raise ConfigurationError("the Paillier attacks need --clients 5 or more", parameter="clients")
+        attacks = [run_attack(name, protocol=protocol, clients=args.clients) for name in names]
     leakage = []
     audits = []
     try:
@@ -683,11 +689,15 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="run the gradient-leakage attack on linear784 against plaintext, SecAgg and SecAgg+ "
                        "(needs the torch and examples extras)")
     audit.add_argument("--attack", choices=["all", "split-view", "key-substitution", "below-threshold", "replay",
-                                            "redirect-shares", "sybils"],
-                       help="simulate a malicious server's attack on client 0, against the protective and a "
-                       "weakened configuration; 'all' runs every attack and, with the torch and examples extras, "
-                       "--leakage and --dp-audit too, and checks a fresh simulated round if no transcript is given")
-    audit.add_argument("--protocol", choices=["secagg", "secagg+"], default="secagg", help="for --attack")
+                                            "redirect-shares", "sybils", "curious-key-holder", "paillier-replay",
+                                            "threshold-split", "paillier-key-substitution"],
+                       help="simulate an attack on client 0 (a malicious server, colluding clients, a curious key "
+                       "holder), against the protective and a weakened configuration; 'all' runs every attack on "
+                       "--protocol and, with the torch and examples extras, --leakage and --dp-audit too, and checks "
+                       "a fresh simulated round if no transcript is given")
+    audit.add_argument("--protocol", choices=["secagg", "secagg+", "paillier", "paillier-threshold"], default="secagg",
+                       help="for --attack: SecAgg's attacks, or the Paillier arrangements' (512-bit keys for speed; "
+                       "key size plays no part in them)")
     audit.add_argument("--clients", type=_count, default=10, help="clients in the attack and leakage rounds (default 10)")
     audit.add_argument("--dp-audit", action="store_true",
                        help="canary audit (one run) of central and distributed DP as calibrated, and of a central "

@@ -52,7 +52,7 @@ from ..protocols._secagg import (
     consistency_quorum,
 )
 
-__all__ = ["ATTACKS", "AttackResult", "run_attack"]
+__all__ = ["ATTACKS", "AttackResult", "attack_names", "run_attack"]
 
 THREAT = ThreatModel()
 
@@ -536,12 +536,32 @@ ATTACKS: dict[str, tuple[str, AttackRunner]] = {
 }
 
 
+def attack_names(protocol: ProtocolKind) -> list[str]:
+    """The attacks that target ``protocol``."""
+    from ._paillier_attacks import PAILLIER_ATTACKS
+
+    if protocol.is_paillier:
+        return [name for name, (_, targets, _) in PAILLIER_ATTACKS.items() if protocol in targets]
+    return list(ATTACKS)
+
+
 def run_attack(name: str, *, protocol: ProtocolKind = ProtocolKind.SECAGG, clients: int = 10) -> AttackResult:
     """Run attack ``name`` against the protective and the weakened configuration of ``protocol``."""
+    from ._paillier_attacks import PAILLIER_ATTACKS
+
+    if protocol.is_paillier:
+        if name not in PAILLIER_ATTACKS or protocol not in PAILLIER_ATTACKS[name][1]:
+            raise ValueError(f"attack {name!r} does not target {protocol.value}; choose from "
+                             f"{', '.join(attack_names(protocol))}")
+        if clients < 5:
+            raise ValueError("the Paillier attacks need at least 5 clients")
+        description, _, paillier_runner = PAILLIER_ATTACKS[name]
+        protected, weakened = paillier_runner(protocol, clients)
+        return AttackResult(name, description, protocol.value, clients, protected, weakened)
     if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+        raise ValueError(f"attack {name!r} does not target {protocol.value}; choose from {', '.join(ATTACKS)}")
     if protocol not in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
-        raise ValueError("the attacks target SecAgg and SecAgg+")
+        raise ValueError("these attacks target SecAgg and SecAgg+")
     description, runner = ATTACKS[name]
     protected, weakened = runner(protocol, clients)
     return AttackResult(name, description, protocol.value, clients, protected, weakened)

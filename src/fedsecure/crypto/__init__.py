@@ -21,6 +21,15 @@ from ._paillier import (
     generate_paillier_keypair,
     multiply_ciphertexts,
     safe_prime,
+    verify_partial_decryption,
+)
+from ._paillier_proofs import (
+    CHALLENGE_BITS,
+    PartialDecryptionProof,
+    PlaintextKnowledgeProof,
+    multi_power,
+    verify_decryption,
+    verify_plaintext_knowledge,
 )
 from ._signing import SIGNATURE_BYTES, VERIFY_KEY_BYTES, SigningKey, verify_signature
 from ._prg import MaskExpander, expand_mask
@@ -53,6 +62,13 @@ __all__ = [
     "generate_paillier_keypair",
     "multiply_ciphertexts",
     "safe_prime",
+    "verify_partial_decryption",
+    "CHALLENGE_BITS",
+    "PartialDecryptionProof",
+    "PlaintextKnowledgeProof",
+    "multi_power",
+    "verify_decryption",
+    "verify_plaintext_knowledge",
     "ENVELOPE_OVERHEAD",
     "FIELD_PRIME",
     "KeyAgreementKey",

@@ -42,6 +42,14 @@ import phe
 from gmpy2 import mpz
 
 from .._errors import ConfigurationError, CryptoError
+from ._paillier_proofs import (
+    CHALLENGE_BITS,
+    PartialDecryptionProof,
+    PlaintextKnowledgeProof,
+    partial_batch,
+    partial_challenge,
+    prove_plaintext_knowledge,
+)
 
 __all__ = [
     "MIN_SECURE_KEY_BITS",
@@ -52,6 +60,7 @@ __all__ = [
     "generate_paillier_keypair",
     "deal_threshold_paillier",
     "combine_partial_decryptions",
+    "verify_partial_decryption",
     "ciphertext_bytes",
     "ciphertexts_to_bytes",
     "ciphertexts_from_bytes",
@@ -127,7 +136,7 @@ class PaillierEncryptor:
     window 6). Not thread-safe.
     """
 
-    __slots__ = ("_public_key", "_n", "_n_square", "_exponent_bits", "_window", "_table")
+    __slots__ = ("_public_key", "_n", "_n_square", "_exponent_bits", "_window", "_table", "_h")
 
     def __init__(self, public_key: phe.PaillierPublicKey, *, window: int = _DEFAULT_WINDOW) -> None:
         if not isinstance(public_key, phe.PaillierPublicKey):
@@ -144,6 +153,7 @@ class PaillierEncryptor:
             if gmpy2.gcd(x, self._n) == 1:
                 break
         h = gmpy2.f_mod(-(x * x), self._n)
+        self._h = h
         base = gmpy2.powmod(h, self._n, self._n_square)
         # table[j][d] = base^(d * 2^(w j)): a^-exponentiation is one product of one entry per window.
         table = []
@@ -159,27 +169,45 @@ class PaillierEncryptor:
     def public_key(self) -> phe.PaillierPublicKey:
         return self._public_key
 
-    def _randomiser(self) -> mpz:
+    def _randomiser(self) -> tuple[mpz, int]:
+        # r^n = h_s^a for a fresh short exponent a; returns both (a is what a proof of knowledge needs).
         exponent = secrets.randbits(self._exponent_bits)
+        remaining = exponent
         mask = (1 << self._window) - 1
         result = mpz(1)
         n_square = self._n_square
         for row in self._table:
-            digit = exponent & mask
+            digit = remaining & mask
             if digit:
                 result = gmpy2.f_mod(result * row[digit], n_square)
-            exponent >>= self._window
-        return result
+            remaining >>= self._window
+        return result, exponent
 
     def encrypt(self, plaintexts: Sequence[int]) -> list[mpz]:
         """Encrypt integers in [0, n): c = (1 + m n) r^n mod n^2, with a fresh randomiser each."""
+        return self._encrypt(plaintexts)[0]
+
+    def _encrypt(self, plaintexts: Sequence[int]) -> tuple[list[mpz], list[int]]:
         n, n_square = self._n, self._n_square
-        out = []
+        out, exponents = [], []
         for m in plaintexts:
             if not 0 <= m < n:
                 raise CryptoError("a Paillier plaintext must lie in [0, n)")
-            out.append(gmpy2.f_mod((1 + mpz(m) * n) * self._randomiser(), n_square))
-        return out
+            randomiser, exponent = self._randomiser()
+            out.append(gmpy2.f_mod((1 + mpz(m) * n) * randomiser, n_square))
+            exponents.append(exponent)
+        return out, exponents
+
+    def encrypt_with_proof(self, plaintexts: Sequence[int], context: bytes) -> tuple[list[mpz], PlaintextKnowledgeProof]:
+        """Encrypt, and prove knowledge of every plaintext, bound to ``context`` (the round and the sender).
+
+        Threat model: without the proof a client could submit someone else's
+        ciphertext (replayed from an earlier round, or re-randomised) as its own;
+        with it, that would need the other client's plaintext.
+        """
+        ciphertexts, exponents = self._encrypt(plaintexts)
+        proof = prove_plaintext_knowledge(self._public_key, ciphertexts, plaintexts, int(self._h), exponents, context)
+        return ciphertexts, proof
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a PaillierEncryptor holds secret randomness and cannot be pickled")
@@ -240,6 +268,25 @@ class PaillierDecryptor:
             out.append(int(mp + p * gmpy2.f_mod((mq - mp) * self._p_inverse, q)))
         return out
 
+    def decrypt_with_randomness(self, ciphertexts: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Decrypt, and return each ciphertext's randomness r (c = (1 + m n) r^n mod n^2) so anyone can check.
+
+        c mod n = r^n mod n, and x -> x^n is a bijection of Z_n^* (gcd(n, phi(n)) = 1), so
+        r = (c mod n)^(n^-1 mod phi(n)), computed mod p and mod q and joined by the CRT.
+        Revealing r of an aggregate reveals nothing beyond its plaintext (it is a
+        function of the aggregate's opening, which the total determines up to
+        the contributions' own randomness; :func:`verify_decryption`).
+        """
+        plaintexts = self.decrypt(ciphertexts)
+        p, q = self._p, self._q
+        n = p * q
+        exponent_p = gmpy2.invert(n, p - 1)
+        exponent_q = gmpy2.invert(n, q - 1)
+        roots_p, roots_q = _powmod_halves([gmpy2.f_mod(mpz(c), p) for c in ciphertexts], exponent_p, p,
+                                          [gmpy2.f_mod(mpz(c), q) for c in ciphertexts], exponent_q, q)
+        randomness = [int(rp + p * gmpy2.f_mod((rq - rp) * self._p_inverse, q)) for rp, rq in zip(roots_p, roots_q)]
+        return plaintexts, randomness
+
     def __reduce__(self) -> NoReturn:
         raise TypeError("a PaillierDecryptor holds a private key and cannot be pickled")
 
@@ -288,6 +335,21 @@ class ThresholdPaillierKey:
     public_key: phe.PaillierPublicKey
     holders: tuple[int, ...]
     threshold: int
+    #: v, a random square of Z_(n^2)^*, and v_i = v^(Delta s_i) for each holder, in share order (Shoup 2000):
+    #: what a proof of correct partial decryption is checked against.
+    verification_base: int
+    verification_keys: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.verification_keys) != len(self.holders):
+            raise CryptoError("a threshold key needs one verification key per holder")
+        n_square = int(self.public_key.nsquare)
+        for value in (self.verification_base, *self.verification_keys):
+            if not 0 < value < n_square or gmpy2.gcd(value, self.public_key.n) != 1:
+                raise CryptoError("a verification key is not a unit of Z_(n^2)")
+
+    def verification_key(self, holder: int) -> int:
+        return self.verification_keys[self.index(holder) - 1]
 
     @property
     def delta(self) -> int:
@@ -333,6 +395,27 @@ class PaillierKeyShare:
                                        [mpz(c) for c in ciphertexts[half:]], exponent, n_square)
         return first + second
 
+    def partial_decrypt_with_proof(self, ciphertexts: Sequence[int],
+                                   context: bytes) -> tuple[list[mpz], PartialDecryptionProof]:
+        """Partial decryptions and Shoup's proof that they use this holder's share, bound to ``context``.
+
+        The proof is of log_(C^4)(P^2) = log_v(v_i) for C and P random-looking
+        combinations of the ciphertexts and the partials (Shoup 2000, §2.3;
+        Damgård–Jurik 2001, §4.1), so one proof covers every ciphertext.
+        """
+        partials = self.partial_decrypt(ciphertexts)
+        key = self._key
+        n_square = mpz(key.public_key.nsquare)
+        holder = self._holder
+        base, statement = partial_batch(n_square, ciphertexts, partials, context, holder)
+        exponent = key.delta * self._secret
+        nonce = mpz(secrets.randbits(n_square.bit_length() + key.delta.bit_length() + 2 * CHALLENGE_BITS))
+        verification_base = mpz(key.verification_base)
+        commitments = (gmpy2.powmod(base, nonce, n_square), gmpy2.powmod(verification_base, nonce, n_square))
+        challenge = partial_challenge(n_square, context, holder, (base, statement, verification_base,
+                                                                  key.verification_key(holder), *commitments))
+        return partials, PartialDecryptionProof(challenge=challenge, response=int(nonce + challenge * exponent))
+
     def __reduce__(self) -> NoReturn:
         raise TypeError("a PaillierKeyShare is secret and cannot be pickled")
 
@@ -363,14 +446,25 @@ def deal_threshold_paillier(
     d = m * gmpy2.invert(m, n)  # d = 0 mod m and d = 1 mod n.
     modulus = n * m
     coefficients = [d] + [mpz(secrets.randbelow(int(modulus))) for _ in range(threshold - 1)]
-    key = ThresholdPaillierKey(public_key=phe.PaillierPublicKey(int(n)), holders=holders, threshold=threshold)
-    shares = {}
+    n_square = n * n
+    while True:
+        root = mpz(secrets.randbelow(int(n_square) - 2) + 2)
+        if gmpy2.gcd(root, n) == 1:
+            break
+    verification_base = gmpy2.powmod(root, 2, n_square)
+    delta = math.factorial(len(holders))
+    secrets_by_holder = {}
     for index, holder in enumerate(holders, 1):
         value = mpz(0)
         for coefficient in reversed(coefficients):
             value = gmpy2.f_mod(value * index + coefficient, modulus)
-        shares[holder] = PaillierKeyShare(key, holder, int(value))
-    del p, q, d, m, coefficients
+        secrets_by_holder[holder] = value
+    key = ThresholdPaillierKey(public_key=phe.PaillierPublicKey(int(n)), holders=holders, threshold=threshold,
+                               verification_base=int(verification_base),
+                               verification_keys=tuple(int(gmpy2.powmod(verification_base, delta * secrets_by_holder[h],
+                                                                        n_square)) for h in holders))
+    shares = {holder: PaillierKeyShare(key, holder, int(value)) for holder, value in secrets_by_holder.items()}
+    del p, q, d, m, coefficients, secrets_by_holder
     return key, shares
 
 
@@ -400,6 +494,34 @@ def _combine_one(values: Mapping[int, int], exponents: Mapping[int, int], n: mpz
     except ZeroDivisionError:  # a partial that is not a unit of Z_(n^2)
         return None
     return combined if gmpy2.f_mod(combined, n) == 1 else None
+
+
+def verify_partial_decryption(key: ThresholdPaillierKey, holder: int, ciphertexts: Sequence[int],
+                              partials: Sequence[int], proof: PartialDecryptionProof, context: bytes) -> None:
+    """Check ``holder``'s partial decryptions of ``ciphertexts`` against its verification key; raise otherwise.
+
+    A holder that raised the ciphertexts to anything but 2 Delta s_i (up to an
+    element of order 2, which combining squares away) fails, except with
+    probability about 2^-128: a malicious holder can no longer shift the total.
+    """
+    n_square = mpz(key.public_key.nsquare)
+    for value in partials:
+        if not 0 < value < n_square or gmpy2.gcd(value, key.public_key.n) != 1:
+            raise CryptoError("a partial decryption is not a unit of Z_(n^2)")
+    base, statement = partial_batch(n_square, ciphertexts, partials, context, holder)
+    verification_base, verification_key = mpz(key.verification_base), mpz(key.verification_key(holder))
+    challenge, response = proof.challenge, mpz(proof.response)
+    try:
+        first = gmpy2.f_mod(gmpy2.powmod(base, response, n_square)
+                            * gmpy2.powmod(statement, -challenge, n_square), n_square)
+        second = gmpy2.f_mod(gmpy2.powmod(verification_base, response, n_square)
+                             * gmpy2.powmod(verification_key, -challenge, n_square), n_square)
+    except ZeroDivisionError:
+        raise CryptoError("the partial-decryption proof does not verify") from None
+    expected = partial_challenge(n_square, context, holder, (base, statement, verification_base, verification_key,
+                                                             first, second))
+    if expected != challenge:
+        raise CryptoError(f"holder {holder}'s partial-decryption proof does not verify")
 
 
 def combine_partial_decryptions(key: ThresholdPaillierKey, partials: Mapping[int, Sequence[int]]) -> list[int]:

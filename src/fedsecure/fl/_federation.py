@@ -185,7 +185,8 @@ class Federation:
             [np.full(t.size, t.name in parameters) for t in self._spec.tensors]) if state else np.zeros(0, bool)
         if self.protocol.is_paillier and self.paillier is None:
             self.paillier = PaillierDeployment.create(self.protocol, [c.client_id for c in self.clients],
-                                                      key_bits=self.key_bits, insecure=self.insecure_keys)
+                                                      key_bits=self.key_bits, insecure=self.insecure_keys,
+                                                      threat=self.threat)
         # Refuse, now rather than every round, a cohort the protocol can never aggregate.
         if self.dp is not None and self.dp.level is not PrivacyLevel.LOCAL:
             # User-level DP draws cohorts from the OS; check the protocol against the expected cohort size instead.

@@ -20,6 +20,8 @@ from ._messages import (
     CiphertextCommitment,
     Commitment,
     RevealRequest,
+    AggregateApproval,
+    AggregateRequest,
     DecryptedAggregate,
     DecryptionRequest,
     EncryptedInput,
@@ -54,9 +56,12 @@ from ._paillier import (
     PaillierDeployment,
     PaillierKeyHolder,
     PaillierServerSession,
+    approval_payload,
     commitment_payload,
     commitment_set_digest,
     contribution_payload,
+    partial_proof_context,
+    plaintext_proof_context,
 )
 from ._plaintext import PlaintextClientSession, PlaintextServerSession
 from ._session import SERVER, AggregationResult, ClientSession, DropRecord, ServerSession
@@ -65,6 +70,8 @@ from ._stages import CLIENT_TRANSITIONS, SERVER_STAGES, ClientState, Stage, clie
 __all__ = [
     "MAX_CLIENT_ID",
     "DECRYPTOR",
+    "AggregateApproval",
+    "AggregateRequest",
     "DecryptedAggregate",
     "DecryptionRequest",
     "EncryptedInput",
@@ -77,6 +84,9 @@ __all__ = [
     "PaillierServerSession",
     "PartialDecryption",
     "contribution_payload",
+    "approval_payload",
+    "partial_proof_context",
+    "plaintext_proof_context",
     "commitment_payload",
     "commitment_set_digest",
     "CiphertextCommitment",

@@ -23,6 +23,8 @@ from ..crypto import PUBLIC_KEY_BYTES, SHARE_BYTES
 from ._messages import (
     SIGNATURE_BYTES,
     AdvertiseKeys,
+    AggregateApproval,
+    AggregateRequest,
     CiphertextCommitment,
     Commitment,
     RevealRequest,
@@ -49,8 +51,9 @@ from ._messages import (
 
 __all__ = ["WIRE_VERSION", "encode_message", "decode_message", "DEFAULT_MAX_MESSAGE_BYTES"]
 
-# Version 2 added the active-adversary variant's signatures and consistency messages.
-WIRE_VERSION = 2
+# Version 2 added the active-adversary variant's signatures and consistency messages; version 3 Paillier's proofs,
+# aggregate approvals and verifiable decryption.
+WIRE_VERSION = 3
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
 _HEADER = struct.Struct("<BBQI")
 _U32 = struct.Struct("<I")
@@ -77,6 +80,8 @@ _TYPE_CODES: dict[type, int] = {
     RevealRequest: 15,
     ConsistencyRequest: 16,
     ConsistencySignature: 17,
+    AggregateRequest: 18,
+    AggregateApproval: 19,
 }
 _COMMITMENT_ENTRY = struct.Struct(f"<I32s{SIGNATURE_BYTES}s")
 _SIGNATURE_ENTRY = struct.Struct(f"<I{SIGNATURE_BYTES}s")
@@ -104,7 +109,16 @@ def _encode_share_values(values: tuple[ShareValue, ...]) -> list[bytes]:
 
 def _encode_contribution(contribution: EncryptedInput) -> list[bytes]:
     return [_U32.pack(contribution.sender), _U32.pack(len(contribution.ciphertexts)), contribution.ciphertexts,
-            contribution.signature]
+            _U32.pack(len(contribution.proof)), contribution.proof, contribution.signature]
+
+
+def _encode_ids(ids: tuple[int, ...]) -> list[bytes]:
+    return [_U32.pack(len(ids)), np.asarray(ids, dtype="<u4").tobytes()]
+
+
+def _decode_ids(reader: _Reader) -> tuple[int, ...]:
+    count = reader.count(_U32.size)
+    return tuple(int(c) for c in np.frombuffer(reader.take(4 * count), dtype="<u4"))
 
 
 def _encode_vector(vector: np.ndarray) -> list[bytes | memoryview]:
@@ -143,18 +157,25 @@ def encode_message(message: Message) -> bytes:
         parts += [message.digest, message.signature]
     elif isinstance(message, RevealRequest):
         parts.extend(_encode_commitments(message.commitments))
-    elif isinstance(message, DecryptionRequest):
+    elif isinstance(message, AggregateRequest):
         parts.extend(_encode_commitments(message.commitments))
         parts.append(_U32.pack(len(message.contributions)))
         for contribution in message.contributions:
             parts.extend(_encode_contribution(contribution))
         parts += [_U32.pack(len(message.aggregate)), message.aggregate]
+    elif isinstance(message, AggregateApproval):
+        parts.append(message.signature)
+    elif isinstance(message, DecryptionRequest):
+        parts.extend(_encode_ids(message.contributors))
+        parts += [_U32.pack(len(message.aggregate)), message.aggregate, _U32.pack(len(message.approvals))]
+        parts.extend(_SIGNATURE_ENTRY.pack(a.owner, a.signature) for a in message.approvals)
     elif isinstance(message, DecryptedAggregate):
-        parts.append(_U32.pack(len(message.contributors)))
-        parts.append(np.asarray(message.contributors, dtype="<u4").tobytes())
-        parts.extend(_encode_vector(message.vector))
+        parts.extend(_encode_ids(message.contributors))
+        parts += [_U32.pack(len(message.plaintexts)), message.plaintexts, _U32.pack(len(message.randomness)),
+                  message.randomness]
     elif isinstance(message, PartialDecryption):
-        parts += [message.aggregate_digest, _U32.pack(len(message.partials)), message.partials]
+        parts += [message.aggregate_digest, _U32.pack(len(message.partials)), message.partials,
+                  _U32.pack(len(message.proof)), message.proof]
     elif isinstance(message, (UnmaskRequest, ConsistencyRequest)):
         parts.append(_U32.pack(len(message.survivors)))
         parts.append(np.asarray(message.survivors, dtype="<u4").tobytes())
@@ -219,7 +240,8 @@ def _decode_blob(reader: _Reader) -> bytes:
 
 def _decode_contribution(round_id: int, sender: int, reader: _Reader) -> EncryptedInput:
     ciphertexts = _decode_blob(reader)
-    return EncryptedInput(round_id=round_id, sender=sender, ciphertexts=ciphertexts,
+    proof = _decode_blob(reader)
+    return EncryptedInput(round_id=round_id, sender=sender, ciphertexts=ciphertexts, proof=proof,
                           signature=reader.take(SIGNATURE_BYTES))
 
 
@@ -265,22 +287,35 @@ def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Messa
                                     signature=reader.take(SIGNATURE_BYTES))
     if code == 15:
         return RevealRequest(round_id=round_id, recipient=party, commitments=_decode_commitments(reader))
-    if code == 11:
+    if code == 18:
         commitments = _decode_commitments(reader)
         contributions = []
-        for _ in range(reader.count(2 * _U32.size + SIGNATURE_BYTES)):
+        for _ in range(reader.count(3 * _U32.size + SIGNATURE_BYTES)):
             (sender,) = reader.unpack(_U32)
             contributions.append(_decode_contribution(round_id, sender, reader))  # type: ignore[arg-type]
-        return DecryptionRequest(round_id=round_id, recipient=party, commitments=commitments,
-                                 contributions=tuple(contributions), aggregate=_decode_blob(reader))
+        return AggregateRequest(round_id=round_id, recipient=party, commitments=commitments,
+                                contributions=tuple(contributions), aggregate=_decode_blob(reader))
+    if code == 19:
+        return AggregateApproval(round_id=round_id, sender=party, signature=reader.take(SIGNATURE_BYTES))
+    if code == 11:
+        contributors = _decode_ids(reader)
+        aggregate = _decode_blob(reader)
+        approvals = []
+        for _ in range(reader.count(_SIGNATURE_ENTRY.size)):
+            owner, signature = reader.unpack(_SIGNATURE_ENTRY)
+            approvals.append(SurvivorSignature(owner=owner, signature=signature))  # type: ignore[arg-type]
+        return DecryptionRequest(round_id=round_id, recipient=party, contributors=contributors, aggregate=aggregate,
+                                 approvals=tuple(approvals))
     if code == 12:
-        count = reader.count(_U32.size)
-        contributors = tuple(int(c) for c in np.frombuffer(reader.take(4 * count), dtype="<u4"))
-        return DecryptedAggregate(round_id=round_id, sender=party, contributors=contributors,
-                                  vector=_decode_vector(reader))
+        contributors = _decode_ids(reader)
+        plaintexts = _decode_blob(reader)
+        return DecryptedAggregate(round_id=round_id, sender=party, contributors=contributors, plaintexts=plaintexts,
+                                  randomness=_decode_blob(reader))
     if code == 13:
         digest = reader.take(32)
-        return PartialDecryption(round_id=round_id, sender=party, aggregate_digest=digest, partials=_decode_blob(reader))
+        partials = _decode_blob(reader)
+        return PartialDecryption(round_id=round_id, sender=party, aggregate_digest=digest, partials=partials,
+                                 proof=_decode_blob(reader))
     if code in (7, 16):
         count = reader.count(_U32.size)
         survivors = tuple(int(s) for s in np.frombuffer(reader.take(4 * count), dtype="<u4"))

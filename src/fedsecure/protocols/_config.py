@@ -15,7 +15,15 @@ import numpy as np
 import phe
 
 from .._errors import ConfigurationError
-from ..crypto import MIN_SECURE_KEY_BITS, VERIFY_KEY_BYTES, MaskExpander, Purpose, SigningKey, derive_key
+from ..crypto import (
+    MIN_SECURE_KEY_BITS,
+    VERIFY_KEY_BYTES,
+    MaskExpander,
+    Purpose,
+    SigningKey,
+    ThresholdPaillierKey,
+    derive_key,
+)
 from ..encoding import Ring, SlotLayout
 from ._parameters import GraphParameters, ThreatModel, choose_parameters, complete_graph_parameters
 
@@ -185,10 +193,18 @@ class PaillierKeys:
     """The public key material of a Paillier deployment, set up once and reused across rounds.
 
     ``signing_keys`` is the registry of every client's Ed25519 verification key
-    (distributed out of band, a PKI). For threshold decryption, ``key_holders``
-    lists who holds shares of the decryption key, in share order, and any
-    ``decryption_threshold`` of them can decrypt; for a separate decryptor both
-    are empty. ``insecure`` must be set to use a modulus below 2048 bits (tests only).
+    (distributed out of band, a PKI). ``colluders`` is the number of registered
+    clients the deployment tolerates colluding with the server (from the threat
+    model at setup): every decrypted total must hold at least ``colluders + 2``
+    contributions, so at least two honest ones, and a separate key holder
+    decrypts only with ``colluders + 1`` approvals, so at least one honest
+    client checked the aggregate. For threshold decryption, ``key_holders``
+    lists who holds shares of the decryption key, in share order; any
+    ``decryption_threshold`` of them can decrypt, and ``2 t > l + colluders``
+    so that no two contributor sets can both be decrypted in one round;
+    ``verification_base`` and ``verification_keys`` check their partial
+    decryptions (Shoup 2000). For a separate decryptor those are empty.
+    ``insecure`` must be set to use a modulus below 2048 bits (tests only).
     """
 
     public_key: phe.PaillierPublicKey
@@ -196,6 +212,9 @@ class PaillierKeys:
     key_holders: tuple[int, ...] = ()
     decryption_threshold: int = 0
     insecure: bool = False
+    colluders: int = field(kw_only=True)
+    verification_base: int = field(default=0, kw_only=True)
+    verification_keys: tuple[int, ...] = field(default=(), kw_only=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.public_key, phe.PaillierPublicKey):
@@ -207,12 +226,29 @@ class PaillierKeys:
         if any(type(k) is not bytes or len(k) != VERIFY_KEY_BYTES for k in self.signing_keys.values()):
             raise ConfigurationError("signing keys must be 32-byte Ed25519 keys", parameter="signing_keys")
         object.__setattr__(self, "signing_keys", MappingProxyType(dict(self.signing_keys)))
-        if self.key_holders and not len(self.key_holders) // 2 < self.decryption_threshold <= len(self.key_holders):
-            # Each holder answers once per round, so a strict majority means the server can never get two
-            # different contributor sets decrypted in one round (and subtract them to isolate one input).
+        if type(self.colluders) is not int or self.colluders < 0:
+            raise ConfigurationError("colluders must be a non-negative integer", parameter="colluders")
+        if self.colluders + 2 > len(self.signing_keys):
             raise ConfigurationError(
-                f"decryption_threshold must be a strict majority of the {len(self.key_holders)} key holders "
-                f"(more than {len(self.key_holders) // 2})", parameter="decryption_threshold")
+                f"tolerating {self.colluders} colluding clients needs at least {self.colluders + 2} registered "
+                "clients (every total must hold two honest inputs)", parameter="corrupt_fraction")
+        object.__setattr__(self, "key_holders", tuple(self.key_holders))
+        object.__setattr__(self, "verification_keys", tuple(int(v) for v in self.verification_keys))
+        holders = len(self.key_holders)
+        if holders:
+            low = (holders + self.colluders) // 2 + 1
+            if not low <= self.decryption_threshold <= holders:
+                # Each honest holder decrypts once per round, so two decryptions in one round would need
+                # 2t - colluders <= l holders: 2t > l + colluders makes that impossible.
+                raise ConfigurationError(
+                    f"decryption_threshold must exceed (holders + colluders) / 2 = ({holders} + {self.colluders}) / 2 "
+                    f"and not exceed {holders}: in [{low}, {holders}]", parameter="decryption_threshold")
+            if len(self.verification_keys) != holders or not self.verification_base:
+                raise ConfigurationError("threshold keys need the verification base and one verification key per "
+                                         "holder", parameter="verification_keys")
+        elif self.decryption_threshold or self.verification_keys or self.verification_base:
+            raise ConfigurationError("a separate decryptor's keys have no threshold or verification keys",
+                                     parameter="key_holders")
 
     @property
     def key_bits(self) -> int:
@@ -221,6 +257,42 @@ class PaillierKeys:
     @property
     def threshold_decryption(self) -> bool:
         return bool(self.key_holders)
+
+    @property
+    def min_contributors(self) -> int:
+        """The fewest contributions any decrypted total may hold: the tolerated colluders plus two honest ones."""
+        return self.colluders + 2
+
+    @property
+    def approval_quorum(self) -> int:
+        """Approvals of one aggregate needed before it is decrypted.
+
+        A separate key holder needs ``colluders + 1`` (at least one honest
+        client checked every contribution); threshold holders need
+        ``decryption_threshold`` (two different sets cannot both reach it).
+        """
+        return self.decryption_threshold if self.key_holders else self.colluders + 1
+
+    def threshold_key(self) -> ThresholdPaillierKey:
+        """The public side of the dealt threshold key, for checking and combining partial decryptions."""
+        return ThresholdPaillierKey(public_key=self.public_key, holders=self.key_holders,
+                                    threshold=self.decryption_threshold, verification_base=self.verification_base,
+                                    verification_keys=self.verification_keys)
+
+    def canonical_bytes(self) -> bytes:
+        """The keys as bytes: modulus, registry, colluders, holders, threshold and verification keys."""
+        n = int(self.public_key.n)
+        width = (n.bit_length() + 7) // 8
+        registry = b"".join(struct.pack("<I", c) + self.signing_keys[c] for c in sorted(self.signing_keys))
+        verification = b"".join(int(v).to_bytes(2 * width, "little")
+                                for v in ((self.verification_base, *self.verification_keys) if self.key_holders
+                                          else ()))
+        return b"".join((
+            struct.pack("<I", width), n.to_bytes(width, "little"),
+            struct.pack("<I", len(self.signing_keys)), registry,
+            struct.pack("<III", self.colluders, self.decryption_threshold, len(self.key_holders)),
+            np.asarray(self.key_holders, dtype="<u4").tobytes(), verification,
+        ))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -233,17 +305,12 @@ class PaillierParameters:
     min_contributors: int
 
     def canonical_bytes(self) -> bytes:
-        keys, layout = self.keys, self.layout
-        n = int(keys.public_key.n)
-        registry = b"".join(struct.pack("<I", c) + keys.signing_keys[c] for c in sorted(keys.signing_keys))
+        layout = self.layout
         return b"".join((
-            b"fedsecure/v1/paillier",
-            struct.pack("<I", (n.bit_length() + 7) // 8), n.to_bytes((n.bit_length() + 7) // 8, "little"),
+            b"fedsecure/v2/paillier",
             struct.pack("<IIIQIII", layout.value_bits, layout.headroom_bits, layout.slots, layout.offset,
                         layout.max_contributors, self.ciphertexts, self.min_contributors),
-            struct.pack("<I", len(keys.signing_keys)), registry,
-            struct.pack("<II", keys.decryption_threshold, len(keys.key_holders)),
-            np.asarray(keys.key_holders, dtype="<u4").tobytes(),
+            self.keys.canonical_bytes(),
         ))
 
 
@@ -327,8 +394,9 @@ class RoundConfig:
 
     def _check_paillier(self, parameters: PaillierParameters, clients: tuple[int, ...]) -> None:
         # Whoever builds a configuration, its Paillier part must be the one create() would derive.
-        if parameters.min_contributors != self.threshold or parameters.min_contributors < 2:
-            raise ConfigurationError("min_contributors must equal the round threshold, at least 2",
+        if parameters.min_contributors != self.threshold or parameters.min_contributors < parameters.keys.min_contributors:
+            raise ConfigurationError(f"min_contributors must equal the round threshold, at least the tolerated "
+                                     f"colluders plus two ({parameters.keys.min_contributors})",
                                      parameter="min_contributors")
         if parameters.ciphertexts != parameters.layout.plaintexts_for(self.vector_length):
             raise ConfigurationError("the ciphertext count does not match the vector length and slot layout",
@@ -392,7 +460,12 @@ class RoundConfig:
             if missing:
                 raise ConfigurationError(f"clients {missing[:5]} have no registered signing key",
                                          parameter="signing_keys")
+            if len(cohort) < paillier.min_contributors:
+                raise ConfigurationError(
+                    f"a cohort of {len(cohort)} is below the {paillier.min_contributors} contributors the deployment "
+                    f"requires ({paillier.colluders} tolerated colluders plus two honest clients)", parameter="clients")
             params = complete_graph_parameters(len(cohort), threat)
+            min_threshold = max(min_threshold, paillier.min_contributors)
         elif protocol is ProtocolKind.SECAGG:
             if identities is not None and threat.corrupt_fraction >= 1 / 3:
                 raise ConfigurationError("the active-adversary variant needs fewer than a third of the clients "

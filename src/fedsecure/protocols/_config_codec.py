@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import phe
 
-from .._errors import ConfigurationError, DecodeError, PeerFault
+from .._errors import ConfigurationError, CryptoError, DecodeError, PeerFault
 from ..crypto import VERIFY_KEY_BYTES
 from ..encoding import SlotLayout
 from ._config import IdentityKeys, PaillierKeys, PaillierParameters, ProtocolKind, RoundConfig
@@ -28,7 +28,7 @@ MAX_CONFIG_BYTES = 8 << 20
 # The configuration always comes from the server; errors name it (PeerProtocolError's peer is typed as a client id).
 _SERVER: Any = "server"
 _ROUND_TAG = b"fedsecure/v1/round-config"
-_PAILLIER_TAG = b"fedsecure/v1/paillier"
+_PAILLIER_TAG = b"fedsecure/v2/paillier"
 _ACTIVE_TAG = b"active"
 _FIXED = struct.Struct("<QIQBII")
 _LAYOUT = struct.Struct("<IIIQIII")
@@ -110,19 +110,23 @@ def decode_round_config(data: bytes, *, max_bytes: int = MAX_CONFIG_BYTES, allow
         if protocol.is_paillier:
             if reader.take(len(_PAILLIER_TAG), "Paillier tag") != _PAILLIER_TAG:
                 raise DecodeError(PeerFault.MALFORMED, peer=_SERVER, detail="the Paillier parameters are missing")
+            value_bits, headroom_bits, slots, offset, max_contributors, ciphertexts, minimum = reader.unpack(
+                _LAYOUT, "slot layout")
             (modulus_bytes,) = reader.unpack(struct.Struct("<I"), "modulus")
             if modulus_bytes > 1024:
                 raise DecodeError(PeerFault.MALFORMED, peer=_SERVER, detail=f"a {modulus_bytes}-byte modulus")
             n = int.from_bytes(reader.take(modulus_bytes, "modulus"), "little")
-            value_bits, headroom_bits, slots, offset, max_contributors, ciphertexts, minimum = reader.unpack(
-                _LAYOUT, "slot layout")
             registry = _registry(reader, "signing keys")
-            decryption_threshold, holder_count = reader.unpack(struct.Struct("<II"), "key holders")
-            if holder_count * 4 > reader.remaining:
+            colluders, decryption_threshold, holder_count = reader.unpack(struct.Struct("<III"), "key holders")
+            if holder_count * (4 + 2 * modulus_bytes) > reader.remaining:
                 raise DecodeError(PeerFault.MALFORMED, peer=_SERVER, detail=f"{holder_count} key holders declared")
             holders = tuple(int(c) for c in np.frombuffer(reader.take(4 * holder_count, "key holders"), dtype="<u4"))
+            verification = [int.from_bytes(reader.take(2 * modulus_bytes, "verification keys"), "little")
+                            for _ in range(holder_count + 1 if holder_count else 0)]
             keys = PaillierKeys(public_key=phe.PaillierPublicKey(n), signing_keys=registry, key_holders=holders,
-                                decryption_threshold=decryption_threshold, insecure=allow_insecure_keys)
+                                decryption_threshold=decryption_threshold, insecure=allow_insecure_keys,
+                                colluders=colluders, verification_base=verification[0] if verification else 0,
+                                verification_keys=tuple(verification[1:]))
             layout = SlotLayout(value_bits=value_bits, headroom_bits=headroom_bits, slots=slots, offset=offset,
                                 max_contributors=max_contributors)
             paillier = PaillierParameters(keys=keys, layout=layout, ciphertexts=ciphertexts, min_contributors=minimum)
@@ -134,7 +138,7 @@ def decode_round_config(data: bytes, *, max_bytes: int = MAX_CONFIG_BYTES, allow
         config = RoundConfig(protocol=protocol, round_id=round_id, clients=clients, vector_length=vector_length,
                              ring_bits=ring_bits, threshold=threshold, degree=degree, graph_seed=graph_seed,
                              encoding_digest=encoding_digest, paillier=paillier, identities=identities)
-    except ConfigurationError as error:
+    except (ConfigurationError, CryptoError) as error:
         raise DecodeError(PeerFault.MALFORMED, peer=_SERVER, detail=f"invalid round configuration: {error}") from None
     if config.canonical_bytes() != bytes(data):
         raise DecodeError(PeerFault.MALFORMED, peer=_SERVER, detail="the round configuration is not canonical")

@@ -39,6 +39,8 @@ __all__ = [
     "Commitment",
     "RevealRequest",
     "EncryptedInput",
+    "AggregateRequest",
+    "AggregateApproval",
     "DecryptionRequest",
     "DecryptedAggregate",
     "PartialDecryption",
@@ -420,9 +422,12 @@ class RevealRequest:
 
 @dataclass(frozen=True, slots=True)
 class EncryptedInput:
-    """Client to server, Paillier: the client's packed, encrypted update and its Ed25519 signature.
+    """Client to server, Paillier: the client's packed, encrypted update, its proof and its Ed25519 signature.
 
-    The signature covers the round configuration digest, the round, the sender,
+    ``proof`` is a proof of knowledge of every plaintext (Damgård–Jurik–Nielsen,
+    batched, Fiat–Shamir) bound to the round configuration's digest and the
+    sender, so no one can contribute a ciphertext they did not make for this
+    round. The signature covers the configuration digest, the round, the sender,
     a SHA-256 of ``ciphertexts`` and a SHA-256 of the commitment set the client
     was shown, so a contribution cannot be attributed to another client,
     replayed in another round, altered, or shown with another commitment set.
@@ -431,24 +436,38 @@ class EncryptedInput:
     round_id: int
     sender: int
     ciphertexts: bytes
+    proof: bytes
     signature: bytes
 
     def __post_init__(self) -> None:
         _check_round(self.round_id)
         _check_id(self.sender, "sender")
         _check_blob(self.ciphertexts, "ciphertexts")
+        _check_blob(self.proof, "proof")
         _check_bytes(self.signature, SIGNATURE_BYTES, "signature")
 
     def __repr__(self) -> str:
         return f"EncryptedInput(round_id={self.round_id}, sender={self.sender}, <{len(self.ciphertexts)} bytes>)"
 
 
-@dataclass(frozen=True, slots=True)
-class DecryptionRequest:
-    """Server to decryptor (or, for threshold decryption, to each client): every signed contribution and their product.
+def _check_contributors(contributors: object) -> None:
+    if type(contributors) is not tuple:
+        raise ValueError("contributors must be a tuple")
+    for c in contributors:
+        _check_id(c, "contributor")
+    _check_unique(list(contributors), "contributors")
+    if list(contributors) != sorted(contributors):
+        raise ValueError("contributors must be sorted")
 
-    The recipient recomputes the product from the contributions and refuses an
-    aggregate that does not match, so it only ever decrypts a sum of signed inputs.
+
+@dataclass(frozen=True, slots=True)
+class AggregateRequest:
+    """Server to contributing client, Paillier stage AggregateApproval: every contribution and their product.
+
+    The client checks every commitment, signature and proof and recomputes the
+    product; only then does it sign the contributor set and the aggregate's
+    digest (an :class:`AggregateApproval`). Whoever decrypts needs a quorum of
+    such approvals, so it never has to see a single contribution.
     """
 
     round_id: int
@@ -465,59 +484,114 @@ class DecryptionRequest:
             raise ValueError("contributions must be a tuple of EncryptedInput")
         if any(c.round_id != self.round_id for c in self.contributions):
             raise ValueError("a contribution belongs to another round")
-        _check_unique([c.sender for c in self.contributions], "contributions")
+        senders = [c.sender for c in self.contributions]
+        _check_unique(senders, "contributions")
+        if senders != sorted(senders):
+            raise ValueError("contributions must be sorted by sender")
         _check_blob(self.aggregate, "aggregate")
 
     def __repr__(self) -> str:
-        return (f"DecryptionRequest(round_id={self.round_id}, recipient={self.recipient}, "
+        return (f"AggregateRequest(round_id={self.round_id}, recipient={self.recipient}, "
                 f"contributors={[c.sender for c in self.contributions]})")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class DecryptedAggregate:
-    """Separate decryptor to server: the decrypted total as ring words, and whose inputs it sums."""
+@dataclass(frozen=True, slots=True)
+class AggregateApproval:
+    """Client to server, Paillier: the client's signature over (round configuration, contributor set, aggregate)."""
 
     round_id: int
     sender: int
-    contributors: tuple[int, ...]
-    vector: np.ndarray
+    signature: bytes
 
     def __post_init__(self) -> None:
         _check_round(self.round_id)
         _check_id(self.sender, "sender")
-        if type(self.contributors) is not tuple:
-            raise ValueError("contributors must be a tuple")
-        for c in self.contributors:
-            _check_id(c, "contributor")
-        _check_unique(list(self.contributors), "contributors")
-        object.__setattr__(self, "vector", _readonly_vector(self.vector))
+        _check_bytes(self.signature, SIGNATURE_BYTES, "signature")
+
+
+def _check_approvals(approvals: object) -> None:
+    if type(approvals) is not tuple or not all(isinstance(a, SurvivorSignature) for a in approvals):
+        raise ValueError("approvals must be a tuple of SurvivorSignature")
+    owners = [a.owner for a in approvals]
+    _check_unique(owners, "approvals")
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionRequest:
+    """Server to decryptor (or, for threshold decryption, to each approving holder): the aggregate to decrypt.
+
+    It carries the contributor set, the aggregate and the approvals the
+    contributing clients signed over both, never an individual contribution.
+    """
+
+    round_id: int
+    recipient: int
+    contributors: tuple[int, ...]
+    aggregate: bytes
+    approvals: tuple[SurvivorSignature, ...]
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.recipient, "recipient")
+        _check_contributors(self.contributors)
+        _check_blob(self.aggregate, "aggregate")
+        _check_approvals(self.approvals)
+
+    def __repr__(self) -> str:
+        return (f"DecryptionRequest(round_id={self.round_id}, recipient={self.recipient}, "
+                f"contributors={list(self.contributors)}, approvals={len(self.approvals)})")
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptedAggregate:
+    """Separate decryptor to server: the aggregate's plaintexts and randomness, so the server can check them."""
+
+    round_id: int
+    sender: int
+    contributors: tuple[int, ...]
+    plaintexts: bytes
+    randomness: bytes
+
+    def __post_init__(self) -> None:
+        _check_round(self.round_id)
+        _check_id(self.sender, "sender")
+        _check_contributors(self.contributors)
+        _check_blob(self.plaintexts, "plaintexts")
+        _check_blob(self.randomness, "randomness")
+
+    def __repr__(self) -> str:
+        return (f"DecryptedAggregate(round_id={self.round_id}, sender={self.sender}, "
+                f"contributors={list(self.contributors)}, <{len(self.plaintexts)} bytes>)")
 
 
 @dataclass(frozen=True, slots=True)
 class PartialDecryption:
-    """Client to server, threshold Paillier: c^(2 Delta s_i) for each aggregate ciphertext.
+    """Client to server, threshold Paillier: c^(2 Delta s_i) for each aggregate ciphertext, with Shoup's proof.
 
-    ``aggregate_digest`` is the SHA-256 of the aggregate the client recomputed
-    and decrypted, so the server can tell which aggregate a partial belongs to.
+    ``aggregate_digest`` is the SHA-256 of the aggregate the client approved and
+    decrypted, so the server can tell which aggregate a partial belongs to;
+    ``proof`` shows the partials were made with the holder's own share.
     """
 
     round_id: int
     sender: int
     aggregate_digest: bytes
     partials: bytes
+    proof: bytes
 
     def __post_init__(self) -> None:
         _check_round(self.round_id)
         _check_id(self.sender, "sender")
         _check_bytes(self.aggregate_digest, DIGEST_BYTES, "aggregate_digest")
         _check_blob(self.partials, "partials")
+        _check_blob(self.proof, "proof")
 
     def __repr__(self) -> str:
         return f"PartialDecryption(round_id={self.round_id}, sender={self.sender}, <{len(self.partials)} bytes>)"
 
 
 ClientMessage = Union[AdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskingShares, PlaintextInput,
-                      CiphertextCommitment, EncryptedInput, PartialDecryption, DecryptedAggregate]
+                      CiphertextCommitment, EncryptedInput, AggregateApproval, PartialDecryption, DecryptedAggregate]
 ServerMessage = Union[RoundStart, KeysBroadcast, SharesDelivery, ConsistencyRequest, UnmaskRequest, RevealRequest,
-                      DecryptionRequest]
+                      AggregateRequest, DecryptionRequest]
 Message = Union[ClientMessage, ServerMessage]

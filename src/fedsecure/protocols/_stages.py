@@ -31,15 +31,21 @@ stage between 2 and 3:
 Those tables are :data:`ACTIVE_CLIENT_TRANSITIONS` and
 :data:`ACTIVE_SERVER_STAGES`. The plaintext baseline has one stage.
 
-Paillier with a separate decryptor (like FATE's arbiter) has three: clients
-commit to their packed ciphertexts with a signed SHA-256 (**Commitment**); the
-server shows every committer the set of commitments and each reveals its
-ciphertexts, signed together with that set (**CiphertextInput**); the server
-forwards the commitments, the contributions and their product to the key
-holder, which checks and decrypts only the total (**Decryption**; the decryptor
-answers, not the clients). Threshold Paillier (Damgård–Jurik, PKC 2001)
-replaces the last stage with **PartialDecryption**: each contributing
-key-share holder makes the same checks and returns its partial decryption.
+Paillier runs four stages in both arrangements. Clients commit to their
+packed ciphertexts with a signed SHA-256 (**Commitment**); the server shows
+every committer the set of commitments and each reveals its ciphertexts with a
+proof of plaintext knowledge bound to the round and itself, signed together
+with that set (**CiphertextInput**); the server shows every contributor all
+contributions and their product, and each checks every signature and proof,
+recomputes the product, and signs the contributor set and the aggregate's
+digest (**AggregateApproval**). With a separate decryptor (like FATE's
+arbiter) the server then sends the key holder the aggregate, the contributor
+set and a quorum of approvals, never a single contribution, and it returns the
+total with the aggregate's randomness so the server can check it
+(**Decryption**; the decryptor answers, not the clients). Threshold Paillier
+(Damgård–Jurik, PKC 2001) replaces the last stage with **PartialDecryption**:
+each approving key-share holder checks that t holders approved the very set it
+approved, and returns its partial decryption with Shoup's proof of correctness.
 
 A client's state only changes through :data:`CLIENT_TRANSITIONS`; a server
 stage only through :data:`SERVER_STAGES`. A message missing from the table is
@@ -55,6 +61,8 @@ from dataclasses import dataclass
 from ._config import ProtocolKind
 from ._messages import (
     AdvertiseKeys,
+    AggregateApproval,
+    AggregateRequest,
     CiphertextCommitment,
     RevealRequest,
     DecryptedAggregate,
@@ -89,8 +97,9 @@ class Stage(enum.IntEnum):
     # Paillier stages, in protocol order (DropoutSchedule compares stages by value).
     COMMITMENT = 11
     CIPHERTEXT_INPUT = 12
-    DECRYPTION = 13
-    PARTIAL_DECRYPTION = 14
+    AGGREGATE_APPROVAL = 13
+    DECRYPTION = 14
+    PARTIAL_DECRYPTION = 15
     DONE = 20
     ABORTED = 21
 
@@ -109,6 +118,7 @@ class ClientState(enum.Enum):
     AWAIT_UNMASK = "await-unmask"
     AWAIT_DECRYPTION = "await-decryption"
     AWAIT_REVEAL = "await-reveal"
+    AWAIT_AGGREGATE = "await-aggregate"
     DONE = "done"
     ABORTED = "aborted"
 
@@ -134,11 +144,13 @@ CLIENT_TRANSITIONS: Mapping[ProtocolKind, Mapping[ClientState, Mapping[type, tup
     },
     ProtocolKind.PAILLIER: {
         ClientState.AWAIT_START: {RoundStart: (ClientState.AWAIT_REVEAL, Stage.COMMITMENT)},
-        ClientState.AWAIT_REVEAL: {RevealRequest: (ClientState.DONE, Stage.CIPHERTEXT_INPUT)},
+        ClientState.AWAIT_REVEAL: {RevealRequest: (ClientState.AWAIT_AGGREGATE, Stage.CIPHERTEXT_INPUT)},
+        ClientState.AWAIT_AGGREGATE: {AggregateRequest: (ClientState.DONE, Stage.AGGREGATE_APPROVAL)},
     },
     ProtocolKind.PAILLIER_THRESHOLD: {
         ClientState.AWAIT_START: {RoundStart: (ClientState.AWAIT_REVEAL, Stage.COMMITMENT)},
-        ClientState.AWAIT_REVEAL: {RevealRequest: (ClientState.AWAIT_DECRYPTION, Stage.CIPHERTEXT_INPUT)},
+        ClientState.AWAIT_REVEAL: {RevealRequest: (ClientState.AWAIT_AGGREGATE, Stage.CIPHERTEXT_INPUT)},
+        ClientState.AWAIT_AGGREGATE: {AggregateRequest: (ClientState.AWAIT_DECRYPTION, Stage.AGGREGATE_APPROVAL)},
         ClientState.AWAIT_DECRYPTION: {DecryptionRequest: (ClientState.DONE, Stage.PARTIAL_DECRYPTION)},
     },
 }
@@ -157,12 +169,14 @@ SERVER_STAGES: Mapping[ProtocolKind, Mapping[Stage, StageRule]] = {
     },
     ProtocolKind.PAILLIER: {
         Stage.COMMITMENT: StageRule(accepts=CiphertextCommitment, next_stage=Stage.CIPHERTEXT_INPUT),
-        Stage.CIPHERTEXT_INPUT: StageRule(accepts=EncryptedInput, next_stage=Stage.DECRYPTION),
+        Stage.CIPHERTEXT_INPUT: StageRule(accepts=EncryptedInput, next_stage=Stage.AGGREGATE_APPROVAL),
+        Stage.AGGREGATE_APPROVAL: StageRule(accepts=AggregateApproval, next_stage=Stage.DECRYPTION),
         Stage.DECRYPTION: StageRule(accepts=DecryptedAggregate, next_stage=Stage.DONE),
     },
     ProtocolKind.PAILLIER_THRESHOLD: {
         Stage.COMMITMENT: StageRule(accepts=CiphertextCommitment, next_stage=Stage.CIPHERTEXT_INPUT),
-        Stage.CIPHERTEXT_INPUT: StageRule(accepts=EncryptedInput, next_stage=Stage.PARTIAL_DECRYPTION),
+        Stage.CIPHERTEXT_INPUT: StageRule(accepts=EncryptedInput, next_stage=Stage.AGGREGATE_APPROVAL),
+        Stage.AGGREGATE_APPROVAL: StageRule(accepts=AggregateApproval, next_stage=Stage.PARTIAL_DECRYPTION),
         Stage.PARTIAL_DECRYPTION: StageRule(accepts=PartialDecryption, next_stage=Stage.DONE),
     },
 }

@@ -129,7 +129,8 @@ def simulate(
     if protocol.is_paillier and paillier is None:
         if progress is not None:
             progress("keygen", 0, 1)
-        paillier = PaillierDeployment.create(protocol, range(clients), key_bits=key_bits, insecure=insecure_keys)
+        paillier = PaillierDeployment.create(protocol, range(clients), key_bits=key_bits, insecure=insecure_keys,
+                                             threat=threat)
     identities, identity_keys = create_identities(range(clients)) if active else (None, None)
     config = RoundConfig.create(protocol=protocol, clients=range(clients), encoding=encoding, round_id=round_id,
                                 threat=threat, paillier=paillier.keys if paillier is not None else None,

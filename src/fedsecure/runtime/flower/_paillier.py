@@ -1,13 +1,14 @@
 """Paillier deployments on Flower: the files each party keeps, written once, read at every message.
 
-- ``paillier-public.json`` (the server, and anyone): the public key, every client's verification key, and for
-  threshold decryption the key holders and the threshold.
+- ``paillier-public.json`` (the server, and anyone): the public key, every client's verification key, the number
+  of colluding clients tolerated, and for threshold decryption the key holders, the threshold and the holders'
+  verification keys.
 - ``client-<id>.paillier.json`` (each client's own device, mode 0600): its signing key, its key share if any,
-  its minimum number of contributors, the rounds it has partially decrypted, and the deployment's public keys as
-  it received them at setup (it refuses a round under any other key, registry or holder arrangement).
-- ``key-holder.json`` (the separate decryptor's device, mode 0600): the private key, the registry, its minimum,
-  the rounds it has decrypted, and an Ed25519 key whose public half is in ``paillier-public.json``: with it the
-  key holder shows the server, at registration, that it is the registered one.
+  the rounds it has partially decrypted, and the deployment's public keys as it received them at setup (it refuses
+  a round under any other key, registry, colluder bound or holder arrangement).
+- ``key-holder.json`` (the separate decryptor's device, mode 0600): the private key, the registry, the colluder
+  bound, the rounds it has decrypted, and an Ed25519 key whose public half is in ``paillier-public.json``: with it
+  the key holder shows the server, at registration, that it is the registered one.
 
 The rounds already decrypted must persist: each party refuses a second decryption of a round, which is what stops a
 server from getting two different sums of one round decrypted. Flower runs every message in a fresh process, so
@@ -23,17 +24,17 @@ from typing import Any
 
 import phe
 
-from ..._errors import ConfigurationError
+from ..._errors import ConfigurationError, CryptoError
 from ..._io import atomic_write_private
-from ...crypto import PaillierDecryptor, PaillierKeyShare, SigningKey, ThresholdPaillierKey
+from ...crypto import PaillierDecryptor, PaillierKeyShare, SigningKey
 from ...protocols import PaillierCredentials, PaillierDeployment, PaillierKeyHolder, PaillierKeys
 
 __all__ = ["write_paillier_deployment", "load_paillier_keys", "load_paillier_credentials", "save_paillier_credentials",
            "load_key_holder", "save_key_holder", "load_key_holder_signer", "load_key_holder_verify_key"]
 
-_PUBLIC = "fedsecure/paillier-public/v1"
-_CLIENT = "fedsecure/paillier-client/v1"
-_HOLDER = "fedsecure/paillier-key-holder/v1"
+_PUBLIC = "fedsecure/paillier-public/v2"
+_CLIENT = "fedsecure/paillier-client/v2"
+_HOLDER = "fedsecure/paillier-key-holder/v2"
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
@@ -81,15 +82,18 @@ def load_key_holder_verify_key(path: str | os.PathLike[str]) -> bytes | None:
 
 def _keys_json(keys: PaillierKeys) -> dict[str, Any]:
     return {"n": hex(keys.public_key.n), "signing_keys": {str(c): k.hex() for c, k in keys.signing_keys.items()},
-            "key_holders": list(keys.key_holders), "decryption_threshold": keys.decryption_threshold,
-            "insecure": keys.insecure}
+            "colluders": keys.colluders, "key_holders": list(keys.key_holders),
+            "decryption_threshold": keys.decryption_threshold, "verification_base": hex(keys.verification_base),
+            "verification_keys": [hex(v) for v in keys.verification_keys], "insecure": keys.insecure}
 
 
 def _keys_from(data: dict[str, Any]) -> PaillierKeys:
     return PaillierKeys(public_key=phe.PaillierPublicKey(int(data["n"], 16)),
                         signing_keys={int(c): bytes.fromhex(k) for c, k in data["signing_keys"].items()},
                         key_holders=tuple(int(c) for c in data["key_holders"]),
-                        decryption_threshold=int(data["decryption_threshold"]), insecure=bool(data["insecure"]))
+                        decryption_threshold=int(data["decryption_threshold"]), insecure=bool(data["insecure"]),
+                        colluders=int(data["colluders"]), verification_base=int(data["verification_base"], 16),
+                        verification_keys=tuple(int(v, 16) for v in data["verification_keys"]))
 
 
 def load_paillier_keys(path: str | os.PathLike[str]) -> PaillierKeys:
@@ -97,21 +101,16 @@ def load_paillier_keys(path: str | os.PathLike[str]) -> PaillierKeys:
     data = _read(path, _PUBLIC)
     try:
         return _keys_from(data)
-    except (KeyError, ValueError, TypeError) as error:
+    except (KeyError, ValueError, TypeError, CryptoError) as error:
         raise ConfigurationError(f"{path}: {type(error).__name__}: {error}", parameter="paillier") from None
 
 
 def save_paillier_credentials(path: str | os.PathLike[str], client: int, credentials: PaillierCredentials) -> None:
     share = credentials.key_share
-    if credentials.trusted_keys is None:
-        raise ConfigurationError("a credentials file needs the deployment's public keys its client trusts",
-                                 parameter="trusted_keys")
-    data = {"format": _CLIENT, "client": client, "deployment": _keys_json(credentials.trusted_keys), "signing_key": credentials.signing_key.private_bytes().hex(),
-            "min_contributors": credentials.min_contributors,
+    data = {"format": _CLIENT, "client": client, "deployment": _keys_json(credentials.trusted_keys),
+            "signing_key": credentials.signing_key.private_bytes().hex(),
             "decrypted_rounds": sorted(credentials.decrypted_rounds),
-            "key_share": None if share is None else {
-                "n": hex(share.key.public_key.n), "holders": list(share.key.holders),
-                "threshold": share.key.threshold, "holder": share.holder, "secret": hex(share.secret_exponent())}}
+            "key_share": None if share is None else {"holder": share.holder, "secret": hex(share.secret_exponent())}}
     _write_private(Path(path), data)
 
 
@@ -119,19 +118,15 @@ def load_paillier_credentials(path: str | os.PathLike[str]) -> tuple[int, Pailli
     """A client's id and Paillier credentials from its ``client-<id>.paillier.json``."""
     data = _read(path, _CLIENT)
     try:
+        trusted = _keys_from(data["deployment"])
         share = None
         if data["key_share"] is not None:
             entry = data["key_share"]
-            key = ThresholdPaillierKey(public_key=phe.PaillierPublicKey(int(entry["n"], 16)),
-                                       holders=tuple(int(h) for h in entry["holders"]),
-                                       threshold=int(entry["threshold"]))
-            share = PaillierKeyShare(key, int(entry["holder"]), int(entry["secret"], 16))
-        credentials = PaillierCredentials(SigningKey.from_private_bytes(bytes.fromhex(data["signing_key"])), share,
-                                          min_contributors=int(data["min_contributors"]),
-                                          decrypted_rounds=(int(r) for r in data["decrypted_rounds"]),
-                                          trusted_keys=_keys_from(data["deployment"]))
+            share = PaillierKeyShare(trusted.threshold_key(), int(entry["holder"]), int(entry["secret"], 16))
+        credentials = PaillierCredentials(SigningKey.from_private_bytes(bytes.fromhex(data["signing_key"])), trusted,
+                                          share, decrypted_rounds=(int(r) for r in data["decrypted_rounds"]))
         return int(data["client"]), credentials
-    except (KeyError, ValueError, TypeError) as error:
+    except (KeyError, ValueError, TypeError, CryptoError) as error:
         raise ConfigurationError(f"{path}: {type(error).__name__}: {error}; regenerate it with "
                                  "write_paillier_deployment", parameter="fedsecure-paillier") from None
 
@@ -143,7 +138,7 @@ def save_key_holder(path: str | os.PathLike[str], holder: PaillierKeyHolder, sig
     private = holder.decryptor.private_key
     data = {"format": _HOLDER, "signing_key": signer.private_bytes().hex(), "n": hex(private.public_key.n), "p": hex(private.p), "q": hex(private.q),
             "signing_keys": {str(c): k.hex() for c, k in holder.signing_keys.items()},
-            "min_contributors": holder.min_contributors, "decrypted_rounds": sorted(holder.decrypted_rounds)}
+            "colluders": holder.colluders, "decrypted_rounds": sorted(holder.decrypted_rounds)}
     _write_private(Path(path), data)
 
 
@@ -155,7 +150,7 @@ def load_key_holder(path: str | os.PathLike[str]) -> PaillierKeyHolder:
         private = phe.PaillierPrivateKey(public, int(data["p"], 16), int(data["q"], 16))
         return PaillierKeyHolder(PaillierDecryptor(private),
                                  signing_keys={int(c): bytes.fromhex(k) for c, k in data["signing_keys"].items()},
-                                 min_contributors=int(data["min_contributors"]),
+                                 colluders=int(data["colluders"]),
                                  decrypted_rounds=(int(r) for r in data["decrypted_rounds"]))
     except (KeyError, ValueError, TypeError) as error:
         raise ConfigurationError(f"{path}: {type(error).__name__}: {error}; regenerate it with "
