@@ -473,3 +473,61 @@ def test_an_out_of_range_contribution_aborts_cleanly_without_releasing_anything(
         assert 1000 in deployment.key_holder.decrypted_rounds
     else:
         assert "out of range" in report.abort.reason
+
+
+def test_a_client_refuses_a_slot_layout_the_server_narrowed_whatever_its_values(separate) -> None:  # type: ignore[no-untyped-def]
+    # The attack: offer slots whose offset is below the encoding's bound; packing would refuse exactly when a
+    # coordinate lies beyond it, and a binary search over such rounds would find the client's extreme values.
+    from fedsecure import LocalProtocolError
+    from fedsecure.encoding import SlotLayout
+
+    config, updates = _round(separate, round_id=1100)
+    parameters = config.paillier
+    for offset in (parameters.layout.offset // 2, parameters.layout.offset - 1, parameters.layout.offset * 2):
+        layout = SlotLayout.create(max_coordinate=offset, clients=parameters.layout.max_contributors,
+                                   plaintext_bits=separate.keys.key_bits - 1)
+        narrowed = replace(config, paillier=replace(parameters, layout=layout,
+                                                    ciphertexts=layout.plaintexts_for(config.vector_length)))
+        outcomes = set()
+        for c in range(N):  # some updates fit the narrower slots, some do not: every one is refused alike
+            with pytest.raises(LocalProtocolError, match="slot layout") as error:
+                create_client_session(narrowed, c, updates[c], separate.credentials[c])
+            outcomes.add(str(error.value))
+        assert len(outcomes) == 1
+    # A layout that does not follow from its own bound and key is not even a valid configuration.
+    odd = replace(parameters.layout, slots=parameters.layout.slots - 1)
+    with pytest.raises(ConfigurationError):
+        replace(config, paillier=replace(parameters, layout=odd, ciphertexts=odd.plaintexts_for(config.vector_length)))
+
+
+def test_a_layout_of_zero_slots_is_a_declared_decode_error(separate) -> None:  # type: ignore[no-untyped-def]
+    import struct
+
+    from fedsecure import DecodeError
+    from fedsecure.protocols import decode_round_config, encode_round_config
+
+    config, _ = _round(separate, round_id=1200)
+    raw = bytearray(encode_round_config(config))
+    position = raw.index(b"fedsecure/v2/paillier") + len(b"fedsecure/v2/paillier")
+    for offset, value in ((8, 0), (0, 0), (12, 0), (8, 2**32 - 1)):  # slots, value bits, offset, huge slots
+        mutated = bytearray(raw)
+        struct.pack_into("<I", mutated, position + offset, value)
+        with pytest.raises(DecodeError):
+            decode_round_config(bytes(mutated), allow_insecure_keys=True)
+
+
+def test_key_holder_and_clients_refuse_duplicated_contributors_and_approvals(separate) -> None:  # type: ignore[no-untyped-def]
+    # Duplicates cannot be built or decoded; an in-process caller that forces them past the message's own checks
+    # is refused by the key holder as well.
+    config, _, (request,), _, _ = _approved(separate, round_id=1300)
+    forced = replace(request)
+    object.__setattr__(forced, "contributors", (0, 0, 1, 2, 3))
+    with pytest.raises(PeerProtocolError) as error:
+        separate.key_holder.receive(config, forced)
+    assert error.value.fault is PeerFault.DUPLICATE
+    forced = replace(request)
+    object.__setattr__(forced, "approvals", (request.approvals[0],) * 3)
+    with pytest.raises(PeerProtocolError) as error:
+        separate.key_holder.receive(config, forced)
+    assert error.value.fault is PeerFault.DUPLICATE
+    assert 1300 not in separate.key_holder.decrypted_rounds

@@ -288,7 +288,8 @@ def test_client_refuses_an_update_outside_the_ring_or_from_another_encoding() ->
     config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(4), encoding=encoding)
     bad = np.full(8, ring.modulus, dtype=ring.dtype)
     with pytest.raises(InvalidUpdateError, match="outside"):
-        create_client_session(config, 0, EncodedUpdate(values=bad, ring=ring, encoding_digest=encoding.digest()))
+        create_client_session(config, 0, EncodedUpdate(values=bad, ring=ring, encoding_digest=encoding.digest(),
+                                                                   max_coordinate=encoding.max_coordinate))
     good = Quantizer(encoding).encode(np.zeros(8))
     create_client_session(config, 0, good)
     # Same ring and length, another scale: refused, since the sum would decode wrongly.

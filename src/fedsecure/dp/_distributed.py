@@ -303,7 +303,9 @@ class DistributedDPEncoding:
         else:
             noise = skellam(plan.local_variance, plan.padded_dimension, source=source)
         integers = rounded.astype(np.int64) + noise.astype(np.int64)
-        return EncodedUpdate(values=self.ring.from_signed(integers), ring=self.ring, encoding_digest=self.digest())
+        return EncodedUpdate(values=self.ring.from_signed(integers), ring=self.ring, encoding_digest=self.digest(),
+                             # Noise is unbounded in principle: any signed ring word can occur.
+                             max_coordinate=self.ring.modulus // 2)
 
     def round_conditionally(self, scaled: np.ndarray) -> np.ndarray:
         """Stochastic rounding, repeated until the norm is within the conditional-rounding bound (Prop. 22)."""

@@ -34,6 +34,18 @@ class SlotLayout:
     offset: int
     max_contributors: int
 
+    def __post_init__(self) -> None:
+        # A layout can come from the wire: every field is checked so that packing and unpacking cannot fail
+        # on an honest, in-range vector (a refusal that depended on the values would tell where they lie).
+        for name in ("value_bits", "headroom_bits", "slots", "offset", "max_contributors"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ConfigurationError(f"the slot layout's {name} must be a positive integer", parameter=name)
+        if (2 * self.offset).bit_length() > self.value_bits:
+            raise ConfigurationError("the slot layout's values do not fit their offset", parameter="offset")
+        if self.slot_bits * self.slots > 1 << 16:
+            raise ConfigurationError("the slot layout is wider than any Paillier plaintext", parameter="slots")
+
     @classmethod
     def create(cls, *, max_coordinate: int, clients: int, plaintext_bits: int) -> SlotLayout:
         """The densest layout for ``clients`` inputs in [-max_coordinate, max_coordinate].

@@ -198,11 +198,16 @@ class EncodingConfig:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class EncodedUpdate:
-    """One client's quantised update: words of ``ring``, read-only, ready to be masked."""
+    """One client's quantised update: words of ``ring``, read-only, ready to be masked.
+
+    ``max_coordinate`` is the encoding's bound on a coordinate's magnitude: a Paillier client checks the round's
+    slot layout against it, so a server cannot learn where the client's values lie by offering narrower slots.
+    """
 
     values: np.ndarray
     ring: Ring
     encoding_digest: bytes
+    max_coordinate: int
 
     def __post_init__(self) -> None:
         if self.values.dtype != self.ring.dtype or self.values.ndim != 1:
@@ -280,7 +285,7 @@ class Quantizer:
         if config.weighted:
             integers = np.append(integers, np.int64(int(weight)))  # type: ignore[arg-type]
         return EncodedUpdate(values=config.ring.from_signed(integers), ring=config.ring,
-                             encoding_digest=config.digest())
+                             encoding_digest=config.digest(), max_coordinate=config.max_coordinate)
 
     def decode_sum(self, ring_sum: np.ndarray) -> DecodedSum:
         """Turn a ring sum of encoded updates back into a float sum (and the total weight)."""

@@ -405,6 +405,11 @@ class RoundConfig:
             raise ConfigurationError("the slots have headroom for fewer clients than the cohort", parameter="clients")
         if parameters.layout.slot_bits * parameters.layout.slots > parameters.keys.key_bits - 1:
             raise ConfigurationError("the slot layout does not fit the key", parameter="key_bits")
+        layout = parameters.layout
+        if layout != SlotLayout.create(max_coordinate=layout.offset, clients=layout.max_contributors,
+                                       plaintext_bits=parameters.keys.key_bits - 1):
+            raise ConfigurationError("the slot layout is not the one its bound, its contributors and the key "
+                                     "determine", parameter="paillier")
         missing = [c for c in clients if c not in parameters.keys.signing_keys]
         if missing:
             raise ConfigurationError(f"clients {missing[:5]} have no registered signing key", parameter="signing_keys")

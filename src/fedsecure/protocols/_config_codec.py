@@ -138,7 +138,7 @@ def decode_round_config(data: bytes, *, max_bytes: int = MAX_CONFIG_BYTES, allow
         config = RoundConfig(protocol=protocol, round_id=round_id, clients=clients, vector_length=vector_length,
                              ring_bits=ring_bits, threshold=threshold, degree=degree, graph_seed=graph_seed,
                              encoding_digest=encoding_digest, paillier=paillier, identities=identities)
-    except (ConfigurationError, CryptoError) as error:
+    except (ConfigurationError, CryptoError, ArithmeticError) as error:
         raise DecodeError(PeerFault.MALFORMED, peer=_SERVER, detail=f"invalid round configuration: {error}") from None
     if config.canonical_bytes() != bytes(data):
         raise DecodeError(PeerFault.MALFORMED, peer=_SERVER, detail="the round configuration is not canonical")

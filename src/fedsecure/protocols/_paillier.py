@@ -59,7 +59,7 @@ from ..crypto import (
     verify_plaintext_knowledge,
     verify_signature,
 )
-from ..encoding import EncodedUpdate
+from ..encoding import EncodedUpdate, SlotLayout
 from ._config import PaillierKeys, PaillierParameters, ProtocolKind, RoundConfig
 from ._messages import (
     DECRYPTOR,
@@ -207,6 +207,9 @@ def _check_aggregate_request(config: RoundConfig, request: AggregateRequest, reg
     """
     parameters = _parameters(config)
     contributors = tuple(c.sender for c in request.contributions)
+    if len(set(contributors)) != len(contributors) or len({c.sender for c in request.commitments}) != len(
+            request.commitments):
+        raise _fault(blame, PeerFault.DUPLICATE, "a contributor or a commitment is listed twice")
     if len(contributors) < min_contributors:
         raise _fault(blame, PeerFault.TOO_FEW_CONTRIBUTORS,
                      f"{len(contributors)} contributors, at least {min_contributors} required")
@@ -238,6 +241,8 @@ def _check_approvals(config: RoundConfig, contributors: Sequence[int], aggregate
     setup) so that the colluders the threat model allows cannot reach it alone.
     """
     allowed = set(eligible)
+    if len({a.owner for a in approvals}) != len(approvals) or len(set(contributors)) != len(contributors):
+        raise _fault(blame, PeerFault.DUPLICATE, "an approver or a contributor is listed twice")
     valid = 0
     for approval in approvals:
         if approval.owner not in allowed or approval.owner not in registry:
@@ -266,6 +271,24 @@ def _integers_from_bytes(data: bytes, width: int, count: int) -> list[int]:
     if len(data) != width * count:
         raise CryptoError(f"{len(data)} bytes, expected {count} values of {width} bytes")
     return [int.from_bytes(data[i : i + width], "little") for i in range(0, len(data), width)]
+
+
+def _check_layout(config: RoundConfig, update: EncodedUpdate | None) -> None:
+    """Refuse a slot layout other than the one this client's encoding bound and the key determine.
+
+    The server builds the layout. One with a smaller offset or narrower values
+    would make packing refuse exactly when a coordinate lies beyond them, and a
+    server probing with many such rounds would learn the client's largest and
+    smallest values. The check depends only on public parameters, never on the values.
+    """
+    parameters = _parameters(config)
+    if update is None:
+        return
+    expected = SlotLayout.create(max_coordinate=update.max_coordinate, clients=parameters.layout.max_contributors,
+                                 plaintext_bits=parameters.keys.key_bits - 1)
+    if parameters.layout != expected:
+        raise LocalProtocolError("the round's slot layout is not the one this client's encoding and the key "
+                                 "determine: refusing a layout the server chose")
 
 
 class PaillierCredentials:
@@ -416,6 +439,8 @@ class PaillierKeyHolder:
         if request.round_id in self._decrypted_rounds:
             raise _server_fault(PeerFault.ALREADY_DECRYPTED, f"round {request.round_id}")
         contributors = request.contributors
+        if len(set(contributors)) != len(contributors):
+            raise _server_fault(PeerFault.DUPLICATE, "a contributor is listed twice")
         minimum = max(self.min_contributors, parameters.min_contributors)
         if len(contributors) < minimum:
             raise _server_fault(PeerFault.TOO_FEW_CONTRIBUTORS, f"{len(contributors)} contributors, at least "
@@ -474,6 +499,7 @@ class PaillierClientSession(ClientSession):
         if parameters.keys.signing_keys.get(client_id) != credentials.verify_key:
             raise LocalProtocolError(f"client {client_id}'s signing key is not the one registered for the round")
         credentials.check_keys(config)
+        _check_layout(config, update)
         self._credentials = credentials
         self._ciphertexts: bytes | None = None
         self._proof = b""
@@ -566,6 +592,7 @@ class PaillierClientSession(ClientSession):
         if _parameters(self._config).keys.signing_keys.get(self._client_id) != credentials.verify_key:
             raise LocalProtocolError(f"client {self._client_id}'s signing key is not the one registered for the round")
         credentials.check_keys(self._config)
+        _check_layout(self._config, self._update)
         self._credentials = credentials
         ciphertexts = fields["ciphertexts"]
         self._ciphertexts = None if ciphertexts is None else bytes.fromhex(ciphertexts)

@@ -155,6 +155,7 @@ class ClientSession(abc.ABC):
             "state": self._state.value,
             "update": None if self._update is None else {
                 "ring_bits": self._update.ring.bits, "encoding": self._update.encoding_digest.hex(),
+                "max_coordinate": self._update.max_coordinate,
                 "length": int(values.size) if values is not None else 0},
             "fields": self._export_fields(),
         }
@@ -173,6 +174,8 @@ class ClientSession(abc.ABC):
         try:
             (size,) = _STATE_HEADER.unpack_from(data)
             header = json.loads(data[_STATE_HEADER.size:_STATE_HEADER.size + size])
+            if not isinstance(header, dict):
+                raise LocalProtocolError("the saved client state is malformed: its header is not an object")
             body = data[_STATE_HEADER.size + size:]
             if header.get("format") != CLIENT_STATE_FORMAT or header.get("kind") != cls.__name__:
                 raise LocalProtocolError(f"the saved state is not a {cls.__name__} in {CLIENT_STATE_FORMAT}")
@@ -194,9 +197,10 @@ class ClientSession(abc.ABC):
                 words = np.frombuffer(body, dtype=ring.dtype.newbyteorder("<")).astype(ring.dtype)
                 if words.size != config.vector_length:
                     raise LocalProtocolError("the saved input is truncated")
-                session._update = EncodedUpdate(words, ring, bytes.fromhex(update["encoding"]))
+                session._update = EncodedUpdate(words, ring, bytes.fromhex(update["encoding"]),
+                                                int(update["max_coordinate"]))
             session._restore_fields(header["fields"], credentials)
-        except (struct.error, ValueError, KeyError, TypeError) as error:
+        except (struct.error, ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:
             raise LocalProtocolError(f"the saved client state is malformed: {type(error).__name__}") from None
         return session
 
