@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import make_round
-from fedsecure import LocalProtocolError, PeerFault, PeerProtocolError
+from fedsecure import ConfigurationError, LocalProtocolError, PeerFault, PeerProtocolError
 from fedsecure.crypto import MaskExpander, reconstruct_secret
 from fedsecure.crypto import KeyAgreementKey
 from fedsecure.encoding import ClipMode, EncodingConfig, Quantizer
@@ -285,3 +285,28 @@ def test_active_variant_refuses_a_third_corrupt() -> None:
         with pytest.raises(ConfigurationError):
             RoundConfig.create(protocol=protocol, clients=range(30), encoding=encoding, identities=identities,
                                threat=ThreatModel(dropout_fraction=0.05, corrupt_fraction=0.34))
+
+
+def test_a_registry_that_gives_the_other_clients_server_made_keys_is_refused() -> None:
+    # The attack: the server lists the victim's real key beside keys it made for every other cohort member. Those
+    # "members" are the server, so the victim's shares of its self-mask seed and of its mask key all reach the
+    # server, which could then unmask the victim alone. The victim checks the registry against the one it trusts.
+    from fedsecure.crypto import SigningKey
+    from fedsecure.protocols import ClientIdentity, IdentityKeys
+
+    config, updates, keys = _active_round(6)
+    victim = 0
+    forged = IdentityKeys({c: (keys[c].public_bytes if c == victim else SigningKey.generate().public_bytes)
+                           for c in config.clients})
+    substituted = dataclasses.replace(config, identities=forged)
+    with pytest.raises(LocalProtocolError, match="refusing keys the server chose"):
+        create_client_session(substituted, victim, updates[victim], keys[victim])
+    assert substituted.digest not in keys[victim].joined  # refused before it joined or sent anything
+    # No identity without the registry it trusts, and none whose own key the registry lacks.
+    with pytest.raises(TypeError):
+        ClientIdentity(SigningKey.generate())  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError) as error:
+        ClientIdentity(SigningKey.generate(), registry=config.identities)  # type: ignore[arg-type]
+    assert error.value.parameter == "registry"
+    with pytest.raises(ConfigurationError):
+        ClientIdentity(SigningKey.generate(), registry=None)  # type: ignore[arg-type]

@@ -329,7 +329,12 @@ def _start_record(config: RoundConfig, encoding: EncodingConfig, **changes: Any)
     ({"client": "abc"}, "`client` is not an integer"),
     ({"task-seed": "x"}, "job failed"),
     ({"encoding-clip-mode": "sideways"}, "encoding parameters"),
-    ({"encoding-dimension": 20_000_000}, "encoding parameters do not match"),
+    ({"encoding-dimension": 20_000_000}, "an encoding of 20000000 values for a round of 50"),
+    ({"encoding-dimension": 1e308}, "`encoding-dimension` is not an integer"),
+    ({"encoding-dimension": 2**200}, "`encoding-dimension`"),
+    ({"encoding-scale": "x"}, "`encoding-scale` is not a finite number"),
+    ({"encoding-clip": float("nan")}, "`encoding-clip` is not a finite number"),
+    ({"encoding-clients": -3}, "`encoding-clients`"),
 ])
 def test_a_malformed_round_start_is_refused_by_name_not_crashed_on(changes: dict[str, Any], fragment: str) -> None:
     from flwr.app import Context, RecordDict
@@ -458,9 +463,9 @@ def test_clients_refuse_keys_the_server_chose(tmp_path: Any) -> None:
 
 
 def _fresh_verify_key_hex() -> str:  # noqa: N802 (a test helper named after what it makes)
-    from fedsecure.protocols import ClientIdentity
+    from fedsecure.crypto import SigningKey
 
-    return ClientIdentity.generate().public_bytes.hex()
+    return SigningKey.generate().public_bytes.hex()
 
 
 def test_concurrent_decryption_requests_for_one_round_decrypt_once(tmp_path: Any) -> None:
@@ -533,3 +538,123 @@ def test_a_credential_file_that_cannot_be_locked_is_a_refusal(tmp_path: Any) -> 
                       state=RecordDict(), run_config={})
     reply = handler.handle(_start_record(CONFIGS[0], ENCODING), context)
     assert "FileNotFoundError" in reply.content.config_records["fedsecure"]["error"]
+
+
+def _dp_start(cohort: int, plan_text: str, seed: bytes = b"s" * 32) -> tuple[Any, Any]:
+    """A round-start record for a distributed-DP round of ``cohort`` clients whose plan the server states."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from fedsecure.dp import DistributedPlan
+    from fedsecure.protocols import RoundStart, encode_message
+
+    plan = DistributedPlan.from_json(plan_text, max_dimension=2**40) if plan_text.startswith("{") else None
+    encoding = plan.encoding(seed) if plan is not None else None
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(cohort), encoding=encoding or ENCODING)
+    content = {"encoding-kind": "distributed-dp", "dp-plan": plan_text, "dp-rotation-seed": seed,
+               "task-job": "simulate", "task-seed": 0, "kind": "round-start", "round": config.round_id,
+               "stage": "advertise-keys", "config": encode_round_config(config), "client": 1,
+               "message": encode_message(RoundStart(round_id=config.round_id, recipient=1,
+                                                    config_digest=config.digest))}
+    return Message(RecordDict({"fedsecure": ConfigRecord(content)}), 1001, "query.fedsecure"), config
+
+
+def _handle_dp(message: Any, node: dict[str, Any] | None = None) -> str:
+    from flwr.app import Context, RecordDict
+
+    import numpy as np
+
+    from fedsecure.runtime.flower import ClientUpdate, FedSecureClient
+
+    handler = FedSecureClient(lambda context, client, task: ClientUpdate(np.full(50, 0.01)))
+    context = Context(run_id=1, node_id=1001, node_config={"partition-id": 1} | (node or {}), state=RecordDict(),
+                      run_config={})
+    record = handler.handle(message, context).content.config_records["fedsecure"]
+    return str(record.get("error", "accepted"))
+
+
+def test_a_client_computes_the_distributed_noise_itself_and_refuses_a_lying_plan() -> None:
+    # The attacks: a plan whose stated noise multiplier is not what its local variance gives (the client would add
+    # variance 1 while told it meets its requirement), and an honest plan sized for a million shares shown to a
+    # cohort of ten (each share a millionth of what ten need). Both refused before any work.
+    import json
+
+    from fedsecure.dp import Mechanism, plan_distributed
+
+    node = {"fedsecure-require-dp": "distributed", "fedsecure-min-noise-multiplier": 1.0}
+    honest = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=50, clip=1.0, bits=32, expected_clients=10,
+                              max_clients=10, noise_multiplier=1.0)
+    message, _ = _dp_start(10, honest.to_json())
+    assert _handle_dp(message, node) == "accepted"
+    lying = json.loads(honest.to_json()) | {"local_variance": 1.0}
+    message, _ = _dp_start(10, honest.to_json())
+    message.content.config_records["fedsecure"]["dp-plan"] = json.dumps(lying)
+    assert "noise_multiplier" in _handle_dp(message, node)
+    million = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=50, clip=1.0, bits=62,
+                               expected_clients=1_000_000, max_clients=1_000_000, noise_multiplier=1.0)
+    message, _ = _dp_start(10, million.to_json())
+    assert "expects 1000000 noise shares, the cohort has only 10" in _handle_dp(message)
+    # A consistent plan below the requirement: the client's own figure is what it compares.
+    weak = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=50, clip=1.0, bits=32, expected_clients=10,
+                            max_clients=10, noise_multiplier=0.5)
+    message, _ = _dp_start(10, weak.to_json())
+    assert "requires distributed DP" in _handle_dp(message, node)
+
+
+def test_every_field_of_the_distributed_plan_is_bound_into_the_configuration() -> None:
+    from fedsecure.dp import DistributedPlan, Mechanism, plan_distributed
+
+    plan = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=50, clip=1.0, bits=32, expected_clients=10,
+                            max_clients=10, noise_multiplier=1.0)
+    digests = {plan.encoding(b"s" * 32).digest()}
+    for name in ("noise_multiplier", "l2_sensitivity", "l1_sensitivity", "wrap_bound", "beta", "local_variance"):
+        digests.add(dataclasses.replace(plan, **{name: getattr(plan, name) * 1.5 + 1e-3}).encoding(b"s" * 32).digest())
+    assert len(digests) == 7
+    assert DistributedPlan.from_json(plan.to_json(), max_dimension=50) == plan
+
+
+def test_a_huge_plan_is_refused_before_anything_is_allocated() -> None:
+    # The attack: a round of 16 values whose plan claims a padded dimension of 2^30 made the client allocate
+    # gigabytes (and 2^30 escaped as a MemoryError) before any size check.
+    import json
+    import tracemalloc
+
+    from fedsecure.dp import Mechanism, plan_distributed
+
+    plan = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=16, clip=1.0, bits=32, expected_clients=10,
+                            max_clients=10, noise_multiplier=1.0)
+    for changes in ({"padded_dimension": 2**30}, {"dimension": 2**30, "padded_dimension": 2**30},
+                    {"dimension": 2**62, "padded_dimension": 2**62}, {"bits": "x"}, {"clip": 1e999}, {"extra": 1}):
+        message, _ = _dp_start(10, plan.to_json())
+        message.content.config_records["fedsecure"]["dp-plan"] = json.dumps(json.loads(plan.to_json()) | changes)
+        tracemalloc.start()
+        error = _handle_dp(message)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert "distributed-DP plan" in error or "values for a round of" in error, error
+        assert peak < 50 << 20, f"{changes}: {peak} bytes"
+
+
+def test_a_stale_session_cannot_answer_a_step_twice(tmp_path: Any) -> None:
+    # Flower saves a node's context.state only after the reply has gone out (and a failed save is lost); its
+    # simulation engine runs one node's messages concurrently from the same state. A ClientApp that starts from
+    # a stale state would answer the same step again: here, join the round a second time under fresh keys. The
+    # node's answer ledger, kept under its lock outside context.state, refuses the second answer.
+    from flwr.app import Context, RecordDict
+
+    from fedsecure.runtime.flower import AnswerLedger, FedSecureClient, answer_ledger_path, lock_node_files
+
+    node = {"partition-id": 1, "fedsecure-state-dir": str(tmp_path)}
+
+    def answer(handler: Any) -> str:
+        context = Context(run_id=1, node_id=1001, node_config=node, state=RecordDict(), run_config={})  # stale
+        record = handler.handle(_start_record(CONFIGS[0], ENCODING), context).content.config_records["fedsecure"]
+        return "answered" if "message" in record else str(record["error"])
+
+    protected = FedSecureClient(auto_job, lock=lock_node_files,
+                                answers=lambda context: AnswerLedger(answer_ledger_path(context)))
+    assert answer(protected) == "answered"
+    assert "already answered step await-start" in answer(protected)
+    # Weakened: without the ledger the same stale state answers again.
+    unprotected = FedSecureClient(auto_job)
+    assert answer(unprotected) == answer(unprotected) == "answered"
+    assert oct((tmp_path / "answers-node-1001.json").stat().st_mode & 0o777) == "0o600"

@@ -19,7 +19,8 @@ from .._errors import FedSecureError
 from ..protocols import ThreatModel, graph_security_failure
 from ..runtime import TRANSCRIPT_FORMAT, TRANSCRIPT_VERSION
 
-__all__ = ["CHECKS", "CheckResult", "RoundTranscript", "TranscriptError", "read_transcript", "run_checks"]
+__all__ = ["CHECKS", "CheckResult", "RoundTranscript", "TranscriptError", "parse_transcript", "read_transcript",
+           "run_checks"]
 
 _SECAGG_FAMILY = ("secagg", "secagg+")
 #: The largest probability of a wrapped sum the auditor accepts from a distributed-DP plan.
@@ -66,10 +67,18 @@ _HEADER_FIELDS = {"round_id": int, "protocol": str, "clients": list, "vector_len
 _MESSAGE_FIELDS = {"round_id": int, "seq": int, "stage": str, "type": str, "size": int}
 
 
+# The ranges a real round's integers lie in: a doctored size (a ring of 10^9 bits, a degree of 2^60) would
+# otherwise make a check compute for hours.
+_RANGES = {"round_id": (0, 2**64 - 1), "vector_length": (0, 2**40), "ring_bits": (1, 64), "threshold": (0, 2**20),
+           "degree": (0, 2**20), "encoding_clients": (0, 2**32), "seq": (0, 2**40), "size": (0, 2**40)}
+
+
 def _require(obj: dict[str, Any], fields: dict[str, type], where: str) -> None:
     for name, kind in fields.items():
         if not isinstance(obj.get(name), kind) or isinstance(obj.get(name), bool):
             raise TranscriptError(f"{where}: field {name!r} is missing or not a {kind.__name__}")
+        if name in _RANGES and not _RANGES[name][0] <= obj[name] <= _RANGES[name][1]:
+            raise TranscriptError(f"{where}: field {name!r} = {obj[name]} lies outside {list(_RANGES[name])}")
 
 
 def read_transcript(path: str | Path, *, max_bytes: int = 1 << 31) -> list[RoundTranscript]:
@@ -77,48 +86,59 @@ def read_transcript(path: str | Path, *, max_bytes: int = 1 << 31) -> list[Round
     path = Path(path)
     if path.stat().st_size > max_bytes:
         raise TranscriptError(f"{path} is larger than {max_bytes} bytes")
+    with open(path, "rb") as handle:
+        return parse_transcript(handle, source=str(path))
+
+
+def parse_transcript(lines: Iterable[bytes], *, source: str = "<transcript>") -> list[RoundTranscript]:
+    """Parse transcript lines (bytes, as read from a file); raises :class:`TranscriptError` naming the line."""
     rounds: list[RoundTranscript] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            where = f"{path}:{number}"
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TranscriptError(f"{where}: not JSON ({error.msg})") from None
-            if not isinstance(obj, dict):
-                raise TranscriptError(f"{where}: a line must be a JSON object")
-            kind = obj.get("kind")
-            if kind == "round":
-                if obj.get("format") != TRANSCRIPT_FORMAT or obj.get("version") != TRANSCRIPT_VERSION:
-                    raise TranscriptError(f"{where}: not a {TRANSCRIPT_FORMAT} version {TRANSCRIPT_VERSION} header")
-                _require(obj, _HEADER_FIELDS, where)
-                if rounds and rounds[-1].outcome is None:
-                    raise TranscriptError(f"{where}: a new round starts before round {rounds[-1].round_id} ended")
-                rounds.append(RoundTranscript(header=obj))
-            elif kind in ("message", "outcome"):
-                if not rounds or rounds[-1].outcome is not None:
-                    raise TranscriptError(f"{where}: a {kind} line outside a round")
-                current = rounds[-1]
-                if obj.get("round_id") != current.round_id:
-                    raise TranscriptError(f"{where}: round id {obj.get('round_id')!r} inside round {current.round_id}")
-                if kind == "message":
-                    _require(obj, _MESSAGE_FIELDS, where)
-                    if obj["seq"] != len(current.messages):
-                        raise TranscriptError(f"{where}: message {obj['seq']} out of order (expected "
-                                              f"{len(current.messages)})")
-                    if not isinstance(obj.get("fields"), dict):
-                        raise TranscriptError(f"{where}: message without public fields")
-                    current.messages.append(obj)
-                else:
-                    current.outcome = obj
+    for number, raw in enumerate(lines, 1):
+        where = f"{source}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TranscriptError(f"{where}: not UTF-8 text (a binary file?)") from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TranscriptError(f"{where}: not JSON ({error.msg})") from None
+        except RecursionError:
+            raise TranscriptError(f"{where}: JSON nested too deeply") from None
+        if not isinstance(obj, dict):
+            raise TranscriptError(f"{where}: a line must be a JSON object")
+        kind = obj.get("kind")
+        if kind == "round":
+            if obj.get("format") != TRANSCRIPT_FORMAT or obj.get("version") != TRANSCRIPT_VERSION:
+                raise TranscriptError(f"{where}: not a {TRANSCRIPT_FORMAT} version {TRANSCRIPT_VERSION} header")
+            _require(obj, _HEADER_FIELDS, where)
+            if rounds and rounds[-1].outcome is None:
+                raise TranscriptError(f"{where}: a new round starts before round {rounds[-1].round_id} ended")
+            rounds.append(RoundTranscript(header=obj))
+        elif kind in ("message", "outcome"):
+            if not rounds or rounds[-1].outcome is not None:
+                raise TranscriptError(f"{where}: a {kind} line outside a round")
+            current = rounds[-1]
+            if obj.get("round_id") != current.round_id:
+                raise TranscriptError(f"{where}: round id {obj.get('round_id')!r} inside round {current.round_id}")
+            if kind == "message":
+                _require(obj, _MESSAGE_FIELDS, where)
+                if obj["seq"] != len(current.messages):
+                    raise TranscriptError(f"{where}: message {obj['seq']} out of order (expected "
+                                          f"{len(current.messages)})")
+                if not isinstance(obj.get("fields"), dict):
+                    raise TranscriptError(f"{where}: message without public fields")
+                current.messages.append(obj)
             else:
-                raise TranscriptError(f"{where}: unknown line kind {kind!r}")
+                current.outcome = obj
+        else:
+            raise TranscriptError(f"{where}: unknown line kind {kind!r}")
     if not rounds:
-        raise TranscriptError(f"{path}: no rounds")
+        raise TranscriptError(f"{source}: no rounds")
     if rounds[-1].outcome is None:
-        raise TranscriptError(f"{path}: round {rounds[-1].round_id} has no outcome line (truncated?)")
+        raise TranscriptError(f"{source}: round {rounds[-1].round_id} has no outcome line (truncated?)")
     return rounds
 
 
@@ -339,5 +359,22 @@ CHECKS: tuple[Callable[[list[RoundTranscript]], CheckResult], ...] = (
 
 def run_checks(rounds: list[RoundTranscript],
                checks: Iterable[Callable[[list[RoundTranscript]], CheckResult]] = CHECKS) -> list[CheckResult]:
-    """Every check's verdict on ``rounds``."""
-    return [check(rounds) for check in checks]
+    """Every check's verdict on ``rounds``.
+
+    A transcript that parsed but whose fields do not have the shape a check
+    reads (a field of the wrong type, a list where a number belongs, an
+    unknown id) raises :class:`TranscriptError` naming the check, never an
+    undeclared exception.
+    """
+    results = []
+    for check in checks:
+        try:
+            results.append(check(rounds))
+        except TranscriptError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, RecursionError,
+                FedSecureError) as error:
+            name = getattr(check, "__name__", "a check").removeprefix("check_").replace("_", "-")
+            raise TranscriptError(f"{name}: the transcript has a malformed field ({type(error).__name__}: "
+                                  f"{str(error)[:200]})") from None
+    return results

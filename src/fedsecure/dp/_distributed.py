@@ -24,10 +24,12 @@ noise plus the data.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import secrets
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -133,6 +135,85 @@ class DistributedPlan:
     def encoding(self, rotation_seed: bytes) -> DistributedDPEncoding:
         """The encoding of one round, with the round's public rotation seed."""
         return DistributedDPEncoding(self, rotation_seed)
+
+    def to_json(self) -> str:
+        """The plan as the JSON object :meth:`from_json` reads (how it travels to a client)."""
+        fields = {name: getattr(self, name) for name in _PLAN_FIELDS}
+        return json.dumps(fields | {"mechanism": self.mechanism.value})
+
+    @classmethod
+    def from_json(cls, text: object, *, max_dimension: int) -> DistributedPlan:
+        """Parse a plan a server sent, checking every field's type and range before anything is allocated.
+
+        Threat model: the plan comes from the server. A dimension above
+        ``max_dimension``, a padded dimension other than the next power of two,
+        a non-finite or negative number, a noise multiplier that is not what the
+        local variance gives (see :meth:`check_consistent`), or an unknown or
+        missing field raises :class:`ConfigurationError` naming the field.
+        """
+        def bad(name: str, why: str) -> ConfigurationError:
+            return ConfigurationError(f"the distributed-DP plan's {name} {why}", parameter=name)
+
+        if not isinstance(text, str) or len(text) > 4096:
+            raise bad("text", "is not a short JSON string")
+        try:
+            fields = json.loads(text)
+        except ValueError:
+            raise bad("text", "is not JSON") from None
+        if not isinstance(fields, dict) or set(fields) != set(_PLAN_FIELDS) | {"mechanism"}:
+            raise bad("fields", f"must be exactly {sorted(set(_PLAN_FIELDS) | {'mechanism'})}")
+        try:
+            mechanism = Mechanism(fields["mechanism"])
+        except ValueError:
+            raise bad("mechanism", "is unknown") from None
+        if mechanism is Mechanism.GAUSSIAN:
+            raise bad("mechanism", "must be ddgauss or skellam")
+        values: dict[str, Any] = {"mechanism": mechanism}
+        for name in _PLAN_FIELDS:
+            value = fields[name]
+            if name in _PLAN_INTEGERS:
+                if type(value) is not int or not 1 <= value <= 2**62:
+                    raise bad(name, "must be a positive integer")
+            elif type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+                raise bad(name, "must be a finite non-negative number")
+            values[name] = value if name in _PLAN_INTEGERS else float(value)
+        if values["dimension"] > max_dimension:
+            raise bad("dimension", f"exceeds this client's limit of {max_dimension}")
+        if values["padded_dimension"] != _padded(values["dimension"]):
+            raise bad("padded_dimension", "is not the dimension rounded up to a power of two")
+        if not 2 <= values["bits"] <= 62 or not values["expected_clients"] <= values["max_clients"]:
+            raise bad("bits", "or expected_clients out of range")
+        if not values["clip"] > 0 or not values["scale"] > 0 or not 0 <= values["beta"] < 1 \
+                or values["local_variance"] > 2.0**62:
+            raise bad("clip", "scale, beta or local_variance out of range")
+        plan = cls(**values)
+        plan.check_consistent()
+        return plan
+
+    def check_consistent(self) -> None:
+        """Refuse a plan whose derived figures are not what its own parameters give.
+
+        The sensitivities follow from clip, scale, padded dimension and beta; the
+        noise multiplier from the local variance each client adds and the
+        expected number of shares. A client checks this, so the noise it is told
+        it adds is the noise it actually adds.
+        """
+        l2 = rounded_l2_bound(self.clip * self.scale, self.padded_dimension, self.beta)
+        expected = {"l2_sensitivity": l2, "l1_sensitivity": rounded_l1_bound(l2, self.padded_dimension),
+                    "noise_multiplier": math.sqrt(self.expected_clients * self.local_variance) / l2}
+        for name, value in expected.items():
+            if not math.isclose(getattr(self, name), value, rel_tol=1e-9, abs_tol=0.0):
+                raise ConfigurationError(f"the distributed-DP plan's {name} is {getattr(self, name):.6g}, but its "
+                                         f"parameters give {value:.6g}", parameter=name)
+        if self.mechanism is Mechanism.DDGAUSS and self.local_variance != math.floor(self.local_variance):
+            raise ConfigurationError("a discrete Gaussian plan's local variance must be an integer",
+                                     parameter="local_variance")
+
+
+_PLAN_FIELDS = ("dimension", "padded_dimension", "clip", "bits", "scale", "local_variance", "beta",
+                "expected_clients", "max_clients", "noise_multiplier", "l2_sensitivity", "l1_sensitivity",
+                "wrap_bound")
+_PLAN_INTEGERS = frozenset({"dimension", "padded_dimension", "bits", "expected_clients", "max_clients"})
 
 
 def _wrap_bound(*, signal_proxy: float, noise_variance: float, mechanism: Mechanism, half_ring: float,
@@ -272,12 +353,14 @@ class DistributedDPEncoding:
         raise ConfigurationError("distributed DP runs under SecAgg or SecAgg+, not Paillier", parameter="protocol")
 
     def digest(self) -> bytes:
+        """SHA-256 over every field of the plan and the rotation seed: the whole plan is bound into the round."""
         plan = self.plan
         packed = struct.pack("<BQQdBddQQ", list(Mechanism).index(plan.mechanism), plan.dimension,
                              plan.padded_dimension, plan.clip, plan.bits, plan.scale, plan.local_variance,
                              plan.expected_clients, plan.max_clients)
-        return hashlib.sha256(b"fedsecure/v1/distributed-dp" + packed + struct.pack("<d", plan.beta)
-                              + self.rotation_seed).digest()
+        derived = struct.pack("<ddddd", plan.beta, plan.noise_multiplier, plan.l2_sensitivity, plan.l1_sensitivity,
+                              plan.wrap_bound)
+        return hashlib.sha256(b"fedsecure/v2/distributed-dp" + packed + derived + self.rotation_seed).digest()
 
     def rotate(self, vector: np.ndarray) -> np.ndarray:
         padded = np.zeros(self.plan.padded_dimension)

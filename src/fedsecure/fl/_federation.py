@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import zipfile
+import zlib
 import logging
 import math
 import os
@@ -601,17 +603,24 @@ class Federation:
         path = os.path.join(directory, "checkpoint.npz")
         if not os.path.exists(path):
             raise ConfigurationError(f"no checkpoint at {path}", parameter="resume")
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(data["meta"].tobytes().decode())
-            mismatched = [k for k, v in self.fingerprint().items() if meta["fingerprint"].get(k) != v]
-            if mismatched:
-                raise ConfigurationError(f"the checkpoint in {directory} was written for a different "
-                                         f"{', '.join(mismatched)}", parameter="resume")
-            self.set_global_vector(data["global"])
-            self.server_optimizer.state = {name.split("/", 1)[1]: data[name] for name in data.files
-                                           if name.startswith("optimizer/")}
-        self._restore_privacy(meta)
-        return [RoundRecord(**record) for record in meta["history"]]
+        global_vector, optimizer_state, meta, history = read_checkpoint(path)
+        mismatched = [k for k, v in self.fingerprint().items() if meta["fingerprint"].get(k) != v]
+        if mismatched:
+            raise ConfigurationError(f"the checkpoint in {directory} was written for a different "
+                                     f"{', '.join(mismatched)}", parameter="resume")
+        if global_vector.shape != self.global_vector().shape:
+            raise ConfigurationError(f"the checkpoint in {directory} holds a model of another size", parameter="resume")
+        previous = self.global_vector()
+        self.set_global_vector(global_vector)
+        try:
+            self._restore_privacy(meta)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            # The model stays as it was: a checkpoint is restored whole or not at all.
+            self.set_global_vector(previous)
+            raise ConfigurationError(f"the checkpoint in {directory} has a malformed privacy record "
+                                     f"({type(error).__name__})", parameter="resume") from None
+        self.server_optimizer.state = optimizer_state
+        return history
 
     def _restore_privacy(self, meta: Mapping[str, Any]) -> None:
         # The ledger is rebuilt by replaying every recorded round, so the resumed run keeps composing.
@@ -629,6 +638,43 @@ class Federation:
             else:
                 ledger.record(entry["round"], entry["participants"], contributors=entry["contributors"],
                               noise_multiplier=entry["noise_multiplier"])
+
+
+def read_checkpoint(path: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any], list[RoundRecord]]:
+    """Parse a checkpoint file: the global vector, the optimizer state, the metadata and the history.
+
+    No pickle is ever loaded. A file that is not a fedsecure checkpoint, or a corrupt one, raises
+    :class:`ConfigurationError` (``resume``) naming what is wrong, never another exception.
+    """
+    def corrupt(why: str) -> ConfigurationError:
+        return ConfigurationError(f"{path} is not a readable fedsecure checkpoint: {why}", parameter="resume")
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+            if not {"global", "meta"} <= files:
+                raise corrupt("it lacks the model or the metadata")
+            meta = json.loads(data["meta"].tobytes().decode())
+            global_vector = np.asarray(data["global"])
+            optimizer = {name.split("/", 1)[1]: np.asarray(data[name]) for name in files
+                         if name.startswith("optimizer/")}
+    except ConfigurationError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError,
+            zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
+        raise corrupt(f"{type(error).__name__}") from None
+    if not isinstance(meta, dict) or meta.get("version") != 1 or not isinstance(meta.get("fingerprint"), dict) \
+            or not isinstance(meta.get("history"), list):
+        raise corrupt("its metadata is not a version-1 object with a fingerprint and a history")
+    if global_vector.ndim != 1 or global_vector.dtype.kind != "f" or not np.all(np.isfinite(global_vector)):
+        raise corrupt("its model is not a finite float vector")
+    if any(array.dtype.kind not in "fiu" for array in optimizer.values()):
+        raise corrupt("its optimizer state is not numeric")
+    try:
+        history = [RoundRecord(**record) for record in meta["history"]]
+    except TypeError:
+        raise corrupt("its history has unknown or missing fields") from None
+    return global_vector, optimizer, meta, history
 
 
 def _atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:

@@ -100,19 +100,24 @@ class ClientIdentity:
     different survivor sets, and replay them (Bonawitz et al. 2017, §4: each
     honest client signs one set per round). A deployment must persist
     :attr:`joined` across restarts and pass it back in.
+
+    ``registry`` is required: it is the registry this client trusts, from a PKI
+    the server does not control, and must list this client's own key. Without
+    it a server could list the victim's real key beside keys of its own for
+    every other cohort member and unmask the victim alone.
     """
 
     __slots__ = ("_signing_key", "_joined", "_registry")
 
-    def __init__(self, signing_key: SigningKey, joined: Iterable[bytes] = (), *,
-                 registry: IdentityKeys | None = None) -> None:
+    def __init__(self, signing_key: SigningKey, joined: Iterable[bytes] = (), *, registry: IdentityKeys) -> None:
+        if not isinstance(registry, IdentityKeys):
+            raise ConfigurationError("an identity needs the registry it trusts (IdentityKeys from the PKI)",
+                                     parameter="registry")
+        if signing_key.public_bytes not in registry.verify_keys.values():
+            raise ConfigurationError("the identity's own key is not in the registry it trusts", parameter="registry")
         self._signing_key = signing_key
         self._joined = set(joined)
         self._registry = registry
-
-    @classmethod
-    def generate(cls) -> ClientIdentity:
-        return cls(SigningKey.generate())
 
     @property
     def public_bytes(self) -> bytes:
@@ -125,8 +130,8 @@ class ClientIdentity:
         return frozenset(self._joined)
 
     @property
-    def registry(self) -> IdentityKeys | None:
-        """The registry this client trusts (from the PKI, not from the server), when it holds one."""
+    def registry(self) -> IdentityKeys:
+        """The registry this client trusts (from the PKI, not from the server)."""
         return self._registry
 
     def check_registry(self, config: RoundConfig) -> None:
@@ -137,8 +142,9 @@ class ClientIdentity:
         """
         from .._errors import LocalProtocolError
 
-        if self._registry is None or config.identities is None:
-            return
+        if config.identities is None:
+            raise LocalProtocolError("an identity takes part only in rounds of the active variant, which carry "
+                                     "the registry")
         trusted, offered = self._registry.verify_keys, config.identities.verify_keys
         wrong = [c for c in config.clients if trusted.get(c) != offered.get(c)]
         if wrong:
@@ -172,10 +178,12 @@ def create_identities(clients: Iterable[int]) -> tuple[IdentityKeys, dict[int, C
     """Fresh long-term Ed25519 identities for ``clients``, from the OS: the registry and the private identities.
 
     In a deployment each client makes its own key and registers only the public
-    half with a PKI the server does not control; this helper is for simulations and tests.
+    half with a PKI the server does not control; this helper is for simulations and tests. Each identity holds
+    the registry, as each client would hold the PKI's copy.
     """
-    private = {int(c): ClientIdentity.generate() for c in clients}
-    return IdentityKeys({c: identity.public_bytes for c, identity in private.items()}), private
+    keys = {int(c): SigningKey.generate() for c in clients}
+    registry = IdentityKeys({c: key.public_bytes for c, key in keys.items()})
+    return registry, {c: ClientIdentity(key, registry=registry) for c, key in keys.items()}
 
 
 def active_threshold(degree: int) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from .._errors import (
     DecodeError,
+    FedSecureError,
     InvalidUpdateError,
     LocalProtocolError,
     PeerFault,
@@ -200,7 +201,10 @@ class ClientSession(abc.ABC):
                 session._update = EncodedUpdate(words, ring, bytes.fromhex(update["encoding"]),
                                                 int(update["max_coordinate"]))
             session._restore_fields(header["fields"], credentials)
-        except (struct.error, ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:
+        except LocalProtocolError:
+            raise
+        except (struct.error, ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError,
+                FedSecureError) as error:
             raise LocalProtocolError(f"the saved client state is malformed: {type(error).__name__}") from None
         return session
 

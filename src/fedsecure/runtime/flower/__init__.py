@@ -8,6 +8,7 @@ engine; :class:`LocalGrid` runs them in one process for tests and benchmarks.
 See ``docs/deploy-flower.md``.
 """
 
+from ._answers import AnswerLedger, answer_ledger_path
 from ._client import (
     SECURE_PROTOCOLS,
     ClientJob,
@@ -39,6 +40,8 @@ from ._local import LocalGrid
 from ._server import ClientError, FlowerTransport, encoding_record
 
 __all__ = [
+    "AnswerLedger",
+    "answer_ledger_path",
     "MESSAGE_TYPE",
     "RECORD",
     "SECURE_PROTOCOLS",

@@ -16,8 +16,9 @@ match the digest the configuration binds.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import math
+import struct
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..._errors import FedSecureError, InvalidUpdateError, LocalProtocolError, PeerFault, PeerProtocolError
 from ...crypto import SigningKey
-from ...dp import DistributedDPEncoding, DistributedPlan, Mechanism
+from ...dp import DistributedDPEncoding, DistributedPlan
 from ...encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
 from ...protocols import (
     WIRE_VERSION,
@@ -48,6 +49,7 @@ from ...protocols import (
     restore_client_session,
 )
 from .._simulate import client_data
+from ._answers import AnswerLedger
 from ._common import JOINED_RECORD, MAX_TASK_BYTES, RECORD, STATE_RECORD, Kind, key_holder_proof_payload
 
 __all__ = ["ClientPolicy", "ClientUpdate", "ClientJob", "FedSecureClient", "client_app", "synthetic_job",
@@ -122,12 +124,26 @@ class ClientPolicy:
         return cls(protocols=protocols, threat=threat, allow_insecure_keys=insecure, require_dp=levels,
                    min_noise_multiplier=float(node_config.get("fedsecure-min-noise-multiplier", 0.0)))
 
-    def check_privacy(self, encoding: EncodingConfig | DistributedDPEncoding, record: Mapping[str, Any]) -> None:
-        """Refuse (naming the server) a round without the differential privacy this client requires."""
+    def check_privacy(self, encoding: EncodingConfig | DistributedDPEncoding, record: Mapping[str, Any],
+                      config: RoundConfig) -> None:
+        """Refuse (naming the server) a round without the differential privacy this client requires.
+
+        For distributed DP the client computes the noise multiplier itself, from
+        the local variance it will add (never from a field the server states),
+        over the plan's expected number of shares, and refuses a plan that
+        expects more shares than the cohort it is shown has: each share would
+        be too small. (Fewer is how a plan covers dropouts: each client adds more.)
+        """
+        if isinstance(encoding, DistributedDPEncoding) and encoding.plan.expected_clients > len(config.clients):
+            raise PeerProtocolError(
+                PeerFault.REFUSED_BY_POLICY, peer=_SERVER,
+                detail=f"the distributed-DP plan expects {encoding.plan.expected_clients} noise shares, the cohort "
+                f"has only {len(config.clients)}")
         if not self.require_dp:
             return
         if isinstance(encoding, DistributedDPEncoding):
-            level, noise = "distributed", encoding.plan.noise_multiplier
+            plan = encoding.plan
+            level, noise = "distributed", plan.noise_multiplier_for(plan.expected_clients)
         elif record.get("dp-level") == "local":
             level, noise = "local", float(record.get("dp-noise-multiplier", 0.0))
         else:
@@ -181,16 +197,44 @@ def _integer(record: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def _encoding_from(record: Mapping[str, Any]) -> EncodingConfig | DistributedDPEncoding:
+def _bounded(record: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = _integer(record, key)
+    if not low <= value <= high:
+        raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"`{key}` = {value} outside [{low}, {high}]")
+    return value
+
+
+def _number(record: Mapping[str, Any], key: str) -> float:
+    value = record.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail=f"`{key}` is not a finite number")
+    return float(value)
+
+
+def _encoding_from(record: Mapping[str, Any], config: RoundConfig,
+                   policy: ClientPolicy) -> EncodingConfig | DistributedDPEncoding:
+    """The round's encoding from the record's fields, each checked against the configuration and this client's
+    limits before anything is allocated."""
     if record.get("encoding-kind") == "distributed-dp":
-        fields = json.loads(str(record["dp-plan"]))
-        fields["mechanism"] = Mechanism(fields["mechanism"])
-        return DistributedPlan(**fields).encoding(bytes(record["dp-rotation-seed"]))
-    max_weight = int(record["encoding-max-weight"])
-    return EncodingConfig(dimension=int(record["encoding-dimension"]), clients=int(record["encoding-clients"]),
-                          clip=float(record["encoding-clip"]), scale=float(record["encoding-scale"]),
-                          clip_mode=ClipMode(str(record["encoding-clip-mode"])),
-                          max_weight=max_weight or None, ring_bits=int(record["encoding-ring-bits"]))
+        plan = DistributedPlan.from_json(record.get("dp-plan"), max_dimension=policy.max_vector_length)
+        if plan.padded_dimension != config.vector_length:
+            raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=_SERVER,
+                                    detail=f"a plan of {plan.padded_dimension} values for a round of "
+                                    f"{config.vector_length}")
+        seed = record.get("dp-rotation-seed")
+        if not isinstance(seed, bytes) or len(seed) != 32:
+            raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER, detail="`dp-rotation-seed` is not 32 bytes")
+        return plan.encoding(seed)
+    max_weight = _bounded(record, "encoding-max-weight", 0, 2**32)
+    dimension = _bounded(record, "encoding-dimension", 1, policy.max_vector_length)
+    if dimension + (1 if max_weight else 0) != config.vector_length:
+        raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=_SERVER,
+                                detail=f"an encoding of {dimension} values for a round of {config.vector_length}")
+    clip_mode = record.get("encoding-clip-mode")
+    return EncodingConfig(dimension=dimension, clients=_bounded(record, "encoding-clients", 1, 2**32),
+                          clip=_number(record, "encoding-clip"), scale=_number(record, "encoding-scale"),
+                          clip_mode=ClipMode(clip_mode if isinstance(clip_mode, str) else ""),
+                          max_weight=max_weight or None, ring_bits=_bounded(record, "encoding-ring-bits", 1, 64))
 
 
 class FedSecureClient:
@@ -209,6 +253,10 @@ class FedSecureClient:
     is held around each whole message (an exclusive lock on those files, so
     that concurrent ClientApps of one node cannot both pass a check before
     either records its claim);
+    ``answers`` gives the node's :class:`AnswerLedger`: each protocol step is
+    recorded there before it is answered, and a second answer to the same step
+    of the same configuration is refused (a stale ``context.state`` cannot make
+    the client unmask or sign twice); use it with ``lock``.
     ``observe`` (tests and audits on the client's own device) sees each
     encoded input before it is masked.
     """
@@ -220,6 +268,7 @@ class FedSecureClient:
                  save_key_holder: Callable[[Any, PaillierKeyHolder], None] | None = None,
                  key_holder_signer: Callable[[Any], SigningKey] | None = None,
                  lock: Callable[[Any], AbstractContextManager[None]] | None = None,
+                 answers: Callable[[Any], AnswerLedger] | None = None,
                  observe: Callable[[Any, int, int, EncodedUpdate], None] | None = None) -> None:
         self._job = job
         self._policy = policy
@@ -229,6 +278,7 @@ class FedSecureClient:
         self._save_key_holder = save_key_holder
         self._key_holder_signer = key_holder_signer
         self._lock = lock
+        self._answers = answers
         self._observe = observe
         self._report: dict[str, float] = {}
 
@@ -242,7 +292,7 @@ class FedSecureClient:
         try:
             with self._lock(context) if self._lock is not None else contextlib.nullcontext():
                 reply = self._dispatch(record, kind, context)
-        except (FedSecureError, ValueError, KeyError, TypeError, OverflowError, OSError) as error:
+        except (FedSecureError, ValueError, KeyError, TypeError, ArithmeticError, struct.error, OSError) as error:
             # The client refuses and forgets the round; the server sees why, and counts it as dropped. (Malformed
             # fields a parser did not name, a credential file that cannot be locked or written, are refused the
             # same way rather than crash the ClientApp.)
@@ -311,11 +361,14 @@ class FedSecureClient:
         if task_size > MAX_TASK_BYTES:
             raise PeerProtocolError(PeerFault.OVERSIZED, peer=_SERVER, detail=f"a task of {task_size} bytes")
         try:
-            encoding = _encoding_from(record)
-        except (KeyError, ValueError, TypeError, OverflowError, FedSecureError) as error:
+            encoding = _encoding_from(record, config, policy)
+            digest = encoding.digest()
+        except PeerProtocolError:
+            raise
+        except (KeyError, ValueError, TypeError, ArithmeticError, struct.error, FedSecureError) as error:
             raise PeerProtocolError(PeerFault.MALFORMED, peer=_SERVER,
                                     detail=f"encoding parameters: {type(error).__name__}: {error}") from None
-        if encoding.digest() != config.encoding_digest:
+        if digest != config.encoding_digest:
             raise PeerProtocolError(PeerFault.CONFIG_MISMATCH, peer=_SERVER,
                                     detail="the encoding parameters do not match the configuration's digest")
         if encoding.vector_length != config.vector_length or encoding.dimension > policy.max_vector_length:
@@ -323,7 +376,7 @@ class FedSecureClient:
             raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=_SERVER,
                                     detail=f"an encoding of {encoding.vector_length} values for a round of "
                                     f"{config.vector_length} (this client's limit: {policy.max_vector_length})")
-        policy.check_privacy(encoding, record)
+        policy.check_privacy(encoding, record, config)
         weights = record.get("task-weights")
         if weights is not None and (not isinstance(weights, bytes) or len(weights) != 8 * encoding.dimension):
             raise PeerProtocolError(PeerFault.WRONG_SIZE, peer=_SERVER,
@@ -359,7 +412,10 @@ class FedSecureClient:
             # An identity joined this configuration: persisted before anything is signed with it.
             self._save_credentials(context, credentials)
         self._remember(context, joined, config.digest.hex())
-        replies = session.receive(self._decode(record, config, RoundStart))
+        message = self._decode(record, config, RoundStart)
+        if self._answers is not None:
+            self._answers(context).claim(config.digest, session.state.value)
+        replies = session.receive(message)
         self._save(context, config_bytes, session.export_state())
         return self._single(replies)
 
@@ -388,8 +444,11 @@ class FedSecureClient:
                                     detail=f"round {record.get('round')}, this node is in round {config.round_id}")
         credentials = self._credentials(context) if self._credentials is not None else None
         session = restore_client_session(config, saved["session"], credentials)
+        message = self._decode(record, config, None)
+        if self._answers is not None:
+            self._answers(context).claim(config.digest, session.state.value)
         try:
-            replies = session.receive(self._decode(record, config, None))
+            replies = session.receive(message)
         finally:
             if credentials is not None and self._save_credentials is not None:
                 # A key share records the round it decrypted, even when the session then fails.

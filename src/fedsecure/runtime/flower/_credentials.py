@@ -21,6 +21,7 @@ from typing import Any
 from ..._errors import ConfigurationError, LocalProtocolError
 from ...crypto import SigningKey
 from ...protocols import ClientIdentity, PaillierCredentials, PaillierKeyHolder
+from ._answers import answer_ledger_path
 from ._identity import load_identity, save_identity
 from ._paillier import (
     load_key_holder,
@@ -40,7 +41,8 @@ _FILE_KEYS = ("fedsecure-paillier", "fedsecure-identity", "fedsecure-key-holder"
 def lock_node_files(context: Any, *, timeout: float = 60.0) -> Iterator[None]:
     """Hold an exclusive lock on every credential file the node config names, for one whole message.
 
-    Flower may run two messages for one node in concurrent ClientApp processes. Each loads a file, checks it
+    Flower's simulation engine may run two messages for one node concurrently, and its deployment engine may
+    start the next message's ClientApp before the previous one's state is saved. Each loads a file, checks it
     (a configuration not joined, a round not decrypted), records the new claim and writes it back; without the
     lock both could pass the check, and a server could have one round decrypted twice. ``fcntl.flock`` on a
     sidecar ``.lock`` file (created 0600, so only the owner can hold it), so the credential file itself can be
@@ -50,6 +52,10 @@ def lock_node_files(context: Any, *, timeout: float = 60.0) -> Iterator[None]:
     import time
 
     paths = sorted(str(context.node_config[key]) + ".lock" for key in _FILE_KEYS if context.node_config.get(key))
+    # The node's answer ledger is always locked, credential files or not (see ``_answers``).
+    ledger = answer_ledger_path(context)
+    ledger.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths.append(str(ledger) + ".lock")
     with contextlib.ExitStack() as stack:
         for path in paths:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -35,20 +35,15 @@ def write_identities(directory: str | os.PathLike[str], clients: Iterable[int]) 
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    keys = {int(client): ClientIdentity.generate() for client in clients}
-    registry = IdentityKeys({client: identity.public_bytes for client, identity in keys.items()})
-    for client, identity in keys.items():
+    keys = {int(client): SigningKey.generate() for client in clients}
+    registry = IdentityKeys({client: key.public_bytes for client, key in keys.items()})
+    for client, key in keys.items():
         # Each client keeps the registry it trusts beside its key: a round's registry must agree with it.
-        save_identity(directory / f"client-{client}.identity.json", client,
-                      ClientIdentity(_signing_key_of(identity), registry=registry))
+        save_identity(directory / f"client-{client}.identity.json", client, ClientIdentity(key, registry=registry))
     path = directory / "registry.json"
     atomic_write_text(path, json.dumps({"format": _REGISTRY_FORMAT, "verify_keys": _registry_json(registry)},
                                        indent=1) + "\n")
     return path
-
-
-def _signing_key_of(identity: ClientIdentity) -> SigningKey:
-    return SigningKey.from_private_bytes(identity.private_bytes())
 
 
 def _registry_json(registry: IdentityKeys) -> dict[str, str]:
@@ -82,9 +77,7 @@ def load_identity(path: str | os.PathLike[str]) -> tuple[int, ClientIdentity]:
 
 
 def save_identity(path: str | os.PathLike[str], client: int, identity: ClientIdentity) -> None:
-    """Write the identity file atomically, readable by its owner only. The identity must hold its registry."""
-    if identity.registry is None:
-        raise ConfigurationError("an identity file needs the registry its client trusts", parameter="registry")
+    """Write the identity file atomically, readable by its owner only, with the registry the identity trusts."""
     data = {"format": _FORMAT, "client": client, "signing_key": identity.private_bytes().hex(),
             "joined": sorted(d.hex() for d in identity.joined), "registry": _registry_json(identity.registry)}
     atomic_write_private(Path(path), json.dumps(data))

@@ -12,8 +12,6 @@ transcript the in-process simulator writes, so ``fedsecure audit`` reads both.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import time
@@ -66,8 +64,7 @@ def encoding_record(encoding: EncodingConfig | DistributedDPEncoding) -> dict[st
     Distributed DP's encoding travels as its plan (JSON) and the round's public rotation seed.
     """
     if isinstance(encoding, DistributedDPEncoding):
-        plan = dataclasses.asdict(encoding.plan) | {"mechanism": encoding.plan.mechanism.value}
-        return {"encoding-kind": "distributed-dp", "dp-plan": json.dumps(plan),
+        return {"encoding-kind": "distributed-dp", "dp-plan": encoding.plan.to_json(),
                 "dp-rotation-seed": encoding.rotation_seed}
     return {"encoding-kind": "quantizer","encoding-dimension": encoding.dimension, "encoding-clients": encoding.clients,
             "encoding-clip": float(encoding.clip), "encoding-scale": float(encoding.scale),

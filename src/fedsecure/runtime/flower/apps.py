@@ -14,6 +14,7 @@ from typing import Any
 
 from flwr.serverapp import ServerApp
 
+from ._answers import AnswerLedger, answer_ledger_path
 from ._client import client_app
 from ._credentials import (
     credentials_from_node_config,
@@ -38,4 +39,5 @@ def _main(grid: Any, context: Any) -> None:
 client = client_app(job=auto_job, credentials=credentials_from_node_config,
                     save_credentials=save_credentials_to_node_config, key_holder=key_holder_from_node_config,
                     save_key_holder=save_key_holder_to_node_config,
-                    key_holder_signer=key_holder_signer_from_node_config, lock=lock_node_files)
+                    key_holder_signer=key_holder_signer_from_node_config, lock=lock_node_files,
+                    answers=lambda context: AnswerLedger(answer_ledger_path(context)))
