@@ -247,7 +247,8 @@ def test_shamir_fewer_than_t_shares_are_uniform() -> None:
         values = np.array([[s & 0xFF for s in split_secrets([secret], threshold=t, xs=xs)[0][: t - 1]]
                            for _ in range(3000)])
         for column in values.T:
-            assert stats.chisquare(np.bincount(column, minlength=256)).pvalue > 1e-4
+            # OS randomness cannot be seeded: at 1e-7 over six columns a correct sampler fails once in ~1.7M runs.
+            assert stats.chisquare(np.bincount(column, minlength=256)).pvalue > 1e-7
 
 
 def test_shamir_refuses_too_few_shares_and_bad_encodings() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from typing import Any
 
 import pytest
@@ -580,7 +581,9 @@ def test_a_client_computes_the_distributed_noise_itself_and_refuses_a_lying_plan
 
     from fedsecure.dp import Mechanism, plan_distributed
 
-    node = {"fedsecure-require-dp": "distributed", "fedsecure-min-noise-multiplier": 1.0}
+    # The requirement is measured on the smallest sum the server can unmask: threshold (5 of 10) shares, whose
+    # noise multiplier is 1.0 * sqrt(5 / 10) for a plan of 1.0 over ten shares.
+    node = {"fedsecure-require-dp": "distributed", "fedsecure-min-noise-multiplier": 0.7}
     honest = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=50, clip=1.0, bits=32, expected_clients=10,
                               max_clients=10, noise_multiplier=1.0)
     message, _ = _dp_start(10, honest.to_json())
@@ -658,3 +661,53 @@ def test_a_stale_session_cannot_answer_a_step_twice(tmp_path: Any) -> None:
     unprotected = FedSecureClient(auto_job)
     assert answer(unprotected) == answer(unprotected) == "answered"
     assert oct((tmp_path / "answers-node-1001.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_plan_that_would_hang_or_crash_the_client_and_a_bare_dp_claim_are_refused() -> None:
+    import json
+
+    from fedsecure.dp import Mechanism, plan_distributed
+
+    plan = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=50, clip=1.0, bits=32, expected_clients=10,
+                            max_clients=10, noise_multiplier=1.0)
+    # Deep nesting (RecursionError), a huge number, and a consistent plan whose variance takes the exact
+    # sampler's slow path for every coordinate: each a named refusal, at once.
+    fields = json.loads(plan.to_json())
+    l2 = fields["l2_sensitivity"]
+    slow = fields | {"local_variance": 2.0**60, "noise_multiplier": (10 * 2.0**60) ** 0.5 / l2}
+    for text in ("[" * 4000, plan.to_json().replace(str(fields["clip"]), "1" + "0" * 400), json.dumps(slow)):
+        message, _ = _dp_start(10, plan.to_json())
+        message.content.config_records["fedsecure"]["dp-plan"] = text
+        started = time.perf_counter()
+        assert "distributed-DP plan" in _handle_dp(message)
+        assert time.perf_counter() - started < 5
+    # A plain round whose record merely says "distributed" does not meet a distributed-DP requirement.
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from fedsecure.protocols import RoundStart, encode_message
+
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(12), encoding=ENCODING)
+    content = encoding_record(ENCODING) | {"kind": "round-start", "config": encode_round_config(config), "client": 1,
+                                           "dp-level": "distributed", "round": config.round_id,
+                                           "message": encode_message(RoundStart(round_id=config.round_id, recipient=1,
+                                                                                config_digest=config.digest))}
+    claim = Message(RecordDict({"fedsecure": ConfigRecord(content)}), 1001, "query.fedsecure")
+    assert "requires distributed DP" in _handle_dp(claim, {"fedsecure-require-dp": "distributed"})
+
+
+def test_the_answer_ledger_lives_only_in_a_private_directory(tmp_path: Any) -> None:
+    import os
+
+    from fedsecure import PeerProtocolError
+    from fedsecure.runtime.flower._answers import private_directory
+
+    private_directory(tmp_path / "mine")
+    assert oct((tmp_path / "mine").stat().st_mode & 0o777) == "0o700"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "mine")
+    for directory in (shared, link):
+        with pytest.raises(PeerProtocolError, match="not a private directory"):
+            private_directory(directory)

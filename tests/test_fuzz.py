@@ -141,3 +141,55 @@ def test_fedsecure_audit_refuses_a_binary_or_malformed_transcript_in_one_line(tm
         assert main(["audit", str(path)]) == 2
         error = capsys.readouterr().err.strip()
         assert error.startswith("fedsecure: TranscriptError") and "\n" not in error and "Traceback" not in error
+
+
+def test_a_checkpoint_declaring_a_huge_model_is_refused_before_it_is_allocated(tmp_path: Path) -> None:
+    import io
+    import json
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    from fedsecure import ConfigurationError
+    from fedsecure.fl._federation import read_checkpoint
+
+    def member(shape: tuple[int, ...], dtype: str = "<f8", data: bytes = b"\0" * 64) -> bytes:
+        buffer = io.BytesIO()
+        npy.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+        return buffer.getvalue() + data
+
+    meta = json.dumps({"version": 1, "fingerprint": {}, "history": []}).encode()
+    path = tmp_path / "checkpoint.npz"
+    for shape in ((2**44,), (2**20,), (2**31, 2**31)):
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("meta.npy", member((len(meta),), "|u1", meta))
+            archive.writestr("global.npy", member(shape))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with pytest.raises(ConfigurationError, match="declares"):
+            read_checkpoint(str(path))
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024
+
+
+def test_transcripts_with_huge_numbers_or_many_envelopes_are_refused_or_checked_quickly() -> None:
+    import io
+    import json
+
+    from fedsecure.audit import TranscriptError, parse_transcript, run_checks
+    from fedsecure.runtime import TRANSCRIPT_FORMAT, TRANSCRIPT_VERSION
+
+    with pytest.raises(TranscriptError):
+        parse_transcript(io.BytesIO(b'{"kind": "round", "x": ' + b"1" * 5000 + b"}\n"))
+    # 30,000 envelopes, all withheld but one sender's: the share-binding check is linear, not quadratic.
+    count = 30_000
+    lines: list[dict] = [{"kind": "round", "format": TRANSCRIPT_FORMAT, "version": TRANSCRIPT_VERSION,
+                          "round_id": 0, "protocol": "secagg", "clients": [0, 1], "vector_length": 1,
+                          "ring_bits": 8, "threshold": 2, "degree": 2, "encoding_clients": 2}]
+    lines += [{"kind": "message", "round_id": 0, "seq": s, "stage": "share-keys", "type": "ShareKeys", "size": 1,
+               "sender": s, "fields": {"sender": s, "shares": [{"peer": 1, "envelope": s}]}} for s in range(count)]
+    lines += [{"kind": "message", "round_id": 0, "seq": count, "stage": "masked-input", "type": "SharesDelivery",
+               "size": 1, "sender": "server", "fields": {"recipient": 1, "shares": []}},
+              {"kind": "outcome", "round_id": 0}]
+    rounds = parse_transcript(io.BytesIO("\n".join(map(json.dumps, lines)).encode()))
+    started = time.perf_counter()
+    run_checks(rounds)
+    assert time.perf_counter() - started < 5

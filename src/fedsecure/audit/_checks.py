@@ -105,6 +105,8 @@ def parse_transcript(lines: Iterable[bytes], *, source: str = "<transcript>") ->
             obj = json.loads(line)
         except json.JSONDecodeError as error:
             raise TranscriptError(f"{where}: not JSON ({error.msg})") from None
+        except ValueError as error:  # an integer beyond Python's digit limit, say
+            raise TranscriptError(f"{where}: not acceptable JSON ({str(error)[:100]})") from None
         except RecursionError:
             raise TranscriptError(f"{where}: JSON nested too deeply") from None
         if not isinstance(obj, dict):
@@ -299,12 +301,15 @@ def check_share_binding(rounds: list[RoundTranscript]) -> CheckResult:
         # variant's parameters bound (hide some of a victim's neighbours from it, then drop the rest from U3).
         # A sender the server dropped has none of its envelopes delivered, which is not flagged.
         receiving = {m["fields"]["recipient"] for m in round_.of_type("SharesDelivery")}
-        for (sender, recipient), (sealed_envelope, sealed_in) in sorted(sealed.items()):
-            if recipient in receiving and sealed_envelope not in delivered:
-                others = [e for (s, _), (e, _) in sealed.items() if s == sender and e in delivered]
-                if others:
-                    evidence.append(f"round {round_.round_id}: the envelope {sealed_in} sealed for {recipient} was "
-                                    f"withheld from it, while {len(others)} of {sender}'s others were delivered")
+        delivered_by_sender: dict[Any, int] = defaultdict(int)
+        for (sender, _), (sealed_envelope, _) in sealed.items():
+            if sealed_envelope in delivered:
+                delivered_by_sender[sender] += 1
+        for (sender, recipient), (sealed_envelope, sealed_in) in sorted(sealed.items(), key=repr):
+            if recipient in receiving and sealed_envelope not in delivered and delivered_by_sender[sender]:
+                evidence.append(f"round {round_.round_id}: the envelope {sealed_in} sealed for {recipient} was "
+                                f"withheld from it, while {delivered_by_sender[sender]} of {sender}'s others were "
+                                "delivered")
     return CheckResult("share-binding", not evidence, bool(applicable),
                        "every share envelope reached its intended recipient, and only it"
                        if not evidence else "the server forwarded envelopes to the wrong party, twice, or withheld "

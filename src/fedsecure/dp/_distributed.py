@@ -158,7 +158,7 @@ class DistributedPlan:
             raise bad("text", "is not a short JSON string")
         try:
             fields = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise bad("text", "is not JSON") from None
         if not isinstance(fields, dict) or set(fields) != set(_PLAN_FIELDS) | {"mechanism"}:
             raise bad("fields", f"must be exactly {sorted(set(_PLAN_FIELDS) | {'mechanism'})}")
@@ -174,7 +174,7 @@ class DistributedPlan:
             if name in _PLAN_INTEGERS:
                 if type(value) is not int or not 1 <= value <= 2**62:
                     raise bad(name, "must be a positive integer")
-            elif type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+            elif type(value) not in (int, float) or abs(value) > 1e300 or not math.isfinite(value) or value < 0:
                 raise bad(name, "must be a finite non-negative number")
             values[name] = value if name in _PLAN_INTEGERS else float(value)
         if values["dimension"] > max_dimension:
@@ -186,8 +186,17 @@ class DistributedPlan:
         if not values["clip"] > 0 or not values["scale"] > 0 or not 0 <= values["beta"] < 1 \
                 or values["local_variance"] > 2.0**62:
             raise bad("clip", "scale, beta or local_variance out of range")
+        if mechanism is Mechanism.DDGAUSS and values["local_variance"] > VECTOR_VARIANCE_LIMIT:
+            # plan_distributed never makes one: larger variances take the exact sampler's slow path for every
+            # coordinate, a way to keep a client busy for half an hour.
+            raise bad("local_variance", f"exceeds {VECTOR_VARIANCE_LIMIT}, the largest a plan uses")
         plan = cls(**values)
-        plan.check_consistent()
+        try:
+            plan.check_consistent()
+        except ConfigurationError:
+            raise
+        except (OverflowError, ZeroDivisionError, ValueError) as error:
+            raise bad("parameters", f"give no finite sensitivity ({type(error).__name__})") from None
         return plan
 
     def check_consistent(self) -> None:

@@ -649,6 +649,7 @@ def read_checkpoint(path: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict[
     def corrupt(why: str) -> ConfigurationError:
         return ConfigurationError(f"{path} is not a readable fedsecure checkpoint: {why}", parameter="resume")
 
+    _check_npz_sizes(path, corrupt)
     try:
         with np.load(path, allow_pickle=False) as data:
             files = set(data.files)
@@ -675,6 +676,33 @@ def read_checkpoint(path: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict[
     except TypeError:
         raise corrupt("its history has unknown or missing fields") from None
     return global_vector, optimizer, meta, history
+
+
+#: The largest checkpoint member read: a model of 2^31 bytes of parameters.
+MAX_CHECKPOINT_MEMBER_BYTES = 1 << 31
+
+
+def _check_npz_sizes(path: str, corrupt: Callable[[str], ConfigurationError]) -> None:
+    """Before numpy allocates anything: each member's declared array must fit the bytes the member holds."""
+    from numpy.lib import format as npy
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.file_size > MAX_CHECKPOINT_MEMBER_BYTES:
+                    raise corrupt(f"member {info.filename} holds {info.file_size} bytes")
+                with archive.open(info) as member:
+                    version = npy.read_magic(member)
+                    shape, _, dtype = (npy.read_array_header_1_0(member) if version == (1, 0)
+                                       else npy.read_array_header_2_0(member))
+                    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if declared > info.file_size:
+                        raise corrupt(f"member {info.filename} declares {declared} bytes but holds {info.file_size}")
+    except ConfigurationError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError, RecursionError, OverflowError) as error:
+        raise corrupt(type(error).__name__) from None
 
 
 def _atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from ..._errors import PeerFault, PeerProtocolError
 from ..._io import atomic_write_private
 
-__all__ = ["AnswerLedger", "answer_ledger_path"]
+__all__ = ["AnswerLedger", "answer_ledger_path", "private_directory"]
 
 #: The most recent answers kept: round ids keep growing, and each round adds at most a handful.
 MAX_ANSWERS = 100_000
@@ -34,6 +34,26 @@ def answer_ledger_path(context: Any) -> Path:
     configured = context.node_config.get("fedsecure-state-dir")
     directory = Path(str(configured)) if configured else Path(tempfile.gettempdir()) / f"fedsecure-{os.getuid()}"
     return directory / f"answers-node-{int(getattr(context, 'node_id', 0))}.json"
+
+
+def private_directory(directory: Path) -> None:
+    """Create ``directory`` (0700) if needed, and refuse one that is a symlink, another user's, or open to others.
+
+    The default lies under the shared temporary directory, where another local user could have made it first
+    to delete the ledger (reopening every step) or hold its lock.
+    """
+    import stat
+
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(directory)
+    except OSError as error:
+        raise PeerProtocolError(PeerFault.REFUSED_BY_POLICY, peer="server",  # type: ignore[arg-type]
+                                detail=f"the node's state directory {directory}: {type(error).__name__}") from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PeerProtocolError(PeerFault.REFUSED_BY_POLICY, peer="server",  # type: ignore[arg-type]
+                                detail=f"the node's state directory {directory} is not a private directory of this "
+                                "user (a symlink, another owner, or open to others): set fedsecure-state-dir")
 
 
 class AnswerLedger:

@@ -142,13 +142,19 @@ class ClientPolicy:
         if not self.require_dp:
             return
         if isinstance(encoding, DistributedDPEncoding):
+            # The smallest sum the server can unmask holds `threshold` shares (it may drop the others): that sum's
+            # noise is what this client's requirement is measured against.
             plan = encoding.plan
-            level, noise = "distributed", plan.noise_multiplier_for(plan.expected_clients)
+            level = "distributed"
+            noise = plan.noise_multiplier_for(min(plan.expected_clients, config.threshold))
         elif record.get("dp-level") == "local":
-            level, noise = "local", float(record.get("dp-noise-multiplier", 0.0))
+            value = record.get("dp-noise-multiplier", 0.0)
+            level = "local"
+            noise = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
         else:
-            level, noise = str(record.get("dp-level") or "none"), 0.0
-        if level not in self.require_dp or noise < self.min_noise_multiplier:
+            # A round claims distributed DP only through a distributed-DP encoding, never through a field.
+            level, noise = "none", 0.0
+        if level not in self.require_dp or not noise > 0 or noise < self.min_noise_multiplier:
             raise PeerProtocolError(
                 PeerFault.REFUSED_BY_POLICY, peer=_SERVER,
                 detail=f"this client requires {' or '.join(sorted(self.require_dp))} DP with a noise multiplier of at "
@@ -292,7 +298,8 @@ class FedSecureClient:
         try:
             with self._lock(context) if self._lock is not None else contextlib.nullcontext():
                 reply = self._dispatch(record, kind, context)
-        except (FedSecureError, ValueError, KeyError, TypeError, ArithmeticError, struct.error, OSError) as error:
+        except (FedSecureError, ValueError, KeyError, TypeError, ArithmeticError, struct.error, OSError,
+                RecursionError) as error:
             # The client refuses and forgets the round; the server sees why, and counts it as dropped. (Malformed
             # fields a parser did not name, a credential file that cannot be locked or written, are refused the
             # same way rather than crash the ClientApp.)

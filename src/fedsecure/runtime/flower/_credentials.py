@@ -21,7 +21,7 @@ from typing import Any
 from ..._errors import ConfigurationError, LocalProtocolError
 from ...crypto import SigningKey
 from ...protocols import ClientIdentity, PaillierCredentials, PaillierKeyHolder
-from ._answers import answer_ledger_path
+from ._answers import answer_ledger_path, private_directory
 from ._identity import load_identity, save_identity
 from ._paillier import (
     load_key_holder,
@@ -54,7 +54,7 @@ def lock_node_files(context: Any, *, timeout: float = 60.0) -> Iterator[None]:
     paths = sorted(str(context.node_config[key]) + ".lock" for key in _FILE_KEYS if context.node_config.get(key))
     # The node's answer ledger is always locked, credential files or not (see ``_answers``).
     ledger = answer_ledger_path(context)
-    ledger.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(ledger.parent)
     paths.append(str(ledger) + ".lock")
     with contextlib.ExitStack() as stack:
         for path in paths:

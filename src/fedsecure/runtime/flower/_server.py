@@ -81,13 +81,16 @@ class FlowerTransport:
     ``record_fields`` keeps every message's public fields in the transcript
     (for ``fedsecure audit``); ``progress`` is called as ``(stage, answered,
     expected)`` while a stage waits, and ``on_stage`` as ``(stage, seconds,
-    answered, expected)`` when it ends. The transport holds no secrets: it sees what the server sees.
+    answered, expected)`` when it ends. ``message_type`` is the Flower message type of every message it sends
+    (fedsecure's own by default; ``train`` for the drop-in, whose ClientApp mod answers train messages). The
+    transport holds no secrets: it sees what the server sees.
     """
 
     def __init__(self, grid: Any, *, stage_timeout: float = 60.0, start_timeout: float | None = None,
                  poll_interval: float = 0.1, record_fields: bool = False, progress: Progress | None = None,
                  on_stage: Callable[[str, float, int, int], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 message_type: str = MESSAGE_TYPE) -> None:
         if stage_timeout <= 0 or (start_timeout is not None and start_timeout <= 0):
             raise ValueError("stage deadlines must be positive")
         self._grid = grid
@@ -101,16 +104,25 @@ class FlowerTransport:
         self.decryptors: list[int] = []
         self._clock = clock
         self._sleep = sleep
+        self._message_type = message_type
 
     # ---- the exchange of one stage ----------------------------------------------------------------
-    def _exchange(self, contents: Mapping[int, dict[str, Any]], timeout: float, group: str
+    def _exchange(self, contents: Mapping[int, dict[str, Any]], timeout: float, group: str,
+                  extra: Mapping[int, Any] | None = None
                   ) -> tuple[dict[int, dict[str, Any]], dict[int, str], set[int]]:
-        """Send ``contents[node]`` to each node; returns the replies' records, why the others failed, and which
-        of those failed because their ClientApp raised (reachable, but failing) rather than vanished."""
+        """Send ``contents[node]`` to each node (with ``extra[node]``'s records beside it); returns the replies'
+        records, why the others failed, and which of those failed because their ClientApp raised (reachable,
+        but failing) rather than vanished."""
         from flwr.app import ConfigRecord, RecordDict
 
-        messages = [self._grid.create_message(RecordDict({RECORD: ConfigRecord(content)}), MESSAGE_TYPE, node,
-                                              group, ttl=timeout + 5.0)
+        def body(node: int, content: dict[str, Any]) -> Any:
+            records = RecordDict({RECORD: ConfigRecord(content)})
+            for name, record in (extra or {}).get(node, RecordDict()).items():
+                records[name] = record
+            return records
+
+        messages = [self._grid.create_message(body(node, content), self._message_type, node, group,
+                                              ttl=timeout + 5.0)
                     for node, content in contents.items()]
         ids = list(self._grid.push_messages(messages))
         pending = {message_id: message.metadata.dst_node_id for message_id, message in zip(ids, messages)
@@ -198,8 +210,12 @@ class FlowerTransport:
 
     # ---- one round --------------------------------------------------------------------------------
     def run_round(self, config: RoundConfig, nodes: Mapping[int, int], task: Mapping[str, Any], *,
-                  decryptor: int | None = None, name: str | None = None) -> RoundReport:
+                  decryptor: int | None = None, name: str | None = None,
+                  start_records: Mapping[int, Any] | None = None) -> RoundReport:
         """Run ``config`` with ``nodes`` (client id -> Flower node id) and the public ``task`` fields.
+
+        ``start_records`` (Flower node id -> RecordDict) go beside the round start to each node: the drop-in
+        sends a strategy's fit instructions this way.
 
         A Paillier round with a separate decryptor sends its decryption request to the ``decryptor`` node.
         ``name`` (default ``round <id>``) prefixes the stage names in progress reports and Flower's group ids.
@@ -257,9 +273,10 @@ class FlowerTransport:
                                                    public_view(message) if self._record_fields else None))
             stage_seconds[label] += clock() - started
             timeout = self._start_timeout if first else self._stage_timeout
-            first = False
             replies, failed, crashed = self._exchange(contents, timeout,
-                                                      f"{name or f'round {config.round_id}'} {label}")
+                                                      f"{name or f'round {config.round_id}'} {label}",
+                                                      start_records if first else None)
+            first = False
             last_answered = {client_of[node] for node in replies if node != decryptor}
             started = clock()
             for node, reason in failed.items():
@@ -329,7 +346,7 @@ class FlowerTransport:
             return
         messages = [self._grid.create_message(RecordDict({RECORD: ConfigRecord({"kind": Kind.ABORT,
                                                                                 "round": config.round_id})}),
-                                              MESSAGE_TYPE, node, f"round {config.round_id} abort",
+                                              self._message_type, node, f"round {config.round_id} abort",
                                               ttl=self._stage_timeout)
                     for node in nodes]
         # No reply is awaited: a client that never hears this forgets its round at the next round's start.

@@ -1,0 +1,99 @@
+"""The drop-in for people's own Flower apps, through Flower's own simulation engine: a user's NumPyClient and
+FedAvg/FedAdam strategy, with fedsecure swapped in where Flower's SecAgg+ would be (two lines), give the result
+plaintext FedAvg gives, to quantisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray")
+flwr = pytest.importorskip("flwr")
+
+DIMENSION = (6, 3)
+CLIENTS = 5
+
+
+def _data(partition: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(partition)  # noqa: csprng-ok (simulated data)
+    x = rng.normal(size=(20 + 5 * partition, DIMENSION[0]))
+    return x, x @ np.arange(DIMENSION[0] * DIMENSION[1]).reshape(DIMENSION) / 10
+
+
+def _client_fn(context: Any) -> Any:
+    from flwr.client import NumPyClient
+
+    partition = int(context.node_config["partition-id"])
+    x, y = _data(partition)
+
+    class LinearClient(NumPyClient):  # a user's own client: one gradient step of least squares, float32 model
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+            weights, bias = parameters
+            error = x @ weights + bias - y
+            weights = weights - 0.05 * (x.T @ error) / len(x)
+            bias = bias - 0.05 * error.mean(axis=0)
+            return [weights.astype(np.float32), bias.astype(np.float32)], len(x), {"loss": float((error ** 2).mean())}
+
+    return LinearClient().to_client()
+
+
+def _run(secure: bool, strategy_name: str = "fedavg") -> tuple[list[np.ndarray], list[Any], Any]:
+    from flwr.client import ClientApp
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server import LegacyContext, ServerApp, ServerConfig
+    from flwr.server.strategy import FedAdam, FedAvg
+    from flwr.server.workflow import DefaultWorkflow
+    from flwr.simulation import run_simulation
+
+    from fedsecure.flower import SecureAggregationWorkflow, secure_aggregation_mod
+
+    initial = ndarrays_to_parameters([np.zeros(DIMENSION, dtype=np.float32), np.zeros(DIMENSION[1], np.float32)])
+    metrics: list[Any] = []
+    kept: list[Any] = []
+
+    def average(results: list[tuple[int, dict]]) -> dict:
+        metrics.append(results)
+        return {"loss": sum(n * m["loss"] for n, m in results) / sum(n for n, _ in results)}
+
+    common = dict(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=CLIENTS, min_available_clients=CLIENTS,
+                  initial_parameters=initial, fit_metrics_aggregation_fn=average)
+    base = FedAvg if strategy_name == "fedavg" else FedAdam
+
+    class Keeping(base):  # type: ignore[misc, valid-type]
+        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+            aggregated = super().aggregate_fit(server_round, results, failures)
+            kept.append(parameters_to_ndarrays(aggregated[0]))
+            return aggregated
+
+    strategy = Keeping(**common) if strategy_name == "fedavg" else Keeping(**common, eta=0.1)
+    workflow = SecureAggregationWorkflow(protocol="secagg+", clip=100.0, stage_timeout=30.0)
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Any, context: Any) -> None:  # Flower's own secure-aggregation example, fedsecure swapped in
+        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=2), strategy=strategy)
+        DefaultWorkflow(fit_workflow=workflow if secure else None)(grid, legacy)
+
+    client = ClientApp(client_fn=_client_fn, mods=[secure_aggregation_mod] if secure else [])
+    run_simulation(server_app=server, client_app=client, num_supernodes=CLIENTS,
+                   backend_config={"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}})
+    return kept[-1], metrics, workflow
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", pytest.param("fedadam", marks=pytest.mark.slow)])
+def test_a_users_flower_app_with_fedsecure_matches_plaintext(strategy: str) -> None:
+    plain, plain_metrics, _ = _run(False, strategy)
+    if strategy == "fedavg":
+        assert plain[0].dtype == np.float32
+    secure, secure_metrics, workflow = _run(True, strategy)
+    assert [s.aggregated for s in workflow.summaries] == [True, True]
+    assert all(len(s.survivors) == CLIENTS for s in workflow.summaries)
+    for a, b in zip(plain, secure):
+        assert a.dtype == b.dtype and a.shape == b.shape  # float32 in, float32 out (FedAdam computes in float64)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    # The users' own fit metrics reached fit_metrics_aggregation_fn, with each client's example count.
+    assert sorted(n for n, _ in secure_metrics[-1]) == sorted(n for n, _ in plain_metrics[-1])
+    np.testing.assert_allclose(sorted(m["loss"] for _, m in secure_metrics[-1]),
+                               sorted(m["loss"] for _, m in plain_metrics[-1]), rtol=1e-4)
