@@ -1,0 +1,1 @@
+"""secaggexample: a Flower app whose updates are aggregated by fedsecure."""
