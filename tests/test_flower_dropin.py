@@ -4,6 +4,7 @@ plaintext FedAvg gives, to quantisation."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,16 @@ def _data(partition: int) -> tuple[np.ndarray, np.ndarray]:
     return x, x @ np.arange(DIMENSION[0] * DIMENSION[1]).reshape(DIMENSION) / 10
 
 
+#: "round:partition,..." pairs whose fit raises, the same in the plaintext and the secure run. An environment
+#: variable, since Flower's simulation engine runs the clients in Ray worker processes started from this one.
+FAILING = "FEDSECURE_TEST_FAILING_FITS"
+
+
+def _failing() -> set[tuple[int, int]]:
+    pairs = [p.split(":") for p in os.environ.get(FAILING, "").split(",") if p]
+    return {(int(r), int(c)) for r, c in pairs}
+
+
 def _client_fn(context: Any) -> Any:
     from flwr.client import NumPyClient
 
@@ -30,6 +41,8 @@ def _client_fn(context: Any) -> Any:
 
     class LinearClient(NumPyClient):  # a user's own client: one gradient step of least squares, float32 model
         def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict]:
+            if (int(config.get("server_round", 0)), partition) in _failing():
+                raise RuntimeError(f"partition {partition} ran out of data")
             weights, bias = parameters
             error = x @ weights + bias - y
             weights = weights - 0.05 * (x.T @ error) / len(x)
@@ -58,13 +71,15 @@ def _run(secure: bool, strategy_name: str = "fedavg") -> tuple[list[np.ndarray],
         return {"loss": sum(n * m["loss"] for n, m in results) / sum(n for n, _ in results)}
 
     common = dict(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=CLIENTS, min_available_clients=CLIENTS,
-                  initial_parameters=initial, fit_metrics_aggregation_fn=average)
+                  initial_parameters=initial, fit_metrics_aggregation_fn=average,
+                  on_fit_config_fn=lambda server_round: {"server_round": server_round})
     base = FedAvg if strategy_name == "fedavg" else FedAdam
 
     class Keeping(base):  # type: ignore[misc, valid-type]
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
             aggregated = super().aggregate_fit(server_round, results, failures)
-            kept.append(parameters_to_ndarrays(aggregated[0]))
+            if aggregated[0] is not None:
+                kept.append(parameters_to_ndarrays(aggregated[0]))
             return aggregated
 
     strategy = Keeping(**common) if strategy_name == "fedavg" else Keeping(**common, eta=0.1)
@@ -83,13 +98,18 @@ def _run(secure: bool, strategy_name: str = "fedavg") -> tuple[list[np.ndarray],
 
 
 @pytest.mark.parametrize("strategy", ["fedavg", pytest.param("fedadam", marks=pytest.mark.slow)])
-def test_a_users_flower_app_with_fedsecure_matches_plaintext(strategy: str) -> None:
+def test_a_users_flower_app_with_fedsecure_matches_plaintext(strategy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # In round 2 one client's own fit raises: Flower's FedAvg goes on with the others, and so does the secure
+    # round, which reports that client's error with its message.
+    monkeypatch.setenv(FAILING, "2:3")
     plain, plain_metrics, _ = _run(False, strategy)
     if strategy == "fedavg":
         assert plain[0].dtype == np.float32
     secure, secure_metrics, workflow = _run(True, strategy)
     assert [s.aggregated for s in workflow.summaries] == [True, True]
-    assert all(len(s.survivors) == CLIENTS for s in workflow.summaries)
+    assert [len(s.survivors) for s in workflow.summaries] == [CLIENTS, CLIENTS - 1]
+    (reason,) = workflow.summaries[1].dropped.values()
+    assert "partition 3 ran out of data" in reason
     for a, b in zip(plain, secure):
         assert a.dtype == b.dtype and a.shape == b.shape  # float32 in, float32 out (FedAdam computes in float64)
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
@@ -115,3 +135,17 @@ def test_the_ported_flower_secure_aggregation_example_learns(monkeypatch: pytest
     history = run()
     accuracy = [value for _, value in history.metrics_distributed["accuracy"]]  # type: ignore[attr-defined]
     assert len(accuracy) == 5 and accuracy[-1] >= 0.8
+
+
+def test_a_round_that_cannot_aggregate_leaves_the_parameters_and_skips_the_strategy(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Round 1: every client's fit raises, so no secure sum is possible: the strategy's aggregate_fit is not called
+    # and the parameters stay as they were; round 2 goes on from them, as plaintext FedAvg does.
+    monkeypatch.setenv(FAILING, ",".join(f"1:{p}" for p in range(CLIENTS)))
+    with caplog.at_level("WARNING", logger="fedsecure.flower"):
+        secure, _, workflow = _run(True)
+    assert [s.aggregated for s in workflow.summaries] == [False, True]
+    assert "could not aggregate securely" in caplog.text
+    plain, _, _ = _run(False)
+    for a, b in zip(plain, secure):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
