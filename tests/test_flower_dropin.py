@@ -149,3 +149,74 @@ def test_a_round_that_cannot_aggregate_leaves_the_parameters_and_skips_the_strat
     plain, _, _ = _run(False)
     for a, b in zip(plain, secure):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def _run_message_api(secure: bool) -> tuple[list[np.ndarray], Any, Any]:
+    """Flower's Message API, as its quickstart apps use it: @app.train() and flwr.serverapp.strategy.FedAvg."""
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+    from flwr.serverapp.strategy import FedAvg
+    from flwr.simulation import run_simulation
+
+    from fedsecure.flower import SecureGrid, secure_aggregation_mod
+
+    client = ClientApp(mods=[secure_aggregation_mod] if secure else [])
+
+    @client.train()
+    def train(message: Any, context: Any) -> Any:  # a user's own train function, unchanged
+        x, y = _data(int(context.node_config["partition-id"]))
+        weights, bias = message.content["arrays"].to_numpy_ndarrays()
+        error = x @ weights + bias - y
+        weights = (weights - 0.05 * (x.T @ error) / len(x)).astype(np.float32)
+        bias = (bias - 0.05 * error.mean(axis=0)).astype(np.float32)
+        metrics = MetricRecord({"train_loss": float((error ** 2).mean()), "num-examples": len(x)})
+        return Message(RecordDict({"arrays": ArrayRecord([weights, bias]), "metrics": metrics}), reply_to=message)
+
+    results: list[Any] = []
+    grids: list[Any] = []
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Any, context: Any) -> None:
+        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=CLIENTS,
+                          min_available_nodes=CLIENTS)
+        chosen = SecureGrid(grid, clip=100.0, stage_timeout=30.0) if secure else grid
+        grids.append(chosen)
+        initial = ArrayRecord([np.zeros(DIMENSION, dtype=np.float32), np.zeros(DIMENSION[1], np.float32)])
+        results.append(strategy.start(grid=chosen, initial_arrays=initial, num_rounds=2))
+
+    run_simulation(server_app=server, client_app=client, num_supernodes=CLIENTS,
+                   backend_config={"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}})
+    (result,) = results
+    return result.arrays.to_numpy_ndarrays(), result, grids[0]
+
+
+def test_flowers_message_api_strategies_get_secure_aggregation_through_the_grid() -> None:
+    plain, plain_result, _ = _run_message_api(False)
+    secure, secure_result, grid = _run_message_api(True)
+    assert [s.aggregated for s in grid.summaries] == [True, True]
+    for a, b in zip(plain, secure):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    # The clients' own metrics were aggregated by the strategy as usual.
+    assert secure_result.train_metrics_clientapp[2]["train_loss"] == pytest.approx(
+        plain_result.train_metrics_clientapp[2]["train_loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_the_message_api_quickstart_example_learns(monkeypatch: pytest.MonkeyPatch) -> None:
+    # examples/quickstart-pytorch: Flower's Message API (@app.train(), flwr.serverapp.strategy.FedAvg) over
+    # fedsecure's SecureGrid, run by Flower's simulation engine as `python -m pytorchexample.simulate` runs it.
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "examples" / "quickstart-pytorch"))
+    for name in [m for m in sys.modules if m.startswith("pytorchexample")]:
+        monkeypatch.delitem(sys.modules, name)
+    from pytorchexample.simulate import run
+
+    result = run()
+    assert result.evaluate_metrics_clientapp[5]["eval_acc"] >= 0.8  # type: ignore[attr-defined]

@@ -19,8 +19,9 @@ from ..runtime.flower._common import RECORD, Kind
 
 __all__ = ["secure_aggregation_mod"]
 
-#: The config record the user's FitRes metrics travel back in (numbers only; the server passes them to the strategy).
-METRICS_PREFIX = "report-"
+#: How a Message-API client reports its weight (the key Flower's strategies weight by).
+WEIGHT_KEY = "num-examples"
+_LEGACY_PARAMETERS = "fitins.parameters"
 
 
 def _flatten(arrays: list[np.ndarray]) -> np.ndarray:
@@ -42,23 +43,39 @@ def secure_aggregation_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
     record = msg.content.config_records[RECORD]
 
     def job(context: Any, client_id: int, task: Any) -> ClientUpdate:
-        # The user's own training, through the rest of the ClientApp (its fit, its other mods).
+        # The user's own training, through the rest of the ClientApp (its fit or @app.train(), its other mods).
         if msg.metadata.message_type != MessageType.TRAIN:
             raise ValueError("secure aggregation runs on train messages")
         reply = call_next(msg, ctxt)
         if reply.has_error():
-            raise RuntimeError(f"the client's fit failed: {reply.error.reason}")
-        fit_result = compat.recorddict_to_fitres(reply.content, keep_input=True)
-        given = compat.recorddict_to_fitins(msg.content, keep_input=True)
-        before = _flatten(parameters_to_ndarrays(given.parameters))
-        after = _flatten(parameters_to_ndarrays(fit_result.parameters))
+            raise RuntimeError(f"the client's training failed: {reply.error.reason}")
+        if _LEGACY_PARAMETERS in msg.content.array_records:
+            # Flower's strategy API (Client/NumPyClient.fit): FitIns in, FitRes out.
+            fit_result = compat.recorddict_to_fitres(reply.content, keep_input=True)
+            given = compat.recorddict_to_fitins(msg.content, keep_input=True)
+            before = _flatten(parameters_to_ndarrays(given.parameters))
+            after = _flatten(parameters_to_ndarrays(fit_result.parameters))
+            examples: Any = fit_result.num_examples
+            metrics: dict[str, Any] = dict(fit_result.metrics)
+        else:
+            # Flower's Message API (@app.train()): one ArrayRecord in and out, and a MetricRecord with num-examples.
+            sent, returned = list(msg.content.array_records.values()), list(reply.content.array_records.values())
+            if len(sent) != 1 or len(returned) != 1 or list(sent[0].keys()) != list(returned[0].keys()):
+                raise ValueError("the train reply must hold one ArrayRecord with the keys it was sent")
+            before = _flatten([sent[0][k].numpy() for k in sent[0].keys()])
+            after = _flatten([returned[0][k].numpy() for k in returned[0].keys()])
+            records = list(reply.content.metric_records.values())
+            metrics = dict(records[0]) if len(records) == 1 else {}
+            examples = metrics.get(WEIGHT_KEY)
+            if not isinstance(examples, int) or isinstance(examples, bool) or examples < 0:
+                raise ValueError(f"the train reply's MetricRecord needs an integer `{WEIGHT_KEY}`")
         if before.shape != after.shape:
-            raise ValueError(f"fit returned {after.size} parameters for a model of {before.size}")
-        report = {"num-examples": float(fit_result.num_examples)}
-        for key, value in fit_result.metrics.items():
+            raise ValueError(f"training returned {after.size} parameters for a model of {before.size}")
+        report = {"num-examples": float(examples)}
+        for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 report[f"metric-{key}"] = float(value)
-        return ClientUpdate(after - before, weight=int(fit_result.num_examples), report=report)
+        return ClientUpdate(after - before, weight=int(examples), report=report)
 
     # The node's lock and answer ledger: a stale context.state cannot make it answer one step twice.
     handler = FedSecureClient(job if record.get("kind") == Kind.ROUND_START else _no_job, lock=lock_node_files,

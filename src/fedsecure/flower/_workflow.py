@@ -104,11 +104,18 @@ class SecureAggregationWorkflow:
         flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
         proxies = {client: proxy for client, (proxy, _) in enumerate(instructions)}
         nodes = {client: proxy.node_id for client, proxy in proxies.items()}
-        encoding = EncodingConfig.fit_scale(dimension=flat.size, clients=len(nodes), clip=self.clip,
-                                            ring_bits=self.ring_bits, clip_mode=ClipMode.L2,
-                                            max_weight=self.max_examples)
-        config = RoundConfig.create(protocol=self.protocol, clients=nodes, encoding=encoding,
-                                    round_id=self._round_base + current_round, threat=self.threat)
+        try:
+            encoding = EncodingConfig.fit_scale(dimension=flat.size, clients=len(nodes), clip=self.clip,
+                                                ring_bits=self.ring_bits, clip_mode=ClipMode.L2,
+                                                max_weight=self.max_examples)
+            config = RoundConfig.create(protocol=self.protocol, clients=nodes, encoding=encoding,
+                                        round_id=self._round_base + current_round, threat=self.threat)
+        except ConfigurationError as error:
+            # A cohort the threat model cannot protect (too few clients for its dropouts, say): no round at all.
+            LOGGER.warning("round %d: %d sampled clients cannot be aggregated securely (%s); the parameters are "
+                           "unchanged and the strategy is not called", current_round, len(nodes), error)
+            self.summaries.append(RoundSummary(current_round, False, (), {}, str(error)))
+            return
         start = {proxy.node_id: compat.fitins_to_recorddict(fit_ins, True) for proxy, fit_ins in instructions}
         transport = FlowerTransport(grid, stage_timeout=self.stage_timeout, start_timeout=self.fit_timeout,
                                     message_type=MessageType.TRAIN)

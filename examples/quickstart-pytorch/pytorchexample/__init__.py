@@ -1,0 +1,1 @@
+"""pytorchexample: Flower's Message API with fedsecure's secure aggregation."""
