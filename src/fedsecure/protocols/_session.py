@@ -203,7 +203,7 @@ class ClientSession(abc.ABC):
             session._restore_fields(header["fields"], credentials)
         except LocalProtocolError:
             raise
-        except (struct.error, ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError,
+        except (struct.error, ValueError, LookupError, TypeError, AttributeError, ArithmeticError, RecursionError,
                 FedSecureError) as error:
             raise LocalProtocolError(f"the saved client state is malformed: {type(error).__name__}") from None
         return session
