@@ -193,3 +193,25 @@ def test_transcripts_with_huge_numbers_or_many_envelopes_are_refused_or_checked_
     started = time.perf_counter()
     run_checks(rounds)
     assert time.perf_counter() - started < 5
+
+
+def test_campaign_findings_stay_fixed() -> None:
+    # Inputs the coverage-guided campaign found: each now raises only the declared error.
+    import json
+    import struct
+
+    from fedsecure import LocalProtocolError
+    from fedsecure.protocols import restore_client_session
+    from fuzz_targets import _transcripts
+
+    _, _, states = _transcripts()
+    config, blob, credentials = next((c, b, k) for c, b, k in states if b"own_shares" in b and b'"own_shares":null'
+                                     not in b)
+    (size,) = struct.unpack_from("<I", blob)
+    header = json.loads(blob[4:4 + size])
+    body = blob[4 + size:]
+    for broken in (["ab"], [], "xyz", [1, 2], {"a": 1}):
+        header["fields"]["own_shares"] = broken
+        encoded = json.dumps(header).encode()
+        with pytest.raises(LocalProtocolError, match="malformed"):
+            restore_client_session(config, struct.pack("<I", len(encoded)) + encoded + body, credentials)
