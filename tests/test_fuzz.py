@@ -215,3 +215,14 @@ def test_campaign_findings_stay_fixed() -> None:
         encoded = json.dumps(header).encode()
         with pytest.raises(LocalProtocolError, match="malformed"):
             restore_client_session(config, struct.pack("<I", len(encoded)) + encoded + body, credentials)
+
+
+def test_a_checkpoint_whose_array_header_does_not_tokenize_is_a_declared_error(tmp_path: Path) -> None:
+    # Found by the campaign: numpy parses an .npy header with Python's tokenizer, whose TokenError is no ValueError.
+    from fedsecure import ConfigurationError
+    from fedsecure.fl._federation import read_checkpoint
+
+    path = tmp_path / "checkpoint.npz"
+    path.write_bytes((Path(__file__).parent / "fuzz_regressions" / "checkpoint-header-tokenizer.npz").read_bytes())
+    with pytest.raises(ConfigurationError, match="not a readable fedsecure checkpoint"):
+        read_checkpoint(str(path))

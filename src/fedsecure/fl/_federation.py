@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import tokenize
 import zipfile
 import zlib
 import logging
@@ -661,8 +662,8 @@ def read_checkpoint(path: str) -> tuple[np.ndarray, dict[str, np.ndarray], dict[
                          if name.startswith("optimizer/")}
     except ConfigurationError:
         raise
-    except (OSError, EOFError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError,
-            zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError, SyntaxError,
+            tokenize.TokenError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
         raise corrupt(f"{type(error).__name__}") from None
     if not isinstance(meta, dict) or meta.get("version") != 1 or not isinstance(meta.get("fingerprint"), dict) \
             or not isinstance(meta.get("history"), list):
@@ -701,7 +702,8 @@ def _check_npz_sizes(path: str, corrupt: Callable[[str], ConfigurationError]) ->
     except ConfigurationError:
         raise
     except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error,
-            NotImplementedError, RecursionError, OverflowError) as error:
+            NotImplementedError, RecursionError, OverflowError, SyntaxError, tokenize.TokenError) as error:
+        # numpy parses a member's header with Python's tokenizer and literal_eval: their errors are corruption too.
         raise corrupt(type(error).__name__) from None
 
 
