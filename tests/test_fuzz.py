@@ -217,12 +217,14 @@ def test_campaign_findings_stay_fixed() -> None:
             restore_client_session(config, struct.pack("<I", len(encoded)) + encoded + body, credentials)
 
 
-def test_a_checkpoint_whose_array_header_does_not_tokenize_is_a_declared_error(tmp_path: Path) -> None:
-    # Found by the campaign: numpy parses an .npy header with Python's tokenizer, whose TokenError is no ValueError.
+def test_checkpoints_the_campaign_found_are_declared_errors(tmp_path: Path) -> None:
+    # Found by the campaign: an .npy header that Python's tokenizer refuses (numpy parses headers with it; its
+    # TokenError is no ValueError), and a zip member flagged as encrypted (zipfile raises RuntimeError).
     from fedsecure import ConfigurationError
     from fedsecure.fl._federation import read_checkpoint
 
     path = tmp_path / "checkpoint.npz"
-    path.write_bytes((Path(__file__).parent / "fuzz_regressions" / "checkpoint-header-tokenizer.npz").read_bytes())
-    with pytest.raises(ConfigurationError, match="not a readable fedsecure checkpoint"):
-        read_checkpoint(str(path))
+    for found in ("checkpoint-header-tokenizer.npz", "checkpoint-encrypted-member.npz"):
+        path.write_bytes((Path(__file__).parent / "fuzz_regressions" / found).read_bytes())
+        with pytest.raises(ConfigurationError, match="not a readable fedsecure checkpoint"):
+            read_checkpoint(str(path))
