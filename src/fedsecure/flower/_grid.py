@@ -45,6 +45,11 @@ class SecureGrid(SecureRounds):
         # Everything but send_and_receive is the wrapped grid's (run, node ids, create/push/pull messages).
         return getattr(self._grid, name)
 
+    @property
+    def run(self) -> Any:
+        """The wrapped grid's run (Flower's ``Grid.run``)."""
+        return self._grid.run
+
     def send_and_receive(self, messages: Iterable[Any], *, timeout: float | None = None) -> Iterable[Any]:
         from flwr.app.message_type import MessageType
 
@@ -52,16 +57,16 @@ class SecureGrid(SecureRounds):
         if not messages or any(m.metadata.message_type != MessageType.TRAIN for m in messages):
             replies: Iterable[Any] = self._grid.send_and_receive(messages, timeout=timeout)
             return replies
-        return self._secure_round(messages)
+        return self._train_round(messages)
 
-    def _secure_round(self, messages: list[Any]) -> list[Any]:
+    def _train_round(self, messages: list[Any]) -> list[Any]:
         from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
 
         self._rounds += 1
         (key,) = messages[0].content.array_records.keys()
         record = messages[0].content.array_records[key]
         names = list(record.keys())
-        outcome = self.run(self._grid, self._rounds, [record[name].numpy() for name in names],
+        outcome = self.secure_round(self._grid, self._rounds, [record[name].numpy() for name in names],
                            {client: message.metadata.dst_node_id for client, message in enumerate(messages)},
                            {message.metadata.dst_node_id: message.content for message in messages})
         if outcome.arrays is None:

@@ -73,7 +73,7 @@ class SecureRounds:
         self._round_base = secrets.randbits(62)
         self.summaries: list[RoundSummary] = []
 
-    def run(self, grid: Any, server_round: int, arrays: list[np.ndarray], nodes: Mapping[int, int],
+    def secure_round(self, grid: Any, server_round: int, arrays: list[np.ndarray], nodes: Mapping[int, int],
             start_records: Mapping[int, Any]) -> RoundOutcome:
         """One secure round: ``nodes`` (client id -> node id) get ``start_records`` (the strategy's instructions)
         with the round start; the result is ``arrays`` plus the survivors' weighted mean update, in their dtypes."""

@@ -59,7 +59,7 @@ class SecureAggregationWorkflow(SecureRounds):
             LOGGER.info("configure_fit: no clients selected, cancel")
             return
         proxies = {client: proxy for client, (proxy, _) in enumerate(instructions)}
-        outcome = self.run(grid, current_round, parameters_to_ndarrays(parameters),
+        outcome = self.secure_round(grid, current_round, parameters_to_ndarrays(parameters),
                            {client: proxy.node_id for client, proxy in proxies.items()},
                            {proxy.node_id: compat.fitins_to_recorddict(fit_ins, True) for proxy, fit_ins in instructions})
         if outcome.arrays is None:
