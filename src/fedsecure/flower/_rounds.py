@@ -95,8 +95,9 @@ class SecureRounds:
         except ConfigurationError as error:
             # A cohort the threat model cannot protect (too few clients for its dropouts, say): no round at all.
             return give_up(f"{len(nodes)} sampled clients: {error}")
+        # Replies are pulled every 10 ms: a stage's latency, not its deadline, sets the round's time.
         transport = FlowerTransport(grid, stage_timeout=self.stage_timeout, start_timeout=self.fit_timeout,
-                                    message_type="train")
+                                    message_type="train", poll_interval=0.01)
         LOGGER.info("round %d: %d clients, fedsecure %s", server_round, len(nodes), self.protocol.value)
         report = transport.run_round(config, nodes, encoding_record(encoding), start_records=start_records,
                                      name=f"round {server_round}")
