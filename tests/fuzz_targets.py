@@ -132,7 +132,7 @@ def _state_target() -> Target:
 
 @functools.cache
 def _transcript_seed() -> bytes:
-    from fedsecure.runtime import simulate, transcript_lines
+    from fedsecure.runtime import simulate
 
     lines = []
     for protocol in (ProtocolKind.SECAGG_PLUS, ProtocolKind.SECAGG):

@@ -18,7 +18,6 @@ from fedsecure.protocols import (
     DECRYPTOR,
     AggregateRequest,
     CiphertextCommitment,
-    DecryptedAggregate,
     DecryptionRequest,
     EncryptedInput,
     PaillierClientSession,
