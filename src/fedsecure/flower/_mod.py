@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from ..encoding import VectorSpec
 from ..runtime.flower import AnswerLedger, ClientUpdate, FedSecureClient, answer_ledger_path, lock_node_files
 from ..runtime.flower._common import RECORD, Kind
 
@@ -22,10 +21,6 @@ __all__ = ["secure_aggregation_mod"]
 #: How a Message-API client reports its weight (the key Flower's strategies weight by).
 WEIGHT_KEY = "num-examples"
 _LEGACY_PARAMETERS = "fitins.parameters"
-
-
-def _flatten(arrays: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays]) if arrays else np.zeros(0)
 
 
 def secure_aggregation_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
@@ -53,8 +48,8 @@ def secure_aggregation_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
             # Flower's strategy API (Client/NumPyClient.fit): FitIns in, FitRes out.
             fit_result = compat.recorddict_to_fitres(reply.content, keep_input=True)
             given = compat.recorddict_to_fitins(msg.content, keep_input=True)
-            before = _flatten(parameters_to_ndarrays(given.parameters))
-            after = _flatten(parameters_to_ndarrays(fit_result.parameters))
+            before_arrays = parameters_to_ndarrays(given.parameters)
+            after_arrays = parameters_to_ndarrays(fit_result.parameters)
             examples: Any = fit_result.num_examples
             metrics: dict[str, Any] = dict(fit_result.metrics)
         else:
@@ -62,15 +57,16 @@ def secure_aggregation_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
             sent, returned = list(msg.content.array_records.values()), list(reply.content.array_records.values())
             if len(sent) != 1 or len(returned) != 1 or list(sent[0].keys()) != list(returned[0].keys()):
                 raise ValueError("the train reply must hold one ArrayRecord with the keys it was sent")
-            before = _flatten([sent[0][k].numpy() for k in sent[0].keys()])
-            after = _flatten([returned[0][k].numpy() for k in returned[0].keys()])
+            before_arrays = [sent[0][k].numpy() for k in sent[0].keys()]
+            after_arrays = [returned[0][k].numpy() for k in returned[0].keys()]
             records = list(reply.content.metric_records.values())
             metrics = dict(records[0]) if len(records) == 1 else {}
             examples = metrics.get(WEIGHT_KEY)
             if not isinstance(examples, int) or isinstance(examples, bool) or examples < 0:
                 raise ValueError(f"the train reply's MetricRecord needs an integer `{WEIGHT_KEY}`")
-        if before.shape != after.shape:
-            raise ValueError(f"training returned {after.size} parameters for a model of {before.size}")
+        # The layout the client was sent; training must return the same tensors (a named refusal otherwise).
+        spec = VectorSpec.from_parameters(before_arrays)
+        before, after = spec.flatten(before_arrays), spec.flatten(after_arrays)
         report = {"num-examples": float(examples)}
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):

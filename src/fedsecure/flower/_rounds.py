@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import ConfigurationError
-from ..encoding import ClipMode, EncodingConfig, Quantizer
+from ..encoding import ClipMode, EncodingConfig, Quantizer, VectorSpec
 from ..protocols import ProtocolKind, RoundConfig, ThreatModel
 from ..runtime.flower import FlowerTransport, encoding_record
 
@@ -77,7 +77,8 @@ class SecureRounds:
             start_records: Mapping[int, Any]) -> RoundOutcome:
         """One secure round: ``nodes`` (client id -> node id) get ``start_records`` (the strategy's instructions)
         with the round start; the result is ``arrays`` plus the survivors' weighted mean update, in their dtypes."""
-        flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+        spec = VectorSpec.from_parameters(arrays)
+        flat = spec.flatten(arrays)
 
         def give_up(reason: str, dropped: dict[int, str] | None = None) -> RoundOutcome:
             LOGGER.warning("round %d could not aggregate securely (%s); the parameters are unchanged", server_round,
@@ -107,11 +108,7 @@ class SecureRounds:
         decoded = Quantizer(encoding).decode_sum(report.result.ring_sum)
         if not decoded.total_weight:
             return give_up("the survivors reported no examples", dropped)
-        new_flat = flat + decoded.total / decoded.total_weight
-        new_arrays, offset = [], 0
-        for array in arrays:
-            new_arrays.append(new_flat[offset:offset + array.size].reshape(array.shape).astype(array.dtype))
-            offset += array.size
+        new_arrays = list(spec.unflatten(flat + decoded.total / decoded.total_weight))  # each in its own dtype
         summary = RoundSummary(server_round, True, tuple(sorted(report.result.survivors)), dropped)
         self.summaries.append(summary)
         return RoundOutcome(new_arrays, summary, report.client_reports)
