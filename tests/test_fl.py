@@ -89,7 +89,7 @@ def test_one_secure_round_matches_float_fedavg_within_the_quantisation_bound() -
     # Each client's weighted update is rounded to 1/scale; the mean is off by at most n / (scale * total weight).
     federation = secure.federation
     weights = sum(c.num_examples for c in federation.clients)
-    bound = 6 / (federation._encoding(6).scale * weights)
+    bound = 6 / (federation.pipeline.encoding(6).scale * weights)
     # Plus the rounding of storing the result in float32.
     storage = 2 * np.finfo(np.float32).eps * np.max(np.abs(expected))
     assert np.max(np.abs(got - expected)) <= bound + storage
@@ -102,7 +102,7 @@ def test_one_paillier_round_matches_float_fedavg_within_the_quantisation_bound(p
     record = secure.federation.run_round(0)
     assert not record.aborted and record.survivors == 4
     federation = secure.federation
-    bound = 4 / (federation._encoding(4).scale * sum(c.num_examples for c in federation.clients))
+    bound = 4 / (federation.pipeline.encoding(4).scale * sum(c.num_examples for c in federation.clients))
     storage = 2 * np.finfo(np.float32).eps * np.max(np.abs(expected))
     assert np.max(np.abs(federation.global_vector() - expected)) <= bound + storage
 

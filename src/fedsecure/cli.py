@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -131,6 +132,18 @@ def _flower(args: argparse.Namespace) -> int:
     if args.dp and args.job == "simulate":
         raise ConfigurationError("--dp trains with differential privacy: choose a training --job (linear784, ...)",
                                  parameter="dp")
+    if (args.checkpoint or args.resume) and args.job == "simulate":
+        raise ConfigurationError("--checkpoint and --resume are for training jobs", parameter="checkpoint")
+    if not 0 < args.fraction <= 1:
+        raise ConfigurationError("--fraction must be in (0, 1]", parameter="fraction")
+    python_path = [os.getcwd()]
+    if args.job != "simulate":
+        from .runtime.flower._jobs import BUILT_IN_JOBS, load_job
+
+        if args.job not in BUILT_IN_JOBS:
+            # A user's job: checked here (it must import), and importable by every process the run starts.
+            sys.path.insert(0, os.getcwd())
+            load_job(args.job)
     # Absolute: the SuperLink, SuperNodes and ServerApp run in the workdir and read these paths from there.
     workdir = (Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fedsecure-flower-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -138,12 +151,20 @@ def _flower(args: argparse.Namespace) -> int:
     run_config: dict[str, Any] = {
         "job": args.job, "protocol": args.protocol, "rounds": args.rounds, "dimension": args.dim,
         "nodes": args.supernodes, "min-clients": min(args.supernodes, 2), "stage-timeout": args.stage_timeout,
-        "start-timeout": args.start_timeout, "out": str(out), "progress": str(progress)}
+        "start-timeout": args.start_timeout, "out": str(out), "progress": str(progress), "fraction": args.fraction}
+    if args.checkpoint:
+        run_config["checkpoint"] = str(Path(args.checkpoint).resolve())
+    if args.resume:
+        run_config["resume"] = str(Path(args.resume).resolve())
     if args.dp:
         if args.epsilon is None:
             raise ConfigurationError("--dp needs --epsilon (the budget over --rounds)", parameter="epsilon")
         run_config |= {"dp": args.dp, "epsilon": args.epsilon, "delta": args.delta}
     node_configs = _flower_credentials(args, workdir / "keys", run_config)
+    if args.job not in ("simulate", "linear784", "cnn-digits", "logistic"):
+        # Each node runs only the jobs its operator lists; on this machine the operator is the one who asked.
+        node_configs = {i: node_configs.get(i, {}) | {"fedsecure-jobs": args.job}
+                        for i in set(range(args.supernodes)) | node_configs.keys()}
     run_config["nodes"] = max(args.supernodes, len(node_configs))  # With the Paillier key holder's node.
     if args.transcript:
         run_config["transcript"] = str(Path(args.transcript).resolve())
@@ -154,7 +175,8 @@ def _flower(args: argparse.Namespace) -> int:
     log(f"fedsecure flower: a SuperLink and {args.supernodes} SuperNodes on loopback; logs in {workdir}")
     started = time.monotonic()
     shown = 0
-    with LocalDeployment(workdir, supernodes=args.supernodes, node_configs=node_configs) as deployment:
+    with LocalDeployment(workdir, supernodes=args.supernodes, node_configs=node_configs,
+                         python_path=python_path) as deployment:
         run = deployment.run(run_config, app=app)
         while run.poll() is None:
             if time.monotonic() - started > args.timeout:
@@ -716,8 +738,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "0 done, 1 a wrong sum, 2 invalid arguments, 3 the run did not finish or every round aborted.",
     )
     flower.add_argument("--supernodes", type=_count, default=5, help="SuperNodes to start (default 5)")
-    flower.add_argument("--job", choices=["simulate", "linear784", "cnn-digits", "logistic"], default="simulate",
-                        help="generated vectors checked against the plaintext sum, or an example to train")
+    flower.add_argument("--job", default="simulate", metavar="JOB",
+                        help="simulate (generated vectors checked against the plaintext sum), a built-in example to "
+                        "train (linear784, cnn-digits, logistic), or your own package.module:function returning a "
+                        "Federation or an Experiment (importable from the current directory or PYTHONPATH)")
+    flower.add_argument("--fraction", type=float, default=1.0,
+                        help="share of the clients in each round's cohort (default 1)")
+    flower.add_argument("--checkpoint", metavar="DIR", help="save model, optimizer, history and ledger after each round")
+    flower.add_argument("--resume", metavar="DIR", help="continue a training job from this checkpoint")
     flower.add_argument("--protocol", choices=sorted(_PROTOCOLS), default="secagg+",
                         help="paillier adds one SuperNode as the key holder; plaintext makes the clients allow it")
     flower.add_argument("--active", action="store_true",

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from ..pipeline import dp_config_for
 from ..protocols import ProtocolKind, ThreatModel
 from ._data import Partition, load_digits_28x28, make_logistic_data, partition
 from ._federation import FederatedClient, Federation
-from ._optimizers import ServerOptimizer
+from ..pipeline import ServerOptimizer
 
 __all__ = ["Experiment", "EXAMPLES", "linear784", "logistic", "cnn_digits", "dp_config_for"]
 
@@ -83,7 +84,7 @@ def _clients(loaders: list[Any], parts: list[np.ndarray]) -> list[FederatedClien
             for i, (loader, part) in enumerate(zip(loaders, parts))]
 
 
-def linear784(*, protocol: ProtocolKind, clients: int = 10, dropout: float = 0.0, seed: int = 0,
+def linear784(*, protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients: int = 10, dropout: float = 0.0, seed: int = 0,
               threat: ThreatModel | None = None, key_bits: int = 2048,
               insecure_keys: bool = False) -> Experiment:
     """``nn.Linear(784, 10)``, cross-entropy, SGD (lr 0.01), MNIST-shaped digits split IID over the clients."""
@@ -114,7 +115,7 @@ class _SmallCNN:
         )
 
 
-def cnn_digits(*, protocol: ProtocolKind, clients: int = 20, dropout: float = 0.2, seed: int = 0,
+def cnn_digits(*, protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients: int = 20, dropout: float = 0.2, seed: int = 0,
                alpha: float = 0.3, threat: ThreatModel | None = None, key_bits: int = 2048,
                insecure_keys: bool = False) -> Experiment:
     """A small CNN on 28x28 digits, Dirichlet(alpha) label skew over the clients."""
@@ -133,7 +134,7 @@ def cnn_digits(*, protocol: ProtocolKind, clients: int = 20, dropout: float = 0.
     return Experiment(federation, _classifier_evaluation(data.x_test, data.y_test), local_epochs=2)
 
 
-def logistic(*, protocol: ProtocolKind, clients: int = 5, dropout: float = 0.0, seed: int = 0,
+def logistic(*, protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients: int = 5, dropout: float = 0.0, seed: int = 0,
              learning_rate: float = 0.5, loss_threshold: float = 0.25,
              threat: ThreatModel | None = None, key_bits: int = 2048, insecure_keys: bool = False) -> Experiment:
     """Parties with ``make_classification`` data send logistic-regression gradients; only their secure
@@ -187,32 +188,3 @@ def mean_absolute_error(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 EXAMPLES: dict[str, Callable[..., Experiment]] = {"linear784": linear784, "logistic": logistic,
                                                     "cnn-digits": cnn_digits}
-
-
-def dp_config_for(experiment: Experiment, *, level: Any, epsilon: float, delta: float, rounds: int,
-                  mechanism: Any = None, bits: int = 20, max_grad_norm: float = 1.0,
-                  name: str = "this") -> Any:
-    """The :class:`~fedsecure.dp.DPConfig` spending (``epsilon``, ``delta``) over ``rounds`` rounds of ``experiment``.
-
-    Central and distributed DP are calibrated by the federation itself. Local
-    DP-SGD is calibrated here for every client (its own sampling rate and step
-    count) and the largest noise multiplier is used, so that every client stays
-    within the target.
-    """
-    from ..dp import DPConfig, PrivacyLevel, local_noise_multiplier
-
-    if level is not PrivacyLevel.LOCAL:
-        return DPConfig(level=level, delta=delta, target_epsilon=epsilon, rounds=rounds, mechanism=mechanism,
-                        bits=bits)
-    if experiment.local_epochs is None:
-        from .._errors import ConfigurationError
-
-        raise ConfigurationError(f"the {name} example does not train with DP-SGD; use central or distributed DP",
-                                 parameter="dp")
-    noise = 0.0
-    for client in experiment.federation.clients:
-        # Opacus' Poisson loader samples each example with probability 1 / (batches per epoch).
-        batches = len(client.data)
-        noise = max(noise, local_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=1.0 / batches,
-                                                  steps=rounds * experiment.local_epochs * batches))
-    return DPConfig(level=level, delta=delta, noise_multiplier=noise, max_grad_norm=max_grad_norm)

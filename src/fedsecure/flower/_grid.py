@@ -13,10 +13,12 @@ other, pass through unchanged.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
-from ..protocols import ProtocolKind, ThreatModel
+from ..dp import DPConfig
+from ..protocols import IdentityKeys, ProtocolKind, ThreatModel
 from ._rounds import SecureRounds
 
 __all__ = ["SecureGrid"]
@@ -34,9 +36,12 @@ class SecureGrid(SecureRounds):
     def __init__(self, grid: Any, *, protocol: ProtocolKind | str = ProtocolKind.SECAGG_PLUS,
                  threat: ThreatModel | None = None, clip: float = 10.0, max_examples: int = 1 << 20,
                  ring_bits: int = 64, stage_timeout: float = 60.0, fit_timeout: float = 600.0,
+                 identities: IdentityKeys | str | os.PathLike[str] | None = None,
+                 paillier: str | os.PathLike[str] | None = None, dp: DPConfig | None = None,
                  weighted_by_key: str = "num-examples") -> None:
         super().__init__(protocol=protocol, threat=threat, clip=clip, max_examples=max_examples, ring_bits=ring_bits,
-                         stage_timeout=stage_timeout, fit_timeout=fit_timeout)
+                         stage_timeout=stage_timeout, fit_timeout=fit_timeout, identities=identities,
+                         paillier=paillier, dp=dp)
         self._grid = grid
         self.weighted_by_key = weighted_by_key
         self._rounds = 0
@@ -66,17 +71,21 @@ class SecureGrid(SecureRounds):
         (key,) = messages[0].content.array_records.keys()
         record = messages[0].content.array_records[key]
         names = list(record.keys())
-        outcome = self.secure_round(self._grid, self._rounds, [record[name].numpy() for name in names],
-                           {client: message.metadata.dst_node_id for client, message in enumerate(messages)},
-                           {message.metadata.dst_node_id: message.content for message in messages})
+        nodes = self.client_ids(self._grid, [message.metadata.dst_node_id for message in messages])
+        outcome = self.secure_round(self._grid, self._rounds, [record[name].numpy() for name in names], nodes,
+                                    {message.metadata.dst_node_id: message.content for message in messages
+                                     if message.metadata.dst_node_id in nodes.values()})
         if outcome.arrays is None:
             reason = f"fedsecure: the round could not aggregate: {outcome.summary.reason}"
             return [Message(Error(code=0, reason=reason), reply_to=message) for message in messages]
         new_arrays = {name: Array(array) for name, array in zip(names, outcome.arrays)}
+        client_of = {node: client for client, node in nodes.items()}
         replies = []
-        for client, message in enumerate(messages):
-            if client not in outcome.summary.survivors:
-                reason = outcome.summary.dropped.get(client, "dropped from the secure round")
+        for message in messages:
+            client = client_of.get(message.metadata.dst_node_id)
+            if client is None or client not in outcome.summary.survivors:
+                reason = ("no registered key" if client is None
+                          else outcome.summary.dropped.get(client, "dropped from the secure round"))
                 replies.append(Message(Error(code=0, reason=f"fedsecure: {reason}"), reply_to=message))
                 continue
             reported = outcome.reports.get(client, {})

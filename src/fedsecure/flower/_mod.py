@@ -5,6 +5,9 @@
 ``fit`` through ``call_next``, takes the update (the parameters ``fit`` returned minus the ones it was given),
 and protects it with the protocol the server's round asks for, within the node's policy
 (:class:`~fedsecure.runtime.flower.ClientPolicy`, from the node config); every later stage it answers itself.
+With SecAgg's active variant or Paillier the node config also names the node's credentials
+(``fedsecure-client-id`` with ``fedsecure-identity`` or ``fedsecure-paillier``; ``fedsecure-key-holder`` on the
+Paillier key holder's node), as for fedsecure's own ClientApp.
 A train message without fedsecure's record goes to the user's app unchanged.
 """
 
@@ -12,8 +15,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..encoding import VectorSpec
-from ..runtime.flower import AnswerLedger, ClientUpdate, FedSecureClient, answer_ledger_path, lock_node_files
+from .._errors import LocalProtocolError
+from ..pipeline import update_between
+from ..protocols import ProtocolKind
+from ..runtime.flower import (
+    AnswerLedger,
+    ClientPolicy,
+    ClientUpdate,
+    FedSecureClient,
+    answer_ledger_path,
+    credentials_from_node_config,
+    key_holder_from_node_config,
+    lock_node_files,
+    save_credentials_to_node_config,
+    save_key_holder_to_node_config,
+)
+from ..runtime.flower._credentials import key_holder_signer_from_node_config
 from ..runtime.flower._common import RECORD, Kind
 
 __all__ = ["secure_aggregation_mod"]
@@ -27,13 +44,20 @@ def secure_aggregation_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
     """A Flower ClientApp mod: fedsecure's secure aggregation around the user's ``fit``.
 
     Threat model: what leaves the node is the protected update (masked, or encrypted), never the parameters
-    ``fit`` returned; the user's metrics are sent as they are (numbers only), as Flower's SecAgg+ does.
+    ``fit`` returned; the user's metrics are sent as they are (numbers only), as Flower's SecAgg+ does. A train
+    message without fedsecure's round (a server asking for the trained parameters in the clear) is refused, unless
+    the node's policy allows the plaintext baseline (``fedsecure-protocols`` lists ``plaintext``); other
+    messages (evaluation, queries) go to the user's app unchanged.
     """
+    from flwr.app import Error, Message
     from flwr.app.message_type import MessageType
     from flwr.common import parameters_to_ndarrays
     from flwr.compat.common import recorddict_compat as compat
 
     if RECORD not in msg.content.config_records:
+        if msg.metadata.message_type == MessageType.TRAIN and not _allows_plaintext(ctxt):
+            return Message(Error(code=0, reason="fedsecure: this node sends its updates only through secure "
+                                 "aggregation, and this train message has no fedsecure round"), reply_to=msg)
         return call_next(msg, ctxt)
     record = msg.content.config_records[RECORD]
 
@@ -64,19 +88,30 @@ def secure_aggregation_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
             examples = metrics.get(WEIGHT_KEY)
             if not isinstance(examples, int) or isinstance(examples, bool) or examples < 0:
                 raise ValueError(f"the train reply's MetricRecord needs an integer `{WEIGHT_KEY}`")
-        # The layout the client was sent; training must return the same tensors (a named refusal otherwise).
-        spec = VectorSpec.from_parameters(before_arrays)
-        before, after = spec.flatten(before_arrays), spec.flatten(after_arrays)
         report = {"num-examples": float(examples)}
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 report[f"metric-{key}"] = float(value)
-        return ClientUpdate(after - before, weight=int(examples), report=report)
+        # The layout the client was sent; training must return the same tensors (a named refusal otherwise).
+        return ClientUpdate(update_between(before_arrays, after_arrays), weight=int(examples), report=report)
 
-    # The node's lock and answer ledger: a stale context.state cannot make it answer one step twice.
+    # The node's lock and answer ledger: a stale context.state cannot make it answer one step twice. Its
+    # long-lived credentials (an identity for SecAgg's active variant, Paillier keys, or the Paillier key holder's
+    # key) come from the files its node config names.
     handler = FedSecureClient(job if record.get("kind") == Kind.ROUND_START else _no_job, lock=lock_node_files,
-                              answers=lambda context: AnswerLedger(answer_ledger_path(context)))
+                              answers=lambda context: AnswerLedger(answer_ledger_path(context)),
+                              credentials=credentials_from_node_config,
+                              save_credentials=save_credentials_to_node_config,
+                              key_holder=key_holder_from_node_config, save_key_holder=save_key_holder_to_node_config,
+                              key_holder_signer=key_holder_signer_from_node_config)
     return handler.handle(msg, ctxt)
+
+
+def _allows_plaintext(context: Any) -> bool:
+    try:
+        return ProtocolKind.PLAINTEXT in ClientPolicy.from_node_config(context.node_config).protocols
+    except LocalProtocolError:
+        return False  # An unreadable policy allows nothing.
 
 
 def _no_job(context: Any, client_id: int, task: Any) -> ClientUpdate:  # pragma: no cover - only round starts run jobs

@@ -26,10 +26,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..._errors import FedSecureError, InvalidUpdateError, LocalProtocolError, PeerFault, PeerProtocolError
+from ..._errors import FedSecureError, LocalProtocolError, PeerFault, PeerProtocolError
 from ...crypto import SigningKey
 from ...dp import DistributedDPEncoding, DistributedPlan
-from ...encoding import ClipMode, EncodedUpdate, EncodingConfig, Quantizer
+from ...encoding import ClipMode, EncodedUpdate, EncodingConfig
+from ...pipeline import encode_update
 from ...protocols import (
     WIRE_VERSION,
     ClientIdentity,
@@ -57,7 +58,9 @@ __all__ = ["ClientPolicy", "ClientUpdate", "ClientJob", "FedSecureClient", "clie
 
 LOGGER = logging.getLogger("fedsecure.flower")
 Credentials = PaillierCredentials | ClientIdentity
-_SERVER: Any = "server"
+#: How a refusal names the server (not a client id).
+SERVER_PEER: Any = "server"
+_SERVER = SERVER_PEER
 SECURE_PROTOCOLS = frozenset({ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS})
 
 
@@ -398,16 +401,9 @@ class FedSecureClient:
             raise
         except Exception as error:  # noqa: BLE001 (the user's job failed: the client refuses, naming why)
             raise LocalProtocolError(f"the job failed: {type(error).__name__}: {error}") from None
-        if isinstance(encoding, DistributedDPEncoding):
-            try:
-                encoded = encoding.encode(update.vector)
-            except InvalidUpdateError as error:
-                # Distributed DP: the client still adds its noise share (whether it can must not depend on its
-                # data, and the number of shares sets the noise); its update counts as zero.
-                LOGGER.warning("client %d sends a zero update: %s", client_id, error)
-                encoded = encoding.encode(np.zeros(encoding.dimension))
-        else:
-            encoded = Quantizer(encoding).encode(update.vector, weight=update.weight if encoding.max_weight else None)
+        # Distributed DP: a client whose update is unusable still adds its noise share (whether it can must not
+        # depend on its data), with its update counted as zero; otherwise an unusable update is refused here.
+        encoded = encode_update(encoding, update.vector, update.weight, client=client_id)
         self._report = {f"report-{key}": float(value) for key, value in update.report.items()}
         if self._observe is not None:
             self._observe(context, config.round_id, client_id, encoded)

@@ -1,5 +1,12 @@
 """The jobs the Flower apps run: ``fedsecure simulate``'s round on generated vectors, and federated training.
 
+A training job is a function ``job(*, clients: int, seed: int)`` returning an experiment (an object with a
+``federation``, a :class:`~fedsecure.fl.Federation` holding the model, the training function and the clients'
+data, and optionally ``evaluate(model) -> (loss, accuracy)`` and ``local_epochs``) or a bare ``Federation``; it is
+named ``package.module:function`` (the built-in ``linear784``, ``cnn-digits`` and ``logistic`` are names for
+functions of :mod:`fedsecure.fl.examples`). The server builds it once for its model and aggregation pipeline;
+each client builds it for its own partition's data and training function.
+
 The server's side reads its settings from the Flower run config (the
 ``[tool.flwr.app.config]`` table of the app's ``pyproject.toml``, overridden
 with ``flwr run --run-config``); each client's side reads its partition from
@@ -10,35 +17,87 @@ run keeps what it finished.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..._errors import ConfigurationError
+from ..._errors import ConfigurationError, PeerFault, PeerProtocolError
 from ..._io import atomic_write_text
-from ...dp import DistributedDPEncoding
+from ...dp import DistributedDPEncoding, Mechanism, PrivacyLevel
 from ...encoding import ClipMode, EncodingConfig, Quantizer
+from ...pipeline import LocalDP, RoundRecord, RoundStep, dp_config_for
 from ...protocols import IdentityKeys, PaillierKeys, ProtocolKind, RoundConfig, ThreatModel
 from .._simulate import CLIP, client_data
 from .._simulator import RoundReport
 from .._transcript import transcript_lines, write_transcript
-from ._client import ClientUpdate
+from ._client import SERVER_PEER, ClientUpdate
 from ._identity import load_registry
 from ._paillier import load_key_holder_verify_key, load_paillier_keys
 from ._server import FlowerTransport, encoding_record
 
-__all__ = ["JobSettings", "run_server_job", "auto_job", "training_update"]
+__all__ = ["JobSettings", "run_server_job", "auto_job", "training_update", "load_job", "BUILT_IN_JOBS"]
 
 LOGGER = logging.getLogger("fedsecure.flower")
-JOBS = ("simulate", "linear784", "cnn-digits", "logistic")
+#: The built-in training jobs, by name: the functions of fedsecure's own examples.
+BUILT_IN_JOBS = {"linear784": "fedsecure.fl.examples:linear784", "cnn-digits": "fedsecure.fl.examples:cnn_digits",
+                 "logistic": "fedsecure.fl.examples:logistic"}
+_JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 _LOCAL_DP_RECORD = "fedsecure-local-dp"
+
+
+@dataclass
+class Job:
+    """A training job as the apps use it: the federation (model, training function, clients' data), its
+    evaluation on held-out data (None: none), and its local epochs per round (for local DP's calibration)."""
+
+    federation: Any
+    evaluate: Callable[[Any], tuple[float, float]] | None = None
+    local_epochs: int | None = None
+
+
+def load_job(name: str) -> Callable[..., Any]:
+    """The job function ``name`` names: a built-in job or ``package.module:function`` on the Python path.
+
+    Raises :class:`ConfigurationError` (``job``) naming what is wrong: a malformed name, a module that cannot be
+    imported, a missing or non-callable attribute.
+    """
+    target = BUILT_IN_JOBS.get(name, name)
+    if not _JOB_NAME.fullmatch(target):
+        raise ConfigurationError(f"job {name!r} is neither simulate, a built-in job ({', '.join(BUILT_IN_JOBS)}) "
+                                 "nor package.module:function", parameter="job")
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigurationError(f"job {name!r}: cannot import {module_name} ({error}); is it on PYTHONPATH?",
+                                 parameter="job") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ConfigurationError(f"job {name!r}: {module_name} has no function {attribute}", parameter="job")
+    return function  # type: ignore[no-any-return]
+
+
+def build_job(name: str, clients: int, seed: int) -> Job:
+    """Call the job function with ``clients`` partitions and ``seed``; its result as a :class:`Job`."""
+    built = load_job(name)(clients=clients, seed=seed)
+    federation = getattr(built, "federation", built)
+    for needed in ("pipeline", "clients", "train", "global_vector", "set_global_vector", "model"):
+        if not hasattr(federation, needed):
+            raise ConfigurationError(f"job {name!r} returned a {type(built).__name__}, neither a Federation nor an "
+                                     "object with a `federation`", parameter="job")
+    if len(federation.clients) != clients:
+        raise ConfigurationError(f"job {name!r} made {len(federation.clients)} clients, asked for {clients}",
+                                 parameter="job")
+    return Job(federation, getattr(built, "evaluate", None), getattr(built, "local_epochs", None))
 
 
 @dataclass
@@ -46,8 +105,9 @@ class JobSettings:
     """The ServerApp's settings; each field is a run-config key of the same name with ``-`` for ``_``.
 
     ``job`` is ``simulate`` (one generated vector per client, checked against
-    the plaintext sum) or an example to train (``linear784``, ``cnn-digits``,
-    ``logistic``); ``nodes`` is how many SuperNodes to wait for (up to
+    the plaintext sum) or a training job: a built-in one (``linear784``,
+    ``cnn-digits``, ``logistic``) or the user's ``package.module:function``
+    (see the module's docstring); ``nodes`` is how many SuperNodes to wait for (up to
     ``wait`` seconds) before the first round; ``min_clients`` the smallest
     cohort a round starts with (each round waits up to ``wait`` seconds for
     it); ``partitions`` how many data partitions the nodes split the example's
@@ -66,6 +126,11 @@ class JobSettings:
     ``rounds``, calibrated as ``fedsecure train --dp`` does; ``mechanism``,
     ``bits``, ``max_grad_norm`` and ``refuse_over_budget`` are that command's
     options; the noise is planned for ``dropout_fraction`` of the clients dropping.
+    ``fraction`` of the registered clients take part in each round, drawn as
+    the DP level requires (reproducibly from ``seed`` without user-level DP,
+    from the OS with it: Poisson under central DP). ``checkpoint`` is a
+    directory the model, server optimizer, history and privacy ledger are
+    saved to after every round; ``resume`` one to continue from.
     """
 
     job: str = "simulate"
@@ -95,6 +160,9 @@ class JobSettings:
     bits: int = 20
     max_grad_norm: float = 1.0
     refuse_over_budget: bool = False
+    fraction: float = 1.0
+    checkpoint: str = ""
+    resume: str = ""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> JobSettings:
@@ -109,8 +177,12 @@ class JobSettings:
                 kind = type(getattr(cls(), name))
                 values[name] = (str(value).lower() in ("1", "true", "yes")) if kind is bool else kind(value)
         settings = cls(**values)
-        if settings.job not in JOBS:
-            raise ConfigurationError(f"job must be one of {', '.join(JOBS)}", parameter="job")
+        if settings.job != "simulate":
+            load_job(settings.job)
+        if not 0 < settings.fraction <= 1:
+            raise ConfigurationError("fraction must be in (0, 1]", parameter="fraction")
+        if (settings.checkpoint or settings.resume) and settings.job == "simulate":
+            raise ConfigurationError("checkpoints are for training jobs", parameter="checkpoint")
         ProtocolKind(settings.protocol)
         if not 0 < settings.rounds <= 1 << 16:
             raise ConfigurationError("rounds must be in [1, 65536] (round ids are a random base plus the index)",
@@ -130,29 +202,36 @@ class JobSettings:
         return settings
 
 
-def _dp_config(settings: JobSettings, experiment: Any) -> Any:
-    from ...dp import Mechanism, PrivacyLevel
-    from ...fl.examples import dp_config_for
-
-    return dp_config_for(experiment, level=PrivacyLevel(settings.dp), epsilon=settings.epsilon, delta=settings.delta,
+def _dp_config(settings: JobSettings, job: Job) -> Any:
+    return dp_config_for(job, level=PrivacyLevel(settings.dp), epsilon=settings.epsilon, delta=settings.delta,
                          rounds=settings.rounds, mechanism=Mechanism(settings.mechanism) if settings.mechanism else None,
                          bits=settings.bits, max_grad_norm=settings.max_grad_norm, name=settings.job)
 
 
-def _experiment(job: str, partitions: int, seed: int, protocol: ProtocolKind) -> Any:
-    from ...fl.examples import EXAMPLES
-
-    return EXAMPLES[job](protocol=protocol, clients=partitions, seed=seed)
+def _server_job(settings: JobSettings, protocol: ProtocolKind) -> Job:
+    """The server's copy of the job: its model and its aggregation pipeline, with the run's DP and sampling."""
+    job = build_job(settings.job, settings.partitions or settings.nodes, settings.seed)
+    dp_config = None
+    if settings.dp:
+        dp_config = dataclasses.replace(_dp_config(settings, job), refuse_over_budget=settings.refuse_over_budget)
+    # Rounds run the settings' protocol; the federation's is only checked against the DP level (a Paillier
+    # protocol is never set up a second time here). The pipeline plans for the threat model's dropout: the noise
+    # shares distributed DP counts on, and the fixed denominator of user-level DP.
+    federation = dataclasses.replace(job.federation, dp=dp_config, dropout=settings.dropout_fraction,
+                                     fraction=settings.fraction, transcript=None, paillier=None,
+                                     protocol=ProtocolKind.PLAINTEXT if protocol.is_paillier else protocol)
+    return dataclasses.replace(job, federation=federation)
 
 
 def training_update(job: str, partitions: int, seed: int, partition: int, weights: np.ndarray,
                     privatize: Any = None) -> ClientUpdate:
-    """Train the example's model from ``weights`` on this node's partition; the update is the weight change.
+    """Train the job's model from ``weights`` on this node's partition; the update is the weight change.
 
     ``privatize`` (local DP) wraps the model, optimizer and data loader with Opacus' DP-SGD.
     """
-    experiment = _experiment(job, partitions, seed, ProtocolKind.PLAINTEXT)
-    federation = experiment.federation
+    # Built afresh for every round: Opacus (local DP) attaches hooks to the model it trains, and the server's
+    # copy must never be a client's.
+    federation = build_job(job, partitions, seed).federation
     if not 0 <= partition < len(federation.clients):
         raise ConfigurationError(f"partition {partition} is outside the {partitions} partitions",
                                  parameter="partition-id")
@@ -165,13 +244,24 @@ def training_update(job: str, partitions: int, seed: int, partition: int, weight
     return ClientUpdate(federation.global_vector() - weights, weight=client.num_examples)
 
 
+def allowed_jobs(node_config: Mapping[str, Any]) -> frozenset[str]:
+    """The training jobs a node runs: ``fedsecure-jobs`` (comma-separated), by default the built-in ones.
+
+    Threat model: the server names the job each round, and a job is code the client imports and runs; a node
+    runs only the jobs its operator listed.
+    """
+    listed = str(node_config.get("fedsecure-jobs", ",".join(BUILT_IN_JOBS)))
+    return frozenset(name.strip() for name in listed.split(",") if name.strip())
+
+
 def auto_job(context: Any, client_id: int, task: Mapping[str, Any]) -> ClientUpdate:
-    """The client side of every built-in job, chosen by the round's ``task-job``."""
+    """The client side of every job, chosen by the round's ``task-job`` among those the node allows."""
     job = str(task.get("task-job", "simulate"))
     if job == "simulate":
         return ClientUpdate(client_data(int(task["task-seed"]), client_id, int(task["encoding-dimension"])))
-    if job not in JOBS:
-        raise ConfigurationError(f"unknown job {job!r}", parameter="task-job")
+    if job not in allowed_jobs(context.node_config):
+        raise PeerProtocolError(PeerFault.REFUSED_BY_POLICY, peer=SERVER_PEER,
+                                detail=f"job {job!r} is not among this node's fedsecure-jobs")
     weights = np.frombuffer(task["task-weights"], dtype="<f8").astype(np.float64)
     partitions = int(context.node_config.get("num-partitions", task["task-partitions"]))
     partition = int(context.node_config.get("partition-id", client_id))
@@ -251,16 +341,13 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
     key_holder_key = load_key_holder_verify_key(settings.paillier) if settings.paillier else None
     if paillier is not None:
         protocol = ProtocolKind.PAILLIER_THRESHOLD if paillier.threshold_decryption else ProtocolKind.PAILLIER
-    experiment = None
-    if settings.job != "simulate":
-        experiment = _experiment(settings.job, settings.partitions or settings.nodes, settings.seed, protocol)
-        if settings.dp:
-            # The federation plans for the threat model's dropout: the noise shares distributed DP counts on, and
-            # the fixed denominator of user-level DP.
-            dp_config = dataclasses.replace(_dp_config(settings, experiment),
-                                            refuse_over_budget=settings.refuse_over_budget)
-            experiment.federation = dataclasses.replace(experiment.federation, dp=dp_config,
-                                                        dropout=settings.dropout_fraction)
+    job = _server_job(settings, protocol) if settings.job != "simulate" else None
+    records: list[Any] = []
+    if job is not None and settings.resume:
+        # The model, server optimizer, history and privacy ledger as a checkpoint left them (refused if it was
+        # written for another model, protocol, DP level, population, fraction or seed).
+        records = job.federation.restore(settings.resume)
+        LOGGER.info("resumed from %s after %d rounds", settings.resume, len(records))
     registered: dict[int, int] = {}
     left_out: set[int] = set()
     history: list[dict[str, Any]] = []
@@ -268,7 +355,7 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
     # a round id, or a configuration, they have already served, so a second run must not reuse the first's.
     round_base = int.from_bytes(os.urandom(6), "big") << 16
     _wait_for_nodes(grid, settings.nodes, settings.wait, left_out)
-    for round_index in range(settings.rounds):
+    for round_index in range(len(records), settings.rounds):
         started = time.perf_counter()
         _wait_for_nodes(grid, settings.min_clients, settings.wait, left_out)
         listed = set(grid.get_node_ids()) - left_out
@@ -283,8 +370,12 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         nodes = {client: node for node, client in registered.items() if node in listed
                  and (registry is None or client in registry.verify_keys)
                  and (paillier is None or client in paillier.signing_keys)}
+        if job is not None:
+            # The cohort, drawn as the DP level requires (Poisson from the OS under central DP, say).
+            nodes = {client: nodes[client] for client in job.federation.pipeline.sample(sorted(nodes), settings.seed,
+                                                                                        round_index)}
         progress("round-start", round=round_index, clients=sorted(nodes))
-        summary = _run_one(transport, settings, protocol, threat, experiment, nodes, round_index, progress, registry,
+        summary = _run_one(transport, settings, protocol, threat, job, nodes, round_index, progress, registry,
                            paillier, round_base, frozenset(listed))
         summary["seconds"] = time.perf_counter() - started
         # A node that vanished (no answer before a deadline, or Flower reports it gone) is left out for the rest
@@ -295,11 +386,21 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         if failed_decryptor is not None:
             left_out.add(failed_decryptor)
         history.append(summary)
+        if job is not None and settings.checkpoint:
+            records.append(_record_of(summary))
+            job.federation.save(settings.checkpoint, records)
         progress("round-end", **{k: summary[k] for k in ("round", "aborted", "survivors", "abort_reason")})
         if settings.out:
             atomic_write_text(Path(settings.out), json.dumps({"settings": asdict(settings), "rounds": history},
                                                              indent=2) + "\n")
     return history
+
+
+def _record_of(summary: Mapping[str, Any]) -> RoundRecord:
+    """A round summary as the federation's checkpoint history records it."""
+    return RoundRecord(summary["round"], summary["cohort"], len(summary["survivors"]), summary["aborted"],
+                       summary["abort_reason"], summary["seconds"], summary.get("server_seconds", 0.0),
+                       loss=summary.get("loss"), accuracy=summary.get("accuracy"), epsilon=summary.get("epsilon"))
 
 
 def _skipped(round_index: int, nodes: Mapping[int, int], reason: str) -> dict[str, Any]:
@@ -309,75 +410,142 @@ def _skipped(round_index: int, nodes: Mapping[int, int], reason: str) -> dict[st
 
 
 def _run_one(transport: FlowerTransport, settings: JobSettings, protocol: ProtocolKind, threat: ThreatModel,
-             experiment: Any, nodes: dict[int, int], round_index: int, progress: _Progress,
+             job: Job | None, nodes: dict[int, int], round_index: int, progress: _Progress,
              registry: IdentityKeys | None = None, paillier: PaillierKeys | None = None,
              round_base: int = 0, listed_nodes: frozenset[int] = frozenset()) -> dict[str, Any]:
+    if job is None:
+        return _run_simulated(transport, settings, protocol, threat, nodes, round_index, progress, registry,
+                              paillier, round_base, listed_nodes)
+    federation = job.federation
+    pipeline = federation.pipeline
+    before = federation.global_vector()
+
+    def apply(step: RoundStep, summary: dict[str, Any]) -> dict[str, Any]:
+        # One outcome for every path: the pipeline's step (central DP's noise-only update included) and the ledger.
+        if step.vector is not None:
+            federation.set_global_vector(step.vector)
+        if step.aborted:
+            summary |= {"aborted": True, "abort_reason": step.release.reason}
+        if step.vector is not None and job.evaluate is not None:
+            summary["loss"], summary["accuracy"] = job.evaluate(federation.model)
+        if pipeline.privacy.ledger is not None:
+            summary["epsilon"] = pipeline.privacy.ledger.epsilon
+        return summary
+
+    def skipped(reason: str) -> dict[str, Any]:
+        return apply(pipeline.fail(round_index, before, sorted(nodes), reason), _skipped(round_index, nodes, reason))
+
     cohort = len(nodes)
     if cohort < max(2, settings.min_clients):
-        return _skipped(round_index, nodes, f"{cohort} clients available, fewer than {max(2, settings.min_clients)}")
-    task: dict[str, Any] = {"task-job": settings.job, "task-seed": settings.seed}
-    before = None
-    federation = experiment.federation if experiment is not None else None
-    dp = federation.dp if federation is not None else None
-    level = dp.level.value if dp is not None else ""
-    encoding: EncodingConfig | DistributedDPEncoding
-    minimum: int | None = 0
-    if federation is None:
-        encoding = EncodingConfig.fit_scale(dimension=settings.dimension, clients=cohort, clip=CLIP, ring_bits=32,
-                                            clip_mode=ClipMode.PER_COORDINATE)
-    else:
-        plan = federation.distributed_plan
-        # Distributed DP: a fresh public rotation per round; the plan was calibrated for the whole run.
-        encoding = plan.encoding(os.urandom(32)) if plan is not None else federation.encoding_for(cohort)
-        minimum = federation.minimum_survivors(cohort)
-        before = federation.global_vector()
-        task |= {"task-weights": before.astype("<f8").tobytes(),
-                 "task-partitions": settings.partitions or settings.nodes, "dp-level": level}
-        if dp is not None and level == "local":
-            task |= {"dp-noise-multiplier": float(dp.noise_multiplier or 0.0),
-                     "dp-max-grad-norm": float(dp.max_grad_norm), "dp-delta": float(dp.delta)}
+        return skipped(f"{cohort} clients available, fewer than {max(2, settings.min_clients)}")
+    privacy = pipeline.privacy
+    level = privacy.level.value if privacy.level is not None else ""
+    encoding = pipeline.encoding(cohort)
+    minimum = pipeline.minimum_survivors(cohort)
     if minimum is None:
-        return _skipped(round_index, nodes, "no number of noise shares keeps this round within the privacy budget")
+        return skipped("no number of noise shares keeps this round within the privacy budget")
+    task: dict[str, Any] = {"task-job": settings.job, "task-seed": settings.seed,
+                            "task-weights": before.astype("<f8").tobytes(),
+                            "task-partitions": settings.partitions or settings.nodes, "dp-level": level}
+    if isinstance(privacy, LocalDP) and privacy.config is not None:
+        task |= {"dp-noise-multiplier": float(privacy.noise_multiplier),
+                 "dp-max-grad-norm": float(privacy.config.max_grad_norm), "dp-delta": float(privacy.config.delta)}
+    started = time.perf_counter()
+    outcome = _protocol_round(transport, protocol, threat, nodes, round_index, encoding, task, registry, paillier,
+                              round_base, listed_nodes, minimum)
+    if isinstance(outcome, str):
+        return skipped(outcome)
+    report = outcome
+    summary = _round_summary(report, round_index, cohort, time.perf_counter() - started)
+    _mark_failed(summary, report, transport, paillier, listed_nodes)
+    step: RoundStep | None = None
+    try:
+        if report.result is not None:
+            _save_sum(settings, round_index, report)
+            step = pipeline.finish(round_index, before, encoding, report.result.ring_sum, report.result.survivors)
+        else:
+            step = pipeline.fail(round_index, before, sorted(nodes), str(report.abort))
+        if isinstance(privacy, LocalDP):
+            # Every client that trained spent record-level privacy, whatever happened to the round.
+            privacy.record_local(round_index, {c: r["epsilon"] for c, r in report.client_reports.items()
+                                               if "epsilon" in r})
+        apply(step, summary)
+    finally:
+        if settings.transcript:
+            # Written once the round's accounting is done, whatever its outcome, with the noise actually released.
+            noise = step.release.noise if step is not None else None
+            write_transcript(settings.transcript, [list(transcript_lines(
+                report, encoding=encoding, threat=threat, dp=privacy.transcript_record(noise)))],
+                append=round_index > 0)
+    if not summary["aborted"]:
+        progress("round-result", round=round_index, survivors=summary["survivors"])
+    return summary
+
+
+def _protocol_round(transport: FlowerTransport, protocol: ProtocolKind, threat: ThreatModel, nodes: dict[int, int],
+                    round_index: int, encoding: EncodingConfig | DistributedDPEncoding, task: dict[str, Any],
+                    registry: IdentityKeys | None, paillier: PaillierKeys | None, round_base: int,
+                    listed_nodes: frozenset[int], minimum: int) -> RoundReport | str:
+    """Run one protocol round over ``nodes``; its report, or why it could not start."""
     decryptor = None
     if paillier is not None and not paillier.threshold_decryption:
         # The most recently registered key holder still listed and not left out (a restarted one comes last).
         live = [node for node in transport.decryptors if node in listed_nodes]
         if not live:
-            return _skipped(round_index, nodes, "no node registered as the Paillier key holder")
+            return "no node registered as the Paillier key holder"
         decryptor = live[-1]
     try:
         config = RoundConfig.create(protocol=protocol, clients=sorted(nodes), encoding=encoding,
                                     round_id=round_base + round_index, threat=threat, identities=registry,
-                                    min_threshold=minimum,
-                                    paillier=paillier)
+                                    min_threshold=minimum, paillier=paillier)
     except ConfigurationError as error:
-        return _skipped(round_index, nodes, f"no round configuration: {error}")
-    started = time.perf_counter()
-    report = transport.run_round(config, nodes, encoding_record(encoding) | task, decryptor=decryptor,
-                                 name=f"round {round_index}")
-    summary = _round_summary(report, round_index, cohort, time.perf_counter() - started)
+        return f"no round configuration: {error}"
+    return transport.run_round(config, nodes, encoding_record(encoding) | task, decryptor=decryptor,
+                               name=f"round {round_index}")
+
+
+def _mark_failed(summary: dict[str, Any], report: RoundReport, transport: FlowerTransport,
+                 paillier: PaillierKeys | None, listed_nodes: frozenset[int]) -> None:
+    # Nodes that vanished are left out of later rounds (run_server_job reads these two private keys).
     summary["_failed"] = sorted(c for c, e in report.client_errors.items() if getattr(e, "unreachable", False))
-    if decryptor is not None and getattr(report.decryptor_error, "unreachable", False):
-        summary["_failed_decryptor"] = decryptor
-    noise: float | None = None
+    if paillier is not None and not paillier.threshold_decryption and getattr(report.decryptor_error, "unreachable",
+                                                                                False):
+        live = [node for node in transport.decryptors if node in listed_nodes]
+        if live:
+            summary["_failed_decryptor"] = live[-1]
+
+
+def _save_sum(settings: JobSettings, round_index: int, report: RoundReport) -> None:
+    if settings.sums and report.result is not None:
+        Path(settings.sums).mkdir(parents=True, exist_ok=True)
+        np.save(Path(settings.sums) / f"round-{round_index}.npy", report.result.ring_sum)
+
+
+def _run_simulated(transport: FlowerTransport, settings: JobSettings, protocol: ProtocolKind, threat: ThreatModel,
+                   nodes: dict[int, int], round_index: int, progress: _Progress, registry: IdentityKeys | None,
+                   paillier: PaillierKeys | None, round_base: int, listed_nodes: frozenset[int]) -> dict[str, Any]:
+    """``fedsecure simulate``'s round over Flower: generated vectors, the sum checked against the plaintext one."""
+    cohort = len(nodes)
+    if cohort < max(2, settings.min_clients):
+        return _skipped(round_index, nodes, f"{cohort} clients available, fewer than {max(2, settings.min_clients)}")
+    encoding = EncodingConfig.fit_scale(dimension=settings.dimension, clients=cohort, clip=CLIP, ring_bits=32,
+                                        clip_mode=ClipMode.PER_COORDINATE)
+    started = time.perf_counter()
+    outcome = _protocol_round(transport, protocol, threat, nodes, round_index, encoding,
+                              {"task-job": "simulate", "task-seed": settings.seed}, registry, paillier, round_base,
+                              listed_nodes, 0)
+    if isinstance(outcome, str):
+        return _skipped(round_index, nodes, outcome)
+    report = outcome
+    summary = _round_summary(report, round_index, cohort, time.perf_counter() - started)
+    _mark_failed(summary, report, transport, paillier, listed_nodes)
     try:
         if report.result is not None:
-            if settings.sums:
-                Path(settings.sums).mkdir(parents=True, exist_ok=True)
-                np.save(Path(settings.sums) / f"round-{round_index}.npy", report.result.ring_sum)
-            if federation is None:
-                summary |= _check_simulated(settings, encoding, report)  # type: ignore[arg-type]
-            else:
-                noise = _train_step(federation, encoding, report, before, summary)
-                if not summary["aborted"]:
-                    summary["loss"], summary["accuracy"] = experiment.evaluate(federation.model)
-        _account(federation, round_index, report, summary, noise)
+            _save_sum(settings, round_index, report)
+            summary |= _check_simulated(settings, encoding, report)
     finally:
         if settings.transcript:
-            # Written once the round's accounting is done, whatever its outcome, with the noise actually released.
-            dp_record = federation.dp_transcript_record(noise) if federation is not None else None
-            write_transcript(settings.transcript, [list(transcript_lines(report, encoding=encoding, threat=threat,
-                                                                         dp=dp_record))],
+            write_transcript(settings.transcript, [list(transcript_lines(report, encoding=encoding, threat=threat))],
                              append=round_index > 0)
     if not summary["aborted"]:
         progress("round-result", round=round_index, survivors=summary["survivors"])
@@ -395,55 +563,3 @@ def _check_simulated(settings: JobSettings, encoding: EncodingConfig, report: Ro
     max_error = float(np.max(np.abs(decoded.total - expected)))
     # Stochastic rounding moves each input by less than one step per coordinate.
     return {"max_abs_error": max_error, "correct": max_error <= len(result.survivors) / encoding.scale}
-
-
-def _train_step(federation: Any, encoding: EncodingConfig | DistributedDPEncoding, report: RoundReport,
-                before: Any, summary: dict[str, Any]) -> float | None:
-    """Apply the round's aggregate to the global model (with central DP's noise); returns the noise released."""
-    result = report.result
-    if result is None:  # pragma: no cover - callers check
-        return None
-    dp = federation.dp
-    survivors = len(result.survivors)
-    if isinstance(encoding, DistributedDPEncoding):
-        # The noise in the sum is that of the survivors' shares, not the planned amount.
-        mean = encoding.decode_sum(result.ring_sum) / federation.fixed_denominator()
-        federation.apply_mean_update(before, mean)
-        return float(federation.distributed_plan.noise_multiplier_for(survivors))
-    decoded = Quantizer(encoding).decode_sum(result.ring_sum)
-    if dp is not None and dp.level.value == "central":
-        noise = float(federation.central_noise_multiplier)
-        ledger = federation.ledger
-        if dp.refuse_over_budget and ledger is not None and dp.target_epsilon is not None \
-                and ledger.preview(noise, survivors) > dp.target_epsilon:
-            summary |= {"aborted": True, "abort_reason": "this round would take epsilon above the budget"}
-            return None
-        mean = (decoded.total + federation.central_noise(decoded.total.size)) / federation.fixed_denominator()
-        federation.apply_mean_update(before, mean)
-        return noise
-    if not decoded.total_weight:
-        summary |= {"aborted": True, "abort_reason": "the survivors' total weight is zero"}
-        return None
-    federation.apply_mean_update(before, decoded.mean())
-    return None
-
-
-def _account(federation: Any, round_index: int, report: RoundReport, summary: dict[str, Any],
-             noise: float | None) -> None:
-    """Record the round in the privacy ledger: released noise, a refusal, or the clients' local-DP epsilons."""
-    ledger = federation.ledger if federation is not None else None
-    if ledger is None:
-        return
-    dp = federation.dp
-    cohort = list(report.config.clients)
-    if dp.level.value == "local":
-        # Every client that trained spent record-level privacy, whatever happened to the round.
-        epsilons = {c: r["epsilon"] for c, r in report.client_reports.items() if "epsilon" in r}
-        if epsilons:
-            ledger.record_local(round_index, sorted(epsilons), epsilons, float(dp.noise_multiplier or 0.0))
-    elif summary["aborted"] or noise is None:
-        ledger.record_refused(round_index, cohort)
-    else:
-        survivors = sorted(report.result.survivors) if report.result is not None else []
-        ledger.record(round_index, survivors, contributors=len(survivors), noise_multiplier=noise)
-    summary["epsilon"] = ledger.epsilon

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,14 @@ class LocalDeployment:
 
     Every SuperNode gets ``partition-id``, ``num-partitions`` and ``node_config``; ``node_configs[partition]``
     adds to one node's (its credential files, say). Partitions beyond ``supernodes`` listed in ``node_configs``
-    start as extra nodes (a Paillier key holder, say).
+    start as extra nodes (a Paillier key holder, say). ``python_path`` is prepended to every process's
+    ``PYTHONPATH`` (where a user's job module lives).
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, supernodes: int,
                  node_config: Mapping[str, Any] | None = None,
-                 node_configs: Mapping[int, Mapping[str, Any]] | None = None, bin_dir: str | None = None) -> None:
+                 node_configs: Mapping[int, Mapping[str, Any]] | None = None, bin_dir: str | None = None,
+                 python_path: Sequence[str] = ()) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.home = self.directory / "flwr-home"
@@ -72,6 +74,9 @@ class LocalDeployment:
         self._stopped: list[subprocess.Popen[bytes]] = []
         self._env = dict(os.environ, FLWR_HOME=str(self.home), FLWR_TELEMETRY_ENABLED="0",
                          FLWR_DISABLE_UPDATE_CHECK="1", PATH=f"{self._bin}{os.pathsep}{os.environ.get('PATH', '')}")
+        if python_path:
+            # Where a user's job module lives: every process of the run (ServerApp, ClientApps) imports it.
+            self._env["PYTHONPATH"] = os.pathsep.join([*python_path, *filter(None, [os.environ.get("PYTHONPATH")])])
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "local-fedsecure"\n\n[superlink.local-fedsecure]\n'
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
