@@ -443,3 +443,49 @@ def test_central_dp_releases_noise_when_no_aggregate_exists_and_builds_determini
     ledger = federation.ledger
     assert ledger is not None and len(ledger.entries) == 2 and not any(e.refused for e in ledger.entries)
     assert ledger.epsilon > 0
+
+
+@pytest.mark.parametrize("tamper", ["optimizer-shape", "optimizer-kind", "huge-noise", "nan-noise",
+                                    "negative-contributors", "participants-not-ids"])
+def test_a_tampered_checkpoint_is_refused_whole_and_the_model_kept(tmp_path, tamper: str) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import numpy as np
+
+    from fedsecure.fl import ServerOptimizer, ServerOptimizerKind, train_federated
+
+    dp = DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-3, noise_multiplier=1.5)
+
+    def federation():  # type: ignore[no-untyped-def]
+        built = _federation(dp=dp, clients=4)
+        built.server_optimizer = ServerOptimizer(ServerOptimizerKind.FEDAVGM)
+        built.pipeline.optimizer = built.server_optimizer
+        return built
+
+    train_federated(federation(), rounds=2, out=str(tmp_path))
+    path = tmp_path / "checkpoint.npz"
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    entry = meta["privacy"]["rounds"][-1]
+    if tamper == "optimizer-shape":
+        arrays["optimizer/velocity"] = np.zeros(3)
+    elif tamper == "optimizer-kind":
+        arrays["optimizer/m"] = np.zeros((2, 2), dtype=np.int64)
+    elif tamper == "huge-noise":
+        entry["noise_multiplier"] = 1e308
+    elif tamper == "nan-noise":
+        entry["noise_multiplier"] = float("nan")
+    elif tamper == "negative-contributors":
+        entry["contributors"] = -5
+    else:
+        entry["participants"] = "ab"
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    fresh = federation()
+    before = fresh.global_vector()
+    with pytest.raises(ConfigurationError) as error:
+        fresh.restore(str(tmp_path))
+    assert error.value.parameter == "resume"
+    assert np.array_equal(fresh.global_vector(), before)
+    assert fresh.ledger is not None and not fresh.ledger.entries

@@ -5,6 +5,7 @@ user's ``@app.train()`` function and Flower's Message-API FedAvg, with ``SecureG
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,149 @@ def test_the_mod_refuses_a_train_message_that_asks_for_parameters_in_the_clear(a
         np.testing.assert_allclose(reply.content["arrays"].to_numpy_ndarrays()[1], _step(0, *initial.to_numpy_ndarrays())[1])
     else:
         assert reply.has_error() and "only through secure aggregation" in reply.error.reason
+
+
+def _isolation_attack(monkeypatch: pytest.MonkeyPatch, *, clients_check: bool) -> tuple[Any, list[np.ndarray]]:
+    """A malicious server's model-inconsistency attack: the victim (partition 2) gets the real model, every other
+    client a learning rate of zero, so the others' updates vanish and the sum is the victim's update alone. The
+    server binds the victim's task and skips its own consistency check; with ``clients_check`` False the clients
+    skip theirs too (the weakened configuration)."""
+    from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+    from fedsecure.encoding import ClipMode, EncodingConfig
+    from fedsecure.protocols import RoundConfig
+    from fedsecure.runtime.flower import FlowerTransport, LocalGrid, encoding_record
+    from fedsecure.runtime.flower import _client, _common, _server
+
+    app = _client_app_with_learning_rate()
+    grid = LocalGrid.create(app, [{"partition-id": i, "num-partitions": CLIENTS} for i in range(CLIENTS)])
+    encoding = EncodingConfig.fit_scale(dimension=21, clients=CLIENTS, clip=100.0, ring_bits=64,
+                                        clip_mode=ClipMode.L2, max_weight=1000)
+    initial = ArrayRecord([np.zeros(SHAPES[0], np.float32), np.zeros(SHAPES[1], np.float32)])
+    records = {1000 + p: RecordDict({"arrays": initial, "config": ConfigRecord({"lr": 0.05 if p == 2 else 0.0})})
+               for p in range(CLIENTS)}
+    victim_task = _common.task_digest(encoding_record(encoding), records[1002])
+    monkeypatch.setattr(_server, "task_digest", lambda fields, records=None: victim_task)
+    if not clients_check:
+        monkeypatch.setattr(_client, "task_digest", lambda fields, records=None: victim_task)
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(CLIENTS), encoding=encoding,
+                                round_id=int.from_bytes(os.urandom(4), "big"), task_digest=victim_task)
+    from fedsecure.encoding import Quantizer
+
+    report = FlowerTransport(grid, stage_timeout=2.0, message_type="train").run_round(
+        config, {c: 1000 + c for c in range(CLIENTS)}, encoding_record(encoding), start_records=records)
+    if report.result is None:
+        return report, []
+    decoded = Quantizer(encoding).decode_sum(report.result.ring_sum)
+    return report, [decoded.total / decoded.total_weight]
+
+
+def _client_app_with_learning_rate() -> Any:
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    from fedsecure.flower import secure_aggregation_mod
+
+    app = ClientApp(mods=[secure_aggregation_mod])
+
+    @app.train()
+    def train(message: Any, context: Any) -> Any:  # a user's train function that reads its learning rate
+        x, y = _data(int(context.node_config["partition-id"]))
+        weights, bias = message.content["arrays"].to_numpy_ndarrays()
+        rate = float(message.content["config"]["lr"])
+        error = x @ weights + bias - y
+        weights = (weights - rate * (x.T @ error) / len(x)).astype(np.float32)
+        bias = (bias - rate * error.mean(axis=0)).astype(np.float32)
+        metrics = MetricRecord({"num-examples": len(x)})
+        return Message(RecordDict({"arrays": ArrayRecord([weights, bias]), "metrics": metrics}), reply_to=message)
+
+    return app
+
+
+def test_a_server_cannot_isolate_one_clients_update_by_giving_the_others_another_task(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    report, _ = _isolation_attack(monkeypatch, clients_check=True)
+    # Protective: every client handed a task other than the one the configuration binds refuses before training.
+    assert report.result is None
+    refused = [c for c, e in report.client_errors.items() if "task" in str(e) and "configuration binds" in str(e)]
+    assert sorted(refused) == [0, 1, 3, 4]
+
+
+def test_without_the_task_check_the_isolation_attack_recovers_the_victims_update(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    report, (mean,) = _isolation_attack(monkeypatch, clients_check=False)
+    # Weakened (clients do not check their task): the others' updates are zero, and the "mean" times the total
+    # weight over the victim's weight is the victim's own update.
+    assert report.result is not None and len(report.result.survivors) == CLIENTS
+    weights, bias, examples = _step(2, np.zeros(SHAPES[0], np.float32), np.zeros(SHAPES[1], np.float32))
+    total = sum(len(_data(p)[1]) for p in range(CLIENTS))
+    victim = np.concatenate([weights.ravel(), bias.ravel()]).astype(np.float64)
+    np.testing.assert_allclose(mean * total / examples, victim, rtol=0, atol=1e-6)
+
+
+def test_a_strategy_that_gives_clients_different_instructions_gets_no_secure_round(tmp_path: Path) -> None:
+    configs, options = _deployment("secagg+", tmp_path)
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+    from fedsecure.flower import SecureGrid
+    from fedsecure.runtime.flower import LocalGrid
+
+    grid = LocalGrid.create(_client_app(), configs)
+    secure = SecureGrid(grid, clip=100.0, stage_timeout=2.0, fit_timeout=5.0, **options)
+    initial = ArrayRecord([np.zeros(SHAPES[0], np.float32), np.zeros(SHAPES[1], np.float32)])
+    messages = [Message(RecordDict({"arrays": initial, "config": ConfigRecord({"lr": 0.05 * (node == 1002)})}),
+                        node, "train") for node in range(1000, 1000 + CLIENTS)]
+    replies = list(secure.send_and_receive(messages))
+    assert all(reply.has_error() for reply in replies)
+    assert "different instructions" in secure.summaries[-1].reason
+
+
+@pytest.mark.parametrize("message_type", ["train.default", "get_parameters"])
+def test_the_mod_refuses_every_message_that_would_return_parameters_in_the_clear(message_type: str) -> None:
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+    from fedsecure.runtime.flower import LocalGrid
+
+    app = _client_app() if message_type.startswith("train") else _legacy_client_app()
+    grid = LocalGrid.create(app, [{"partition-id": 0, "num-partitions": 1}])
+    initial = ArrayRecord([np.zeros(SHAPES[0], np.float32), np.zeros(SHAPES[1], np.float32)])
+    (reply,) = grid.send_and_receive([Message(RecordDict({"arrays": initial, "config": ConfigRecord({})}), 1000,
+                                              message_type)])
+    assert reply.has_error() and "only through secure aggregation" in reply.error.reason
+
+
+def _legacy_client_app() -> Any:
+    """A NumPyClient app whose get_parameters returns the parameters it last trained (kept between messages)."""
+    from flwr.client import ClientApp, NumPyClient
+
+    from fedsecure.flower import secure_aggregation_mod
+
+    class Keeping(NumPyClient):
+        def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+            return list(_step(0, np.zeros(SHAPES[0], np.float32), np.zeros(SHAPES[1], np.float32))[:2])
+
+    return ClientApp(client_fn=lambda context: Keeping().to_client(), mods=[secure_aggregation_mod])
+
+
+def test_a_claim_of_local_dp_does_not_satisfy_a_node_that_requires_it(tmp_path: Path) -> None:
+    # The drop-in runs the user's own fit, which fedsecure cannot make private: a round start that claims local
+    # DP is refused, so a node requiring local DP never takes part on a field's word.
+    from fedsecure.encoding import ClipMode, EncodingConfig
+    from fedsecure.protocols import RoundConfig
+    from fedsecure.runtime.flower import FlowerTransport, LocalGrid, encoding_record
+
+    node = {"fedsecure-require-dp": "local", "fedsecure-min-noise-multiplier": 1.0}
+    grid = LocalGrid.create(_client_app(), [node | {"partition-id": i, "num-partitions": CLIENTS}
+                                            for i in range(CLIENTS)])
+    encoding = EncodingConfig.fit_scale(dimension=21, clients=CLIENTS, clip=100.0, ring_bits=64,
+                                        clip_mode=ClipMode.L2, max_weight=1000)
+    from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+    initial = ArrayRecord([np.zeros(SHAPES[0], np.float32), np.zeros(SHAPES[1], np.float32)])
+    records = {1000 + p: RecordDict({"arrays": initial, "config": ConfigRecord({})}) for p in range(CLIENTS)}
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG_PLUS, clients=range(CLIENTS), encoding=encoding)
+    report = FlowerTransport(grid, stage_timeout=2.0, message_type="train").run_round(
+        config, {c: 1000 + c for c in range(CLIENTS)},
+        encoding_record(encoding) | {"dp-level": "local", "dp-noise-multiplier": 5.0}, start_records=records)
+    assert report.result is None
+    assert all("no local DP of its own" in str(error) for error in report.client_errors.values())

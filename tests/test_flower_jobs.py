@@ -74,3 +74,22 @@ def test_a_job_that_cannot_be_loaded_is_refused_before_any_round(job: str, messa
 
     with pytest.raises(ConfigurationError, match=message):
         JobSettings.from_run_config({"job": job})
+
+
+@pytest.mark.slow
+def test_fedsecure_flower_runs_a_users_job_on_real_processes(tmp_path: Path) -> None:
+    # The documented command, from the example's directory: a SuperLink and SuperNodes as processes import the
+    # user's module from the current directory.
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    command = [sys.executable, "-m", "fedsecure.cli", "flower", "--job", JOB, "--supernodes", "3", "--rounds", "3",
+               "--fraction", "0.67", "--checkpoint", str(tmp_path / "checkpoint"), "--workdir", str(tmp_path / "run"),
+               "--json", "--quiet"]
+    finished = subprocess.run(command, cwd=EXAMPLE, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:] + finished.stdout[-2000:]
+    summary = json.loads(finished.stdout)
+    assert summary["completed"] and [r["cohort"] for r in summary["rounds"]] == [2, 2, 2]
+    assert summary["rounds"][-1]["accuracy"] > 0.6
+    assert json.loads((tmp_path / "checkpoint" / "history.json").read_text())["rounds_done"] == 3

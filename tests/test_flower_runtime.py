@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedsecure import DecodeError, LocalProtocolError
+from fedsecure import DecodeError, LocalProtocolError, PeerProtocolError
 from fedsecure.encoding import ClipMode, EncodingConfig, Quantizer
 from fedsecure.protocols import (
     PaillierDeployment,
@@ -317,11 +317,16 @@ def _start_record(config: RoundConfig, encoding: EncodingConfig, **changes: Any)
 
     from fedsecure.protocols import RoundStart, encode_message
 
-    content = encoding_record(encoding) | {"task-job": "simulate", "task-seed": 0, "kind": "round-start",
-                                           "round": config.round_id, "stage": "advertise-keys",
-                                           "config": encode_round_config(config), "client": 1,
-                                           "message": encode_message(RoundStart(round_id=config.round_id, recipient=1,
-                                                                                config_digest=config.digest))}
+    from fedsecure.runtime.flower._common import task_digest
+
+    task = encoding_record(encoding) | {"task-job": "simulate", "task-seed": 0}
+    task |= {key: value for key, value in changes.items() if key in task or key.startswith(("task-", "encoding-"))}
+    # The server binds the task it sends (malformed or not: these tests are about the fields themselves).
+    config = dataclasses.replace(config, task_digest=task_digest(task))
+    content = task | {"kind": "round-start", "round": config.round_id, "stage": "advertise-keys",
+                      "config": encode_round_config(config), "client": 1,
+                      "message": encode_message(RoundStart(round_id=config.round_id, recipient=1,
+                                                           config_digest=config.digest))}
     content |= changes
     return Message(RecordDict({"fedsecure": ConfigRecord(content)}), 1001, "query.fedsecure")
 
@@ -569,8 +574,23 @@ def _handle_dp(message: Any, node: dict[str, Any] | None = None) -> str:
     handler = FedSecureClient(lambda context, client, task: ClientUpdate(np.full(50, 0.01)))
     context = Context(run_id=1, node_id=1001, node_config={"partition-id": 1} | (node or {}), state=RecordDict(),
                       run_config={})
-    record = handler.handle(message, context).content.config_records["fedsecure"]
+    record = handler.handle(_bind_task(message), context).content.config_records["fedsecure"]
     return str(record.get("error", "accepted"))
+
+
+def _bind_task(message: Any) -> Any:
+    """The round start as a server that sends these (possibly hostile) fields would bind them: its configuration's
+    task digest covers the record as it now stands, so what the client checks next is the fields themselves."""
+    from fedsecure.protocols import RoundStart, decode_round_config, encode_message
+    from fedsecure.runtime.flower._common import task_digest
+
+    record = message.content.config_records["fedsecure"]
+    config = decode_round_config(record["config"], allow_insecure_keys=True)
+    config = dataclasses.replace(config, task_digest=task_digest(dict(record)))
+    record["config"] = encode_round_config(config)
+    record["message"] = encode_message(RoundStart(round_id=config.round_id, recipient=int(record["client"]),
+                                                  config_digest=config.digest))
+    return message
 
 
 def test_a_client_computes_the_distributed_noise_itself_and_refuses_a_lying_plan() -> None:
@@ -581,9 +601,10 @@ def test_a_client_computes_the_distributed_noise_itself_and_refuses_a_lying_plan
 
     from fedsecure.dp import Mechanism, plan_distributed
 
-    # The requirement is measured on the smallest sum the server can unmask: threshold (5 of 10) shares, whose
-    # noise multiplier is 1.0 * sqrt(5 / 10) for a plan of 1.0 over ten shares.
-    node = {"fedsecure-require-dp": "distributed", "fedsecure-min-noise-multiplier": 0.7}
+    # The requirement is measured on the honest shares of the smallest sum the server can unmask: threshold (5 of
+    # 10) shares less the 2 colluders the default threat model tolerates, whose noise multiplier is
+    # 1.0 * sqrt(3 / 10) = 0.55 for a plan of 1.0 over ten shares.
+    node = {"fedsecure-require-dp": "distributed", "fedsecure-min-noise-multiplier": 0.5}
     honest = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=50, clip=1.0, bits=32, expected_clients=10,
                               max_clients=10, noise_multiplier=1.0)
     message, _ = _dp_start(10, honest.to_json())
@@ -711,3 +732,29 @@ def test_the_answer_ledger_lives_only_in_a_private_directory(tmp_path: Any) -> N
     for directory in (shared, link):
         with pytest.raises(PeerProtocolError, match="not a private directory"):
             private_directory(directory)
+
+
+def test_a_clients_distributed_dp_floor_counts_out_the_colluders_it_tolerates() -> None:
+    # Colluding clients know their own noise shares and subtract them: the noise an honest client's requirement
+    # is measured against is that of the threshold's shares less the colluders its threat model tolerates.
+    from fedsecure.dp import Mechanism, plan_distributed
+    from fedsecure.runtime.flower import ClientPolicy
+
+    plan = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=100, clip=1.0, bits=20, expected_clients=10,
+                            max_clients=10, noise_multiplier=1.0)
+    encoding = plan.encoding(bytes(32))
+    config = RoundConfig.create(protocol=ProtocolKind.SECAGG, clients=range(10), encoding=encoding,
+                                threat=ThreatModel(dropout_fraction=0.3, corrupt_fraction=0.2))
+    at_threshold = plan.noise_multiplier_for(config.threshold)
+    colluders = 2  # floor(0.2 * 10)
+    honest = plan.noise_multiplier_for(config.threshold - colluders)
+    assert honest < at_threshold
+    for corrupt, accepted in ((0.0, True), (0.2, False)):
+        policy = ClientPolicy(threat=ThreatModel(dropout_fraction=0.3, corrupt_fraction=corrupt),
+                              require_dp=frozenset({"distributed"}), min_noise_multiplier=(honest + at_threshold) / 2)
+        if accepted:
+            policy.check_privacy(encoding, {}, config)
+        else:
+            with pytest.raises(PeerProtocolError, match="requires distributed DP"):
+                policy.check_privacy(encoding, {}, config)
+    assert colluders == int(0.2 * 10)

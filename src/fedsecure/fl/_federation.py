@@ -385,11 +385,17 @@ class Federation:
                                      f"{', '.join(mismatched)}", parameter="resume")
         if global_vector.shape != self.global_vector().shape:
             raise ConfigurationError(f"the checkpoint in {directory} holds a model of another size", parameter="resume")
+        size = self.pipeline.optimized_size
+        if not set(optimizer_state) <= {"velocity", "m", "v"} or any(
+                state.dtype.kind != "f" or state.shape != (size,) or not np.all(np.isfinite(state))
+                for state in optimizer_state.values()):
+            raise ConfigurationError(f"the checkpoint in {directory} holds a server optimizer state of another "
+                                     "shape or kind", parameter="resume")
         previous = self.global_vector()
         self.set_global_vector(global_vector)
         try:
             self.pipeline.privacy.restore(meta)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as error:
             # The model stays as it was: a checkpoint is restored whole or not at all.
             self.set_global_vector(previous)
             raise ConfigurationError(f"the checkpoint in {directory} has a malformed privacy record "

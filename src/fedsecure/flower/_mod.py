@@ -55,9 +55,10 @@ def secure_aggregation_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
     from flwr.compat.common import recorddict_compat as compat
 
     if RECORD not in msg.content.config_records:
-        if msg.metadata.message_type == MessageType.TRAIN and not _allows_plaintext(ctxt):
+        if _reveals_parameters(msg.metadata.message_type) and not _allows_plaintext(ctxt):
             return Message(Error(code=0, reason="fedsecure: this node sends its updates only through secure "
-                                 "aggregation, and this train message has no fedsecure round"), reply_to=msg)
+                                 f"aggregation, and this {msg.metadata.message_type} message has no fedsecure "
+                                 "round"), reply_to=msg)
         return call_next(msg, ctxt)
     record = msg.content.config_records[RECORD]
 
@@ -65,6 +66,10 @@ def secure_aggregation_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
         # The user's own training, through the rest of the ClientApp (its fit or @app.train(), its other mods).
         if msg.metadata.message_type != MessageType.TRAIN:
             raise ValueError("secure aggregation runs on train messages")
+        if task.get("dp-level") == "local":
+            # Local DP would be the user's own fit's (Opacus inside it): a round's claim of it cannot be honoured
+            # here, so a node that requires it is not satisfied by a field.
+            raise ValueError("the drop-in has no local DP of its own; a round that claims it is refused")
         reply = call_next(msg, ctxt)
         if reply.has_error():
             raise RuntimeError(f"the client's training failed: {reply.error.reason}")
@@ -105,6 +110,11 @@ def secure_aggregation_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
                               key_holder=key_holder_from_node_config, save_key_holder=save_key_holder_to_node_config,
                               key_holder_signer=key_holder_signer_from_node_config)
     return handler.handle(msg, ctxt)
+
+
+def _reveals_parameters(message_type: str) -> bool:
+    """Train messages (``train``, ``train.<name>``) and the legacy ``get_parameters`` answer with model parameters."""
+    return message_type.split(".")[0] in ("train", "get_parameters")
 
 
 def _allows_plaintext(context: Any) -> bool:

@@ -23,6 +23,7 @@ from ..encoding import VectorSpec
 from ..pipeline import RoundStep, ServerPipeline, round_privacy
 from ..protocols import IdentityKeys, PaillierKeys, ProtocolKind, RoundConfig, ThreatModel
 from ..runtime.flower import FlowerTransport, encoding_record, load_paillier_keys, load_registry
+from ..runtime.flower._common import task_digest
 from ..runtime.flower._paillier import load_key_holder_verify_key
 
 __all__ = ["RoundSummary", "SecureRounds"]
@@ -217,6 +218,11 @@ class SecureRounds:
                 return give_up("no node registered as the Paillier key holder")
             decryptor = live[-1]
         encoding = pipeline.encoding(len(nodes))
+        if len({task_digest(encoding_record(encoding), start_records.get(node)) for node in nodes.values()}) > 1:
+            # One round has one task: a client given another model or other instructions than the rest could have
+            # its update isolated in the sum (the clients check the task their configuration binds).
+            return give_up("the strategy gave the clients different instructions (arrays or config); a secure "
+                           "round sends every client the same")
         try:
             config = RoundConfig.create(protocol=self.protocol, clients=nodes, encoding=encoding,
                                         round_id=self._round_base + server_round, threat=self.threat,

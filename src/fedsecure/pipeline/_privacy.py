@@ -63,6 +63,29 @@ def _mechanism(config: DPConfig) -> Mechanism:
     return config.mechanism
 
 
+#: The largest noise multiplier a checkpoint may record (beyond it, accounting overflows and means nothing).
+_MAX_RECORDED_NOISE = 1e6
+
+
+def _recorded_rounds(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A checkpoint's privacy rounds, each checked for its fields' types and ranges before any is replayed
+    (a ledger is restored whole or not at all). Raises ValueError naming the first bad one."""
+    rounds = meta.get("privacy", {}).get("rounds", [])
+    if not isinstance(rounds, list):
+        raise ValueError("the privacy rounds are not a list")
+    for entry in rounds:
+        participants = entry.get("participants") if isinstance(entry, dict) else None
+        noise, contributors = (entry.get("noise_multiplier"), entry.get("contributors")) \
+            if isinstance(entry, dict) else (None, None)
+        if not (isinstance(entry, dict) and isinstance(entry.get("round"), int)
+                and isinstance(entry.get("refused"), bool) and isinstance(participants, list)
+                and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in participants)
+                and isinstance(contributors, int) and 0 <= contributors <= len(participants) + 1_000_000
+                and isinstance(noise, (int, float)) and math.isfinite(noise) and 0 <= noise <= _MAX_RECORDED_NOISE):
+            raise ValueError(f"a privacy round is malformed: {str(entry)[:200]}")
+    return rounds
+
+
 @dataclass(frozen=True)
 class Release:
     """What the server releases from one round.
@@ -223,7 +246,7 @@ class _UserLevel(RoundPrivacy):
                 "local_variance": None, "scale": None}
 
     def restore(self, meta: Mapping[str, Any]) -> None:
-        for entry in meta.get("privacy", {}).get("rounds", []):
+        for entry in _recorded_rounds(meta):
             if entry["refused"]:
                 self.ledger.record_refused(entry["round"], entry["participants"])
             else:
@@ -427,8 +450,9 @@ class LocalDP(RoundPrivacy):
                 "local_variance": None, "scale": None}
 
     def restore(self, meta: Mapping[str, Any]) -> None:
+        rounds = _recorded_rounds(meta)
         self.local.load_state({int(c): h for c, h in meta.get("local_accountants", {}).items()})
-        for entry in meta.get("privacy", {}).get("rounds", []):
+        for entry in rounds:
             if entry["refused"]:
                 self.ledger.record_refused(entry["round"], entry["participants"])
             else:

@@ -71,6 +71,11 @@ class ServerPipeline:
             self._mask = np.concatenate([np.full(t.size, t.name in parameters) for t in spec.tensors]) \
                 if spec.tensors else np.zeros(0, dtype=bool)
 
+    @property
+    def optimized_size(self) -> int:
+        """How many values the server optimizer steps (and its state holds per kind)."""
+        return int(self._mask.sum())
+
     def encoding(self, cohort: int) -> RoundEncoding:
         """What the clients of a round over ``cohort`` clients encode with."""
         return self.privacy.encoding(cohort)

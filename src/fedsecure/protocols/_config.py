@@ -349,6 +349,9 @@ class RoundConfig:
     encoding_digest: bytes
     paillier: PaillierParameters | None = None
     identities: IdentityKeys | None = None
+    #: SHA-256 of the round's task (what each client trains from: the global model, the strategy's instructions),
+    #: or empty. Bound into the digest, so clients handed different tasks derive keys whose masks never cancel.
+    task_digest: bytes = b""
     _positions: dict[int, int] = field(init=False, repr=False, compare=False)
     _order: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _digest: bytes = field(init=False, repr=False, compare=False)
@@ -375,6 +378,8 @@ class RoundConfig:
             raise ConfigurationError("graph_seed must be 32 bytes", parameter="graph_seed")
         if len(self.encoding_digest) != 32:
             raise ConfigurationError("encoding_digest must be 32 bytes", parameter="encoding_digest")
+        if len(self.task_digest) not in (0, 32):
+            raise ConfigurationError("task_digest must be empty or 32 bytes", parameter="task_digest")
         if self.protocol.is_paillier != (self.paillier is not None):
             raise ConfigurationError("Paillier rounds, and only they, carry Paillier parameters", parameter="paillier")
         if self.paillier is not None:
@@ -437,6 +442,7 @@ class RoundConfig:
         paillier: PaillierKeys | None = None,
         min_threshold: int = 0,
         identities: IdentityKeys | None = None,
+        task_digest: bytes = b"",
     ) -> RoundConfig:
         """A configuration with the threshold and graph derived from ``threat``.
 
@@ -447,7 +453,8 @@ class RoundConfig:
         SecAgg would use for the same cohort and ``threat``, and their slot
         layout comes from ``encoding``. The round is bound to
         ``encoding`` (its digest is part of the configuration), and a cohort
-        larger than the encoding was sized for is refused, since its sum could wrap.
+        larger than the encoding was sized for is refused, since its sum could wrap. ``task_digest`` binds
+        the round's task (a transport's digest of what every client trains from).
         """
         cohort = tuple(sorted(set(int(c) for c in clients)))
         if len(cohort) > encoding.clients:
@@ -504,7 +511,7 @@ class RoundConfig:
         return cls(protocol=protocol, round_id=round_id, clients=cohort, vector_length=encoding.vector_length,
                    ring_bits=encoding.ring.bits, threshold=threshold,
                    degree=min(params.degree, len(cohort)), graph_seed=seed, encoding_digest=encoding.digest(),
-                   paillier=parameters, identities=identities)
+                   paillier=parameters, identities=identities, task_digest=task_digest)
 
     @property
     def ring(self) -> Ring:
@@ -538,6 +545,7 @@ class RoundConfig:
                 self.encoding_digest,
                 self.paillier.canonical_bytes() if self.paillier is not None else b"",
                 b"active" + self.identities.canonical_bytes() if self.identities is not None else b"",
+                b"task" + self.task_digest if self.task_digest else b"",
             )
         )
 

@@ -30,6 +30,7 @@ _SERVER: Any = "server"
 _ROUND_TAG = b"fedsecure/v1/round-config"
 _PAILLIER_TAG = b"fedsecure/v2/paillier"
 _ACTIVE_TAG = b"active"
+_TASK_TAG = b"task"
 _FIXED = struct.Struct("<QIQBII")
 _LAYOUT = struct.Struct("<IIIQIII")
 
@@ -133,11 +134,16 @@ def decode_round_config(data: bytes, *, max_bytes: int = MAX_CONFIG_BYTES, allow
         if reader.starts_with(_ACTIVE_TAG):
             reader.take(len(_ACTIVE_TAG), "active tag")
             identities = IdentityKeys(_registry(reader, "identity keys"))
+        task_digest = b""
+        if reader.starts_with(_TASK_TAG):
+            reader.take(len(_TASK_TAG), "task tag")
+            task_digest = reader.take(32, "task digest")
         if reader.remaining:
             raise DecodeError(PeerFault.MALFORMED, peer=_SERVER, detail=f"{reader.remaining} trailing bytes")
         config = RoundConfig(protocol=protocol, round_id=round_id, clients=clients, vector_length=vector_length,
                              ring_bits=ring_bits, threshold=threshold, degree=degree, graph_seed=graph_seed,
-                             encoding_digest=encoding_digest, paillier=paillier, identities=identities)
+                             encoding_digest=encoding_digest, paillier=paillier, identities=identities,
+                             task_digest=task_digest)
     except (ConfigurationError, CryptoError, ArithmeticError) as error:
         raise DecodeError(PeerFault.MALFORMED, peer=_SERVER, detail=f"invalid round configuration: {error}") from None
     if config.canonical_bytes() != bytes(data):

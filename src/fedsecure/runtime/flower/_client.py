@@ -51,7 +51,7 @@ from ...protocols import (
 )
 from .._simulate import client_data
 from ._answers import AnswerLedger
-from ._common import JOINED_RECORD, MAX_TASK_BYTES, RECORD, STATE_RECORD, Kind, key_holder_proof_payload
+from ._common import JOINED_RECORD, MAX_TASK_BYTES, RECORD, STATE_RECORD, Kind, key_holder_proof_payload, task_digest
 
 __all__ = ["ClientPolicy", "ClientUpdate", "ClientJob", "FedSecureClient", "client_app", "synthetic_job",
            "client_id_of", "SECURE_PROTOCOLS"]
@@ -133,9 +133,11 @@ class ClientPolicy:
 
         For distributed DP the client computes the noise multiplier itself, from
         the local variance it will add (never from a field the server states),
-        over the plan's expected number of shares, and refuses a plan that
-        expects more shares than the cohort it is shown has: each share would
-        be too small. (Fewer is how a plan covers dropouts: each client adds more.)
+        over the honest shares the smallest sum the server can unmask holds (the
+        threshold, at most the plan's expected number, less the colluders its
+        own threat model tolerates), and refuses a plan that expects more shares
+        than the cohort it is shown has: each share would be too small. (Fewer
+        is how a plan covers dropouts: each client adds more.)
         """
         if isinstance(encoding, DistributedDPEncoding) and encoding.plan.expected_clients > len(config.clients):
             raise PeerProtocolError(
@@ -145,11 +147,13 @@ class ClientPolicy:
         if not self.require_dp:
             return
         if isinstance(encoding, DistributedDPEncoding):
-            # The smallest sum the server can unmask holds `threshold` shares (it may drop the others): that sum's
-            # noise is what this client's requirement is measured against.
+            # The smallest sum the server can unmask holds `threshold` shares (it may drop the others), and the
+            # colluding clients this client's threat model tolerates know (and subtract) their own: the honest
+            # shares left are what this client's requirement is measured against.
             plan = encoding.plan
             level = "distributed"
-            noise = plan.noise_multiplier_for(min(plan.expected_clients, config.threshold))
+            colluders = math.floor(self.threat.corrupt_fraction * len(config.clients))
+            noise = plan.noise_multiplier_for(max(1, min(plan.expected_clients, config.threshold) - colluders))
         elif record.get("dp-level") == "local":
             value = record.get("dp-noise-multiplier", 0.0)
             level = "local"
@@ -290,6 +294,7 @@ class FedSecureClient:
         self._answers = answers
         self._observe = observe
         self._report: dict[str, float] = {}
+        self._content: Any = None
 
     def handle(self, message: Any, context: Any) -> Any:
         """Process one Flower message; the reply carries fedsecure bytes or the reason the client refused."""
@@ -297,6 +302,7 @@ class FedSecureClient:
 
         record = message.content.config_records.get(RECORD)
         kind = record.get("kind") if record is not None else None
+        self._content = message.content
         reply: dict[str, Any]
         try:
             with self._lock(context) if self._lock is not None else contextlib.nullcontext():
@@ -362,6 +368,12 @@ class FedSecureClient:
             raise PeerProtocolError(PeerFault.WRONG_RECIPIENT, peer=_SERVER,
                                     detail=f"client {client_id} is not in the round's cohort")
         policy.check(config)
+        if task_digest(record, self._content) != config.task_digest:
+            # Checked before any work: a client given other instructions than the cohort (another model, say, so
+            # that everyone else's update vanishes from the sum) refuses instead of training.
+            raise PeerProtocolError(PeerFault.CONFIG_MISMATCH, peer=_SERVER,
+                                    detail="the round's task (model, instructions, task fields) is not the one its "
+                                    "configuration binds")
         joined = self._joined(context)
         if config.digest.hex() in joined:
             # Each configuration is joined once: a rerun would mask the same input again under fresh keys.

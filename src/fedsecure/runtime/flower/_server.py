@@ -12,6 +12,7 @@ transcript the in-process simulator writes, so ``fedsecure audit`` reads both.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -38,7 +39,7 @@ from ...protocols import (
     public_view,
 )
 from .._simulator import Progress, RoundReport, TranscriptRecord
-from ._common import MESSAGE_TYPE, RECORD, Kind, key_holder_proof_payload
+from ._common import MESSAGE_TYPE, RECORD, Kind, key_holder_proof_payload, task_digest
 
 __all__ = ["FlowerTransport", "ClientError", "encoding_record"]
 
@@ -215,7 +216,9 @@ class FlowerTransport:
         """Run ``config`` with ``nodes`` (client id -> Flower node id) and the public ``task`` fields.
 
         ``start_records`` (Flower node id -> RecordDict) go beside the round start to each node: the drop-in
-        sends a strategy's fit instructions this way.
+        sends a strategy's fit instructions this way. ``task`` and the start records are the round's task; they
+        must be the same for every node, and the configuration binds their digest (filled in here when
+        ``config`` has none; the report's configuration is the one that ran).
 
         A Paillier round with a separate decryptor sends its decryption request to the ``decryptor`` node.
         ``name`` (default ``round <id>``) prefixes the stage names in progress reports and Flower's group ids.
@@ -225,6 +228,16 @@ class FlowerTransport:
         """
         if set(nodes) != set(config.clients):
             raise LocalProtocolError("every client of the round needs exactly one node")
+        # The round's task (the public fields and the records beside the round start) is bound into the
+        # configuration, so every client can check it was given the same as the others.
+        digests = {task_digest(task, (start_records or {}).get(node)) for node in nodes.values()}
+        if len(digests) != 1:
+            raise LocalProtocolError("the round's clients would be given different tasks; one round has one task")
+        (digest,) = digests
+        if not config.task_digest:
+            config = dataclasses.replace(config, task_digest=digest)
+        elif config.task_digest != digest:
+            raise LocalProtocolError("the configuration binds another task than the one the round sends")
         if config.paillier is not None and not config.paillier.keys.threshold_decryption and decryptor is None:
             raise LocalProtocolError("a Paillier round with a separate decryptor needs the decryptor's node")
         clock = time.perf_counter
