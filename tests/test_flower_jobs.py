@@ -84,12 +84,16 @@ def test_fedsecure_flower_runs_a_users_job_on_real_processes(tmp_path: Path) -> 
     import sys
 
     pytest.importorskip("ray")
-    command = [sys.executable, "-m", "fedsecure.cli", "flower", "--job", JOB, "--supernodes", "3", "--rounds", "3",
-               "--fraction", "0.67", "--checkpoint", str(tmp_path / "checkpoint"), "--workdir", str(tmp_path / "run"),
+    command = [sys.executable, "-m", "fedsecure.cli", "flower", "--job", JOB, "--supernodes", "4", "--rounds", "3",
+               "--fraction", "0.75", "--checkpoint", str(tmp_path / "checkpoint"), "--workdir", str(tmp_path / "run"),
                "--json", "--quiet"]
     finished = subprocess.run(command, cwd=EXAMPLE, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:] + finished.stdout[-2000:]
     summary = json.loads(finished.stdout)
-    assert summary["completed"] and [r["cohort"] for r in summary["rounds"]] == [2, 2, 2]
+    assert summary["completed"] and [r["cohort"] for r in summary["rounds"]] == [3, 3, 3]
     assert summary["rounds"][-1]["accuracy"] > 0.6
     assert json.loads((tmp_path / "checkpoint" / "history.json").read_text())["rounds_done"] == 3
+    # A cohort the threat model cannot protect is refused up front, in one line, before any process starts.
+    refused = subprocess.run([*command[:6], "--supernodes", "3", "--fraction", "0.67", "--workdir",
+                              str(tmp_path / "refused")], cwd=EXAMPLE, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "cannot survive" in refused.stderr and "Traceback" not in refused.stderr

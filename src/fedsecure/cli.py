@@ -168,6 +168,9 @@ def _flower(args: argparse.Namespace) -> int:
     run_config["nodes"] = max(args.supernodes, len(node_configs))  # With the Paillier key holder's node.
     if args.transcript:
         run_config["transcript"] = str(Path(args.transcript).resolve())
+    from .runtime.flower._jobs import check_run_config
+
+    check_run_config(run_config)  # A job or DP setting that cannot work is refused here, before any process starts.
     def log(message: str) -> None:
         if not args.quiet:
             print(message, file=sys.stderr)

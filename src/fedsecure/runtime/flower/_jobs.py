@@ -223,6 +223,19 @@ def _server_job(settings: JobSettings, protocol: ProtocolKind) -> Job:
     return dataclasses.replace(job, federation=federation)
 
 
+def check_run_config(run_config: Mapping[str, Any]) -> JobSettings:
+    """The settings a run config gives, with a training job built as the ServerApp would build it: a launcher
+    calls this first, so a job or DP setting that cannot work is refused before any process starts."""
+    settings = JobSettings.from_run_config(run_config)
+    if settings.job != "simulate":
+        protocol = ProtocolKind(settings.protocol)
+        if settings.paillier:
+            keys = load_paillier_keys(settings.paillier)
+            protocol = ProtocolKind.PAILLIER_THRESHOLD if keys.threshold_decryption else ProtocolKind.PAILLIER
+        _server_job(settings, protocol)
+    return settings
+
+
 def training_update(job: str, partitions: int, seed: int, partition: int, weights: np.ndarray,
                     privatize: Any = None) -> ClientUpdate:
     """Train the job's model from ``weights`` on this node's partition; the update is the weight change.
