@@ -139,10 +139,13 @@ class SecureRounds:
         return self.registry is not None or self.paillier_keys is not None
 
     def _transport_for(self, grid: Any) -> FlowerTransport:
-        if self._transport is None:
-            # Replies are pulled every 10 ms: a stage's latency, not its deadline, sets the round's time.
+        if self._transport is None or self._transport.grid is not grid:
+            # Replies are pulled every 10 ms: a stage's latency, not its deadline, sets the round's time. A new
+            # grid (Flower may hand the workflow another each round) keeps the key holders registered so far.
+            decryptors = self._transport.decryptors if self._transport is not None else []
             self._transport = FlowerTransport(grid, stage_timeout=self.stage_timeout, start_timeout=self.fit_timeout,
                                               message_type="train", poll_interval=0.01)
+            self._transport.decryptors = decryptors
         return self._transport
 
     def _pipeline_for(self, spec: VectorSpec, cohort: int) -> ServerPipeline:

@@ -29,7 +29,8 @@ class SecureAggregationWorkflow(SecureRounds):
     recompute and refuse less); ``clip`` the L2 bound applied to each update before it is encoded (the ring is
     sized for it: an update beyond it is scaled down, so choose it above your updates' norms);
     ``max_examples`` the largest ``num_examples`` a client may report (its weight); ``ring_bits`` the ring (64
-    by default, exact to about 1e-9 of the clip at 1000 clients); ``stage_timeout`` and ``fit_timeout`` the
+    by default, exact to about 1e-9 of the clip at 1000 clients; 32 halves the upload, at a quantisation error of
+    the mean of at most n² · max_examples · clip / (2³¹ · total weight) for n clients); ``stage_timeout`` and ``fit_timeout`` the
     deadlines in seconds of each protocol stage and of the first (which includes the clients' training).
 
     ``identities`` (an identity registry, or the path of the ``registry.json`` that

@@ -107,6 +107,11 @@ class FlowerTransport:
         self._sleep = sleep
         self._message_type = message_type
 
+    @property
+    def grid(self) -> Any:
+        """The Flower grid this transport drives."""
+        return self._grid
+
     # ---- the exchange of one stage ----------------------------------------------------------------
     def _exchange(self, contents: Mapping[int, dict[str, Any]], timeout: float, group: str,
                   extra: Mapping[int, Any] | None = None
