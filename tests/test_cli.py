@@ -109,3 +109,58 @@ def test_privacy_json(argv: list[str], keys: set[str], capsys: pytest.CaptureFix
 def test_privacy_refusals_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["privacy", *argv, "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["error"] == "ConfigurationError"
+
+
+def _strict(text: str) -> object:
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["simulate", "--clients", "3", "--dim", "10", "--ring-bits", "0"], "--ring-bits"),
+    (["simulate", "--clients", "3", "--dim", "10", "--transcript", "/nonexistent/dir/x.jsonl"], "--transcript"),
+    (["train", "--example", "logistic", "--rounds", "1", "--out", "/proc/fedsecure-nope"], "--out"),
+    (["bench", "--render", "/nonexistent/bench.json"], "No such file"),
+    (["bench", "--render", "{garbage}"], "not a fedsecure bench.json"),
+    (["audit", "{binary}"], "not JSON"),
+    (["train", "--example", "logistic", "--rounds", "1", "--resume", "{corrupt}"], "not a readable fedsecure"),
+])
+def test_a_refused_input_exits_2_with_one_line_and_no_traceback(argv: list[str], fragment: str,
+                                                                tmp_path: object) -> None:
+    from pathlib import Path
+
+    directory = Path(str(tmp_path))
+    (directory / "garbage.json").write_text("{not json")
+    (directory / "binary.jsonl").write_bytes(b"\x00\x01\x02 not a transcript")
+    (directory / "corrupt").mkdir()
+    (directory / "corrupt" / "checkpoint.npz").write_bytes(b"PK\x03\x04 truncated")
+    argv = [a.replace("{garbage}", str(directory / "garbage.json")).replace("{binary}", str(directory / "binary.jsonl"))
+            .replace("{corrupt}", str(directory / "corrupt")) for a in argv]
+    finished = subprocess.run([sys.executable, "-m", "fedsecure.cli", *argv], capture_output=True, text=True,
+                              timeout=300, cwd=directory)
+    assert finished.returncode == 2, finished.stderr
+    assert "Traceback" not in finished.stderr and fragment in finished.stderr
+    assert len([line for line in finished.stderr.splitlines() if line.startswith(("fedsecure", "usage"))]) >= 1
+    if not argv[0] == "simulate" or "--ring-bits" not in argv:
+        assert len(finished.stderr.strip().splitlines()) == 1, finished.stderr
+    assert not (directory / "fedsecure-bench").exists()  # nothing written unasked
+
+
+def test_machine_output_is_strict_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from fedsecure.cli import _strict_json
+
+    assert _strict(_strict_json({"a": float("nan"), "b": [float("inf"), 1.5]})) == {"a": None, "b": [None, 1.5]}
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    assert main(["train", "--example", "logistic", "--rounds", "2", "--json"]) == 0
+    _strict(capsys.readouterr().out)
+    assert main(["simulate", "--clients", "4", "--dim", "20", "--json"]) == 0
+    _strict(capsys.readouterr().out)
+
+
+def test_version() -> None:
+    finished = subprocess.run([sys.executable, "-m", "fedsecure.cli", "--version"], capture_output=True, text=True,
+                              timeout=60)
+    assert finished.returncode == 0 and finished.stdout.startswith("fedsecure ")

@@ -28,6 +28,57 @@ def _count(text: str) -> int:
     return value
 
 
+def _ring_bits(text: str) -> int:
+    value = int(text)
+    if not 2 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be an integer in [2, 64], got {text}")
+    return value
+
+
+#: The options that name something a command writes: checked before any work starts.
+_OUTPUT_FILES = ("transcript", "markdown")
+_OUTPUT_DIRECTORIES = ("out", "report", "checkpoint", "workdir")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path that cannot be written, before the work that would fill it."""
+    import contextlib
+    import os
+    from pathlib import Path
+
+    def refuse(option: str, path: Path, why: str) -> ConfigurationError:
+        return ConfigurationError(f"--{option} {path}: {why}", parameter=option)
+
+    for option in (*_OUTPUT_FILES, *_OUTPUT_DIRECTORIES, "plot"):
+        value = getattr(args, option, None)
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value)
+        is_file = option in _OUTPUT_FILES or (option == "plot" and args.command == "train")
+        if is_file and path.is_dir():
+            raise refuse(option, path, "is a directory")
+        if not is_file and path.exists() and not path.is_dir():
+            raise refuse(option, path, "is not a directory")
+        if is_file:
+            parent = path.absolute().parent
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise refuse(option, path, f"cannot be written ({parent} is not a writable directory)")
+            continue
+        created = [p for p in (path.absolute(), *path.absolute().parents) if not p.exists()]
+        try:
+            # Made and removed again: the directory can be created, and nothing is left behind before the command
+            # itself writes there.
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise refuse(option, path, f"cannot be created ({error.strerror or error})") from None
+        finally:
+            for directory in created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+        if path.exists() and not os.access(path, os.W_OK | os.X_OK):
+            raise refuse(option, path, "is not a writable directory")
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -106,7 +157,7 @@ def _simulate(args: argparse.Namespace) -> int:
         write_transcript(args.transcript, [report.transcript()])
     summary = report.to_json()
     if args.json:
-        print(json.dumps(summary, sort_keys=True))
+        print(_strict_json(summary, sort_keys=True))
     else:
         print(_format_summary(summary))
     if summary["aborted"]:
@@ -202,7 +253,7 @@ def _flower(args: argparse.Namespace) -> int:
                "seconds": time.monotonic() - started, "completed": run.returncode == 0 and len(rounds) == args.rounds,
                "rounds": rounds}
     if args.json:
-        print(json.dumps(summary, sort_keys=True))
+        print(_strict_json(summary, sort_keys=True))
     else:
         for r in rounds:
             detail = (f"aborted ({r['abort_reason']})" if r["aborted"] else
@@ -324,9 +375,9 @@ def _audit(args: argparse.Namespace) -> int:
         atomic_write_text(report / "report.md", report_markdown(
             transcript=args.transcript, checks=checks, attacks=attacks, leakage=leakage, audits=audits,
             canaries=args.canaries, leakage_plot=plot))
-        atomic_write_text(report / "audit.json", json.dumps(output, indent=1) + "\n")
+        atomic_write_text(report / "audit.json", _strict_json(output, indent=1) + "\n")
     if args.json:
-        print(json.dumps(output, indent=1))
+        print(_strict_json(output, indent=1))
     else:
         print("\n".join(summary_lines(checks=checks, attacks=attacks, leakage=leakage, audits=audits)))
     # Failing: a check, an attack that defeats the protective configuration, or a correctly calibrated mechanism
@@ -398,7 +449,7 @@ def _train(args: argparse.Namespace) -> int:
     if ledger is not None:
         summary["privacy"] = ledger.to_json()
     if args.json:
-        print(json.dumps(summary, sort_keys=True))
+        print(_strict_json(summary, sort_keys=True))
         return 3 if result.history and all(r.aborted for r in result.history) else 0
     else:
         extra = "".join(f"  {name} {value:.4f}" for name, value in summary["metrics"].items())
@@ -459,7 +510,7 @@ def _privacy(args: argparse.Namespace) -> int:
                        local_variance=chosen.local_variance, l2_sensitivity=chosen.l2_sensitivity,
                        wrap_probability_bound=chosen.wrap_bound)
     if args.json:
-        print(json.dumps(summary, sort_keys=True))
+        print(_strict_json(summary, sort_keys=True))
     else:
         print(f"{mechanism.value}: noise multiplier {summary['noise_multiplier']:.4f} gives epsilon "
               f"{summary['epsilon']:.4f} at delta {args.delta:g} after {args.rounds} rounds at sampling rate "
@@ -550,8 +601,12 @@ def _bench(args: argparse.Namespace) -> int:
             return _missing_extras("bench --plot", "bench", error)
     if args.render:
         # Re-render a finished run (plots, Markdown, tables) without measuring anything again.
-        data = json.loads(Path(args.render).read_text(encoding="utf-8"))
-        if data.get("format") != "fedsecure-bench/1":
+        try:
+            data = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ConfigurationError(f"{args.render} is not a fedsecure bench.json (not JSON)",
+                                     parameter="render") from None
+        if not isinstance(data, dict) or data.get("format") != "fedsecure-bench/1":
             raise ConfigurationError(f"{args.render} is not a fedsecure bench.json", parameter="render")
         return _bench_outputs(args, data, log, write_results=False)
     log(f"fedsecure bench, profile {profile.name}: progress below, results in {args.out}")
@@ -591,7 +646,7 @@ def _bench_outputs(args: argparse.Namespace, data: dict[str, Any], log: Callable
             return 2
         log(f"wrote {args.markdown}")
     if args.json:
-        print(json.dumps(data, indent=1))
+        print(_strict_json(data, indent=1))
     else:
         print(markdown_tables(data))
     wrong = [r for r in data["records"] if r["implementation"] == "fedsecure" and r.get("wrong_rounds")]
@@ -599,7 +654,10 @@ def _bench_outputs(args: argparse.Namespace, data: dict[str, Any], log: Callable
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="fedsecure", description="Secure aggregation for federated learning.")
+    parser.add_argument("--version", action="version", version=f"fedsecure {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     sim = commands.add_parser(
         "simulate",
@@ -616,7 +674,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="dropout fraction the threshold and graph are chosen for (default 0.1)")
     sim.add_argument("--tolerate-corrupt", type=_fraction, default=0.2,
                      help="fraction of clients that may collude with the server (default 0.2)")
-    sim.add_argument("--ring-bits", type=int, default=32, help="ring size in bits (default 32)")
+    sim.add_argument("--ring-bits", type=_ring_bits, default=32, help="ring size in bits, 2 to 64 (default 32)")
     sim.add_argument("--seed", type=int, default=0,
                      help="seed for the simulated data and dropout schedule only; keys always come from the OS")
     sim.add_argument("--key-bits", type=int, default=2048,
@@ -794,17 +852,37 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (JSON's null), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _strict_json(value: Any, **options: Any) -> str:
+    """Strict JSON, as every parser reads it: null where a number has no value (never NaN or Infinity)."""
+    return json.dumps(_finite(value), allow_nan=False, **options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedsecure`` console script."""
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_outputs(args)
         return int(args.handler(args))
-    except FedSecureError as error:
+    except (FedSecureError, OSError) as error:
+        # A refused input or an unreadable/unwritable path: one line, exit status 2, never a traceback.
+        message = str(error) if isinstance(error, FedSecureError) else \
+            f"{error.strerror or error}: {error.filename}" if error.filename else str(error)
         if getattr(args, "json", False):
-            print(json.dumps({"error": type(error).__name__, "message": str(error)}))
+            print(_strict_json({"error": type(error).__name__, "message": message}))
         else:
-            print(f"fedsecure: {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"fedsecure: {type(error).__name__}: {message}", file=sys.stderr)
         return 2
 
 

@@ -202,12 +202,14 @@ class EncodedUpdate:
 
     ``max_coordinate`` is the encoding's bound on a coordinate's magnitude: a Paillier client checks the round's
     slot layout against it, so a server cannot learn where the client's values lie by offering narrower slots.
+    ``clipped`` says whether the clip changed the update (the client's own knowledge: it is never sent).
     """
 
     values: np.ndarray
     ring: Ring
     encoding_digest: bytes
     max_coordinate: int
+    clipped: bool = False
 
     def __post_init__(self) -> None:
         if self.values.dtype != self.ring.dtype or self.values.ndim != 1:
@@ -251,6 +253,9 @@ class Quantizer:
     def encode(self, update: np.ndarray, *, weight: int | None = None) -> EncodedUpdate:
         """Clip, weight, scale and stochastically round ``update`` into the ring.
 
+        The clip is the encoding's ``clip_mode`` (L2 by default: the whole update is scaled down to norm ``clip``
+        when it is longer); the result's ``clipped`` says whether it was.
+
         Refuses NaN, Inf, a wrong shape, or a weight outside [0, max_weight]
         with :class:`InvalidUpdateError` before anything is masked.
         """
@@ -285,7 +290,8 @@ class Quantizer:
         if config.weighted:
             integers = np.append(integers, np.int64(int(weight)))  # type: ignore[arg-type]
         return EncodedUpdate(values=config.ring.from_signed(integers), ring=config.ring,
-                             encoding_digest=config.digest(), max_coordinate=config.max_coordinate)
+                             encoding_digest=config.digest(), max_coordinate=config.max_coordinate,
+                             clipped=not np.array_equal(clipped, vector))
 
     def decode_sum(self, ring_sum: np.ndarray) -> DecodedSum:
         """Turn a ring sum of encoded updates back into a float sum (and the total weight)."""

@@ -294,7 +294,11 @@ class Federation:
 
         if not cohort:
             return failed("no client was sampled")
-        if clipped:
+        if clipped * 2 > len(cohort):
+            LOGGER.warning("round %d: %d of %d client updates clipped to L2 norm %g: most updates are scaled down "
+                           "(raise `clip` if that is not what you meant)", round_index + 1, clipped, len(cohort),
+                           self.clip)
+        elif clipped:
             LOGGER.info("round %d: %d client updates clipped to L2 norm %g", round_index + 1, clipped, self.clip)
         encoding = pipeline.encoding(len(cohort))
         encoded = {}

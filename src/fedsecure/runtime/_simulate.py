@@ -71,6 +71,7 @@ class SimulationReport:
             "clients": len(config.clients),
             "dim": self.encoding.dimension,
             "survivors": len(survivors),
+            "clipped": report.clipped,
             "correct": self.correct,
             "max_abs_error": self.max_abs_error,
             "bytes_up_per_client": up,

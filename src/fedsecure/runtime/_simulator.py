@@ -8,6 +8,7 @@ they arrive, so the server's memory grows with the vector length, not with N.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections import defaultdict
@@ -37,6 +38,8 @@ from ..protocols import (
 from ._schedule import DropoutSchedule
 
 __all__ = ["TranscriptRecord", "RoundReport", "Simulator", "Interceptor", "Progress"]
+
+LOGGER = logging.getLogger("fedsecure.runtime")
 
 Interceptor = Callable[[int, Stage, bytes], "bytes | None"]
 Progress = Callable[[str, int, int], None]
@@ -77,6 +80,8 @@ class RoundReport:
     decryptor_error: FedSecureError | None = None
     #: What clients reported alongside their first message (the Flower runtime: local DP's epsilon).
     client_reports: dict[int, dict[str, float]] = field(default_factory=dict)
+    #: How many of the inputs the clip changed (known where the inputs are: the in-process simulator).
+    clipped: int = 0
 
     @property
     def aborted(self) -> bool:
@@ -180,6 +185,10 @@ class Simulator:
     def run(self) -> RoundReport:
         config = self._config
         clock = time.perf_counter
+        clipped = sum(1 for update in self._updates.values() if update.clipped)
+        if clipped * 2 > len(self._updates):
+            LOGGER.warning("%d of %d updates were clipped to the encoding's clip: the sum is of scaled-down updates "
+                           "(raise `clip` if that is not what you meant)", clipped, len(self._updates))
         transcript: list[TranscriptRecord] = []
         client_seconds: dict[int, float] = defaultdict(float)
         client_stage_seconds: dict[str, float] = defaultdict(float)
@@ -278,4 +287,5 @@ class Simulator:
             client_errors=client_errors,
             decryptor_seconds=decryptor_seconds,
             decryptor_error=decryptor_errors.get("decryptor"),
+            clipped=clipped,
         )
