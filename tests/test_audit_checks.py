@@ -154,8 +154,9 @@ def test_cli_simulate_writes_a_transcript_and_audit_reads_it(tmp_path: Path, cap
     capsys.readouterr()
     assert main(["audit", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert {c["name"] for c in report["checks"]} == {"no-double-reveal", "graph-security-bound", "fresh-public-keys",
-                                                    "ring-headroom", "share-binding", "dp-accounted"}
+    assert {c["name"] for c in report["checks"]} == {"inputs-hidden", "no-double-reveal", "graph-security-bound",
+                                                    "fresh-public-keys", "ring-headroom", "share-binding",
+                                                    "dp-accounted"}
     assert all(c["passed"] for c in report["checks"])
     # A doctored file fails with exit status 1; a broken one is refused with 2.
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -292,3 +293,16 @@ def test_distributed_dp_ring_and_bits_are_checked(dp_transcripts: dict[str, Path
     lines = _load(dp_transcripts["distributed"])
     [line for line in lines if line["kind"] == "round"][1]["dp"]["bits"] = 16
     assert not _check_lines(lines, tmp_path)["dp-accounted"].passed
+
+
+def test_a_plaintext_round_fails_the_audit_and_not_applicable_checks_claim_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "plain.jsonl"
+    assert main(["simulate", "--protocol", "plaintext", "--clients", "4", "--dim", "20", "--quiet",
+                 "--transcript", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["audit", str(path)]) == 1  # the server saw every update: the check fails, and says so
+    out = capsys.readouterr().out
+    assert "FAIL  inputs-hidden" in out and "the server saw each of its 4 clients' updates" in out
+    assert "reached its intended recipient" not in out and "never held" not in out
+    assert "n/a   share-binding          no SecAgg or SecAgg+ round to check" in out

@@ -164,3 +164,21 @@ def test_version() -> None:
     finished = subprocess.run([sys.executable, "-m", "fedsecure.cli", "--version"], capture_output=True, text=True,
                               timeout=60)
     assert finished.returncode == 0 and finished.stdout.startswith("fedsecure ")
+
+
+def test_resume_keeps_saving_and_says_when_there_is_nothing_to_run(tmp_path: object) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from pathlib import Path
+
+    out = Path(str(tmp_path)) / "run"
+
+    def train(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fedsecure.cli", "train", "--example", "linear784",
+                               "--clients", "3", "--quiet", *extra], capture_output=True, text=True, timeout=300)
+
+    assert train("--rounds", "1", "--out", str(out)).returncode == 0
+    assert train("--rounds", "2", "--resume", str(out)).returncode == 0  # no --out: the checkpoint is kept current
+    assert json.loads((out / "history.json").read_text())["rounds_done"] == 2
+    again = train("--rounds", "1", "--resume", str(out))
+    assert again.returncode == 0 and "already holds 2 rounds" in again.stderr and "nothing to run" in again.stderr

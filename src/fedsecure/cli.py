@@ -112,9 +112,15 @@ class _Progress:
 
 
 def _format_summary(summary: dict[str, Any]) -> str:
+    if summary.get("decryption_threshold"):
+        # Threshold Paillier: the round's threshold is the contributors it needs; decryption needs key shares.
+        thresholds = (f"at least {summary['threshold']} contributors, decryption threshold "
+                      f"{summary['decryption_threshold']} key shares")
+    else:
+        thresholds = f"threshold {summary['threshold']}"
     lines = [
-        f"protocol          {summary['protocol']}  (neighbourhood {summary['degree']}, threshold "
-        f"{summary['threshold']}, {summary['ring_bits']}-bit ring)",
+        f"protocol          {summary['protocol']}  (neighbourhood {summary['degree']}, {thresholds}, "
+        f"{summary['ring_bits']}-bit ring)",
         f"clients           {summary['clients']}  survivors {summary['survivors']}",
         f"vector length     {summary['dim']}",
     ]
@@ -421,7 +427,10 @@ def _train(args: argparse.Namespace) -> int:
     ledger = experiment.federation.ledger
     show = sys.stderr.isatty() and not args.quiet
 
+    ran: list[Any] = []
+
     def on_round(record: Any) -> None:
+        ran.append(record)
         if not args.quiet and (show or not args.json):
             status = f"ABORTED ({record.abort_reason})" if record.aborted else f"survivors {record.survivors}/{record.cohort}"
             line = (f"round {record.round + 1:>3}/{args.rounds}  loss {record.loss:.4f}  accuracy "
@@ -432,6 +441,12 @@ def _train(args: argparse.Namespace) -> int:
 
     result = train_federated(experiment.federation, rounds=args.rounds, evaluate=experiment.evaluate,
                              out=args.out, resume=args.resume, on_round=on_round, stop=experiment.stop)
+    if args.resume and not ran:
+        print(f"fedsecure train: the checkpoint in {args.resume} already holds {len(result.history)} rounds "
+              f"(--rounds {args.rounds}): nothing to run; raise --rounds to continue", file=sys.stderr)
+    elif ran and len(result.history) < args.rounds and experiment.stop is not None:
+        print(f"fedsecure train: stopped after round {len(result.history)} of {args.rounds}: the {args.example} "
+              "example's stopping rule was met", file=sys.stderr)
     if args.plot:
         _plot_history(result.history, args.plot, title=f"{args.example} ({args.protocol})")
     summary = {
@@ -706,7 +721,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="fraction of each cohort that drops out (example default)")
     train.add_argument("--seed", type=int, default=0, help="data, sampling and dropouts; never keys")
     train.add_argument("--out", help="save the global model and history here after every round")
-    train.add_argument("--resume", help="continue from a directory written by --out")
+    train.add_argument("--resume", help="continue from a directory written by --out (and keep saving there "
+                       "unless --out names another)")
     train.add_argument("--plot", help="write a PNG of loss and accuracy per round")
     train.add_argument("--transcript", metavar="FILE",
                        help="write every round's audit transcript (JSON lines, with the DP record) for `fedsecure audit`")

@@ -153,6 +153,16 @@ def _threat(round_: RoundTranscript) -> ThreatModel | None:
     return ThreatModel(**threat) if isinstance(threat, dict) else None
 
 
+def check_inputs_hidden(rounds: list[RoundTranscript]) -> CheckResult:
+    """Every round hid the clients' inputs from the server: none ran the plaintext baseline, in which the server
+    receives each client's update as it is."""
+    evidence = [f"round {r.round_id}: the plaintext baseline; the server saw each of its {len(r.header['clients'])} "
+                "clients' updates" for r in rounds if r.header["protocol"] == "plaintext"]
+    return CheckResult("inputs-hidden", not evidence, bool(rounds),
+                       "every round masked or encrypted the clients' inputs" if not evidence
+                       else "the server saw every update of a plaintext round", tuple(evidence))
+
+
 def check_no_double_reveal(rounds: list[RoundTranscript]) -> CheckResult:
     """No client's self-mask seed and pairwise key both reached threshold-many shares at the server.
 
@@ -357,7 +367,7 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
 
 
 CHECKS: tuple[Callable[[list[RoundTranscript]], CheckResult], ...] = (
-    check_no_double_reveal, check_graph_bound, check_fresh_keys, check_ring_headroom, check_share_binding,
+    check_inputs_hidden, check_no_double_reveal, check_graph_bound, check_fresh_keys, check_ring_headroom, check_share_binding,
     check_dp_accounted,
 )
 

@@ -69,13 +69,20 @@ def report_markdown(*, transcript: str | None, checks: Sequence[CheckResult], at
     return "\n".join(lines)
 
 
+#: What a check that does not apply says instead of its claim.
+_NOT_APPLICABLE = {"dp-accounted": "no round ran under DP", "inputs-hidden": "no rounds",
+                   "": "no SecAgg or SecAgg+ round to check"}
+
+
 def summary_lines(*, checks: Sequence[CheckResult], attacks: Sequence[AttackResult],
                   leakage: Sequence[LeakageResult], audits: Sequence[tuple[CanaryAudit, bool]]) -> list[str]:
     """One line per finding (and the evidence of failed checks), for the terminal."""
     lines = []
     for result in checks:
         verdict = "n/a " if not result.applicable else ("PASS" if result.passed else "FAIL")
-        lines.append(f"{verdict}  {result.name:<22} {result.detail}")
+        # A check that does not apply to these rounds claims nothing about them.
+        detail = result.detail if result.applicable else _NOT_APPLICABLE.get(result.name, _NOT_APPLICABLE[""])
+        lines.append(f"{verdict}  {result.name:<22} {detail}")
         lines += [f"        {line}" for line in result.evidence[:20]]
         if len(result.evidence) > 20:
             lines.append(f"        ... and {len(result.evidence) - 20} more")

@@ -16,6 +16,7 @@ import inspect
 import json
 import zipfile
 import logging
+import numbers
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +56,15 @@ class FederatedClient:
     client_id: int
     data: Any
     num_examples: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.client_id, numbers.Integral) or isinstance(self.client_id, bool) or self.client_id < 0:
+            raise ConfigurationError(f"client_id must be a non-negative integer, got {self.client_id!r}",
+                                     parameter="client_id")
+        if not isinstance(self.num_examples, numbers.Integral) or isinstance(self.num_examples, bool) \
+                or self.num_examples < 0:
+            raise ConfigurationError(f"num_examples of client {self.client_id} must be a non-negative integer, got "
+                                     f"{self.num_examples!r}", parameter="num_examples")
 
 
 def _strip_prefix(name: str) -> str:
@@ -153,6 +163,18 @@ class Federation:
     def __post_init__(self) -> None:
         if not self.clients:
             raise ConfigurationError("a federation needs clients", parameter="clients")
+        ids = [c.client_id for c in self.clients]
+        if len(set(ids)) != len(ids):
+            repeated = sorted({i for i in ids if ids.count(i) > 1})
+            raise ConfigurationError(f"client ids must be distinct; repeated: {repeated[:10]}", parameter="clients")
+        try:
+            self.protocol = ProtocolKind(self.protocol)  # "secagg+" as well as ProtocolKind.SECAGG_PLUS
+        except ValueError:
+            raise ConfigurationError(f"protocol must be one of {', '.join(p.value for p in ProtocolKind)}, got "
+                                     f"{self.protocol!r}", parameter="protocol") from None
+        if not callable(getattr(self.model, "state_dict", None)):
+            raise ConfigurationError(f"model must be a torch.nn.Module (a {type(self.model).__name__} has no "
+                                     "state_dict)", parameter="model")
         if not 0 < self.fraction <= 1:
             raise ConfigurationError("fraction must be in (0, 1]", parameter="fraction")
         # max_weight is public (it sizes the ring), so it is an operator's bound, never a client's count.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ class TrainingResult:
     seconds: float
 
 
+LOGGER = logging.getLogger("fedsecure.fl")
+
+
 def train_federated(
     federation: Federation,
     *,
@@ -35,10 +39,17 @@ def train_federated(
 
     With ``out`` the global model, optimizer state and history are saved after
     every round, so a crash loses at most the round in progress; ``resume``
-    continues from such a directory.
+    continues from such a directory, and keeps saving there unless ``out``
+    names another. Resuming a checkpoint that already holds ``rounds`` rounds
+    or more runs nothing, and says so.
     """
     started = time.perf_counter()
     history = federation.restore(resume) if resume else []
+    if resume and out is None:
+        out = resume  # A resumed run keeps its checkpoint current.
+    if resume and len(history) >= rounds:
+        LOGGER.warning("the checkpoint in %s already holds %d rounds (asked for %d): nothing to run; raise the "
+                       "rounds to continue", resume, len(history), rounds)
     if history and stop is not None and stop(history[-1]):
         rounds = len(history)  # The restored run had already met its stopping rule.
     for round_index in range(len(history), rounds):

@@ -334,8 +334,8 @@ class RoundConfig:
 
     Threat model: in the honest-but-curious setting the server draws
     ``graph_seed`` honestly. A malicious server could choose a seed that places
-    its sybils around a victim; the active-adversary variant (issue 7) must
-    derive the seed jointly.
+    its sybils around a victim; deriving the seed jointly, which would stop
+    that, is not implemented (SECURITY.md, known gaps).
     """
 
     protocol: ProtocolKind
@@ -434,7 +434,7 @@ class RoundConfig:
     def create(
         cls,
         *,
-        protocol: ProtocolKind,
+        protocol: ProtocolKind | str,
         clients: Iterable[int],
         encoding: RoundEncoding,
         round_id: int = 0,
@@ -456,6 +456,11 @@ class RoundConfig:
         larger than the encoding was sized for is refused, since its sum could wrap. ``task_digest`` binds
         the round's task (a transport's digest of what every client trains from).
         """
+        try:
+            protocol = ProtocolKind(protocol)  # "secagg+" as well as ProtocolKind.SECAGG_PLUS
+        except ValueError:
+            raise ConfigurationError(f"protocol must be one of {', '.join(p.value for p in ProtocolKind)}, got "
+                                     f"{protocol!r}", parameter="protocol") from None
         cohort = tuple(sorted(set(int(c) for c in clients)))
         if len(cohort) > encoding.clients:
             raise ConfigurationError(

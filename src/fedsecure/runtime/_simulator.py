@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
+from .._errors import ConfigurationError, FedSecureError, LocalProtocolError, PeerProtocolError, RoundAborted
 from ..encoding import EncodedUpdate
 from ..protocols import (
     DECRYPTOR,
@@ -127,10 +127,14 @@ class Simulator:
         record_fields: bool = False,
         identities: Mapping[int, ClientIdentity] | None = None,
     ) -> None:
-        missing = set(config.clients) - updates.keys()
-        if missing:
-            raise ValueError(f"no update for clients {sorted(missing)[:5]}")
         self._config = config
+        for client in config.clients:
+            update = updates.get(client)
+            if not isinstance(update, EncodedUpdate):
+                raise ConfigurationError(
+                    f"the update of client {client} is " + ("missing" if update is None else
+                                                            f"a {type(update).__name__}, not an EncodedUpdate")
+                    + ": encode each with Quantizer(encoding).encode(vector)", parameter="updates")
         self._updates = updates
         self._schedule = schedule or DropoutSchedule()
         self._interceptor = interceptor

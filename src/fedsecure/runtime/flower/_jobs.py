@@ -227,6 +227,15 @@ def check_run_config(run_config: Mapping[str, Any]) -> JobSettings:
     """The settings a run config gives, with a training job built as the ServerApp would build it: a launcher
     calls this first, so a job or DP setting that cannot work is refused before any process starts."""
     settings = JobSettings.from_run_config(run_config)
+    protocol = ProtocolKind(settings.protocol)
+    if protocol in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS) and not settings.identities:
+        # A federation of `nodes` clients the threat model cannot protect would start every process and then
+        # abort each round: refused here instead.
+        threat = ThreatModel(dropout_fraction=settings.dropout_fraction, corrupt_fraction=settings.corrupt_fraction)
+        encoding = EncodingConfig.fit_scale(dimension=1, clients=max(1, settings.nodes), clip=CLIP, ring_bits=32,
+                                            clip_mode=ClipMode.PER_COORDINATE)
+        RoundConfig.create(protocol=protocol, clients=range(max(1, settings.nodes)), encoding=encoding,
+                           threat=threat)
     if settings.job != "simulate":
         protocol = ProtocolKind(settings.protocol)
         if settings.paillier:
