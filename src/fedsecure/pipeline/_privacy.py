@@ -181,7 +181,17 @@ class RoundPrivacy:
 
     def fingerprint(self) -> dict[str, Any] | None:
         """What a checkpoint must match to resume under this level (None without DP)."""
-        return None
+        config = self.config
+        if config is None:
+            return None
+        return {"level": config.level.value, "delta": config.delta,
+                "mechanism": config.mechanism.value if config.mechanism else None,
+                "noise_multiplier": config.noise_multiplier, "target_epsilon": config.target_epsilon,
+                "rounds": config.rounds, "bits": config.bits, "beta": config.beta,
+                "wrap_probability": config.wrap_probability, "max_grad_norm": config.max_grad_norm,
+                "clip": self.clip, "accountant": config.accountant.value,
+                "refuse_over_budget": config.refuse_over_budget, "dropout": self.dropout,
+                "local_variance": None, "scale": None}
 
     def restore(self, meta: Mapping[str, Any]) -> None:
         """Replay a checkpoint's recorded rounds into the ledger, so a resumed run keeps composing."""
@@ -233,17 +243,6 @@ class _UserLevel(RoundPrivacy):
         return {"level": config.level.value, "mechanism": mechanism, "noise_multiplier": noise,
                 "epsilon": epsilon if epsilon is not None else self.ledger.epsilon,
                 "target_epsilon": config.target_epsilon, "delta": config.delta}
-
-    def fingerprint(self) -> dict[str, Any] | None:
-        config = self.dp
-        return {"level": config.level.value, "delta": config.delta,
-                "mechanism": config.mechanism.value if config.mechanism else None,
-                "noise_multiplier": config.noise_multiplier, "target_epsilon": config.target_epsilon,
-                "rounds": config.rounds, "bits": config.bits, "beta": config.beta,
-                "wrap_probability": config.wrap_probability, "max_grad_norm": config.max_grad_norm,
-                "clip": self.clip, "accountant": config.accountant.value,
-                "refuse_over_budget": config.refuse_over_budget, "dropout": self.dropout,
-                "local_variance": None, "scale": None}
 
     def restore(self, meta: Mapping[str, Any]) -> None:
         for entry in _recorded_rounds(meta):
@@ -437,17 +436,6 @@ class LocalDP(RoundPrivacy):
                 "noise_multiplier": self.noise_multiplier,
                 "epsilon": epsilon if epsilon is not None else self.ledger.epsilon,
                 "target_epsilon": config.target_epsilon, "delta": config.delta}
-
-    def fingerprint(self) -> dict[str, Any] | None:
-        config = self.dp
-        return {"level": "local", "delta": config.delta,
-                "mechanism": config.mechanism.value if config.mechanism else None,
-                "noise_multiplier": config.noise_multiplier, "target_epsilon": config.target_epsilon,
-                "rounds": config.rounds, "bits": config.bits, "beta": config.beta,
-                "wrap_probability": config.wrap_probability, "max_grad_norm": config.max_grad_norm,
-                "clip": self.clip, "accountant": config.accountant.value,
-                "refuse_over_budget": config.refuse_over_budget, "dropout": self.dropout,
-                "local_variance": None, "scale": None}
 
     def restore(self, meta: Mapping[str, Any]) -> None:
         rounds = _recorded_rounds(meta)
