@@ -340,3 +340,18 @@ def test_a_claim_of_local_dp_does_not_satisfy_a_node_that_requires_it(tmp_path: 
         encoding_record(encoding) | {"dp-level": "local", "dp-noise-multiplier": 5.0}, start_records=records)
     assert report.result is None
     assert all("no local DP of its own" in str(error) for error in report.client_errors.values())
+
+
+def test_the_task_digest_sees_the_order_of_records_and_of_their_keys() -> None:
+    # A user's function may read records, or a config's values, by position: two tasks that differ only in order
+    # are two tasks, and a server cannot give one to the victim and the other to everyone else.
+    from flwr.app import ConfigRecord, RecordDict
+
+    from fedsecure.runtime.flower._common import task_digest
+
+    fast, still = ConfigRecord({"lr": 0.05}), ConfigRecord({"lr": 0.0})
+    assert task_digest({}, RecordDict({"a": still, "z": fast})) != task_digest({}, RecordDict({"z": fast, "a": still}))
+    assert task_digest({}, RecordDict({"c": ConfigRecord({"lr": 0.05, "mu": 0.0})})) != \
+        task_digest({}, RecordDict({"c": ConfigRecord({"mu": 0.0, "lr": 0.05})}))
+    assert task_digest({}, RecordDict({"c": ConfigRecord({"lr": 0.05})})) == \
+        task_digest({}, RecordDict({"c": ConfigRecord({"lr": 0.05})}))

@@ -112,7 +112,8 @@ def task_digest(fields: Mapping[str, Any], records: Any = None) -> bytes:
     views: tuple[Any, Any, Any] = ((records.array_records, records.config_records, records.metric_records)
                                    if records is not None else ({}, {}, {}))
     for kind, view in zip(("arrays", "configs", "metrics"), views):
-        names = sorted(name for name in view if not (kind == "configs" and name == RECORD))
+        # In the order they arrive: a user's function may read records, and their keys, by position.
+        names = [name for name in view if not (kind == "configs" and name == RECORD)]
         put(kind.encode() + struct.pack("<Q", len(names)))
         for name in names:
             put(name.encode())
@@ -128,7 +129,7 @@ def task_digest(fields: Mapping[str, Any], records: Any = None) -> bytes:
                     put(str(array.stype).encode())
                     put(bytes(array.data))
             else:
-                keys = sorted(record.keys())
+                keys = list(record.keys())
                 put(struct.pack("<Q", len(keys)))
                 for key in keys:
                     put(key.encode())
