@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import ConfigurationError, FedSecureError
+from ._progress import ProgressDisplay
 from .protocols import ProtocolKind, ThreatModel
 
 __all__ = ["main"]
@@ -92,25 +93,6 @@ def _missing_extras(command: str, extras: str, error: ImportError) -> int:
     return 2
 
 
-class _Progress:
-    """A one-line progress display on stderr, shown only when stderr is a terminal."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._enabled = enabled
-        self._shown = False
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self._enabled:
-            sys.stderr.write(f"\r  {stage:<14} {done:>6}/{total:<6}")
-            sys.stderr.flush()
-            self._shown = True
-
-    def finish(self) -> None:
-        if self._shown:
-            sys.stderr.write("\r" + " " * 40 + "\r")
-            sys.stderr.flush()
-
-
 def _format_summary(summary: dict[str, Any]) -> str:
     if summary.get("decryption_threshold"):
         # Threshold Paillier: the round's threshold is the contributors it needs; decryption needs key shares.
@@ -149,14 +131,14 @@ def _simulate(args: argparse.Namespace) -> int:
     from .runtime import simulate
 
     threat = ThreatModel(dropout_fraction=args.tolerate_dropout, corrupt_fraction=args.tolerate_corrupt)
-    progress = _Progress(sys.stderr.isatty() and not args.quiet)
+    progress = ProgressDisplay(enabled=not args.quiet)
     try:
         report = simulate(protocol=_PROTOCOLS[args.protocol], clients=args.clients, dimension=args.dim,
                           dropout=args.dropout, seed=args.seed, threat=threat, ring_bits=args.ring_bits,
                           progress=progress, key_bits=args.key_bits, insecure_keys=args.insecure_small_keys,
                           record_fields=args.transcript is not None, active=args.active)
     finally:
-        progress.finish()
+        progress.close()
     if args.transcript is not None:
         from .runtime import write_transcript
 
@@ -249,7 +231,7 @@ def _flower(args: argparse.Namespace) -> int:
                     log(f"  {event['stage']}: {event['answered']}/{event['expected']} answered "
                         f"in {event['seconds']:.1f} s")
                 elif event["event"] == "round-end":
-                    log(f"round {event['round']}: " + ("aborted: " + str(event["abort_reason"]) if event["aborted"]
+                    log(f"round {event['round'] + 1}/{args.rounds}: " + ("aborted: " + str(event["abort_reason"]) if event["aborted"]
                                                        else f"{len(event['survivors'])} survivors"))
             shown = len(lines)
             time.sleep(0.5)
@@ -266,7 +248,7 @@ def _flower(args: argparse.Namespace) -> int:
                       f"{len(r['survivors'])}/{r['cohort']} survivors, " +
                       (f"accuracy {r['accuracy']:.3f}" if "accuracy" in r else
                        f"sum {'exact' if r.get('correct') else 'WRONG'}"))
-            print(f"round {r['round']}: {detail}, {r['seconds']:.1f} s")
+            print(f"round {r['round'] + 1}/{args.rounds}: {detail}, {r['seconds']:.1f} s")
         print(f"{len(rounds)} rounds in {summary['seconds']:.1f} s; results in {out}")
         if not summary["completed"]:
             print(f"the run did not complete: see {workdir / 'run.log'} and the SuperNodes' logs", file=sys.stderr)
@@ -314,6 +296,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.transcript is None and not args.leakage and not args.dp_audit and not args.attack:
         raise ConfigurationError("give a transcript to check, --attack, --leakage, --dp-audit, or several",
                                  parameter="transcript")
+    progress = ProgressDisplay(enabled=not args.quiet)
     everything = args.attack == "all"
     if everything:
         # "all" is the whole audit: with the torch and examples extras it adds gradient leakage and the DP audit,
@@ -330,8 +313,9 @@ def _audit(args: argparse.Namespace) -> int:
 
             target = Path(args.report) if args.report else Path(tempfile.mkdtemp(prefix="fedsecure-audit-"))
             args.transcript = str(target / "transcript.jsonl")
-            simulated = simulate(protocol=ProtocolKind.SECAGG_PLUS, clients=args.clients, dimension=1000,
-                                 dropout=0.1, record_fields=True)
+            with progress.step(f"simulating a SecAgg+ round of {args.clients} clients to check"):
+                simulated = simulate(protocol=ProtocolKind.SECAGG_PLUS, clients=args.clients, dimension=1000,
+                                     dropout=0.1, record_fields=True)
             target.mkdir(parents=True, exist_ok=True)
             write_transcript(args.transcript, [simulated.transcript()])
     checks = []
@@ -341,7 +325,7 @@ def _audit(args: argparse.Namespace) -> int:
         except OSError as error:
             raise TranscriptError(f"cannot read {args.transcript}: {error.strerror}") from None
         checks = run_checks(rounds)
-    attacks = []
+    attacks: list[Any] = []
     if args.attack:
         from .audit._attacks import attack_names, run_attack
 
@@ -352,21 +336,26 @@ def _audit(args: argparse.Namespace) -> int:
                                      f"{', '.join(attack_names(protocol))}", parameter="attack")
         if protocol.is_paillier and args.clients < 5:
             raise ConfigurationError("the Paillier attacks need --clients 5 or more", parameter="clients")
-        attacks = [run_attack(name, protocol=protocol, clients=args.clients) for name in names]
-    leakage = []
-    audits = []
+        for name in names:
+            with progress.step(f"attack {name} ({protocol.value}, {args.clients} clients)"):
+                attacks.append(run_attack(name, protocol=protocol, clients=args.clients))
+    leakage: list[Any] = []
+    audits: list[Any] = []
     try:
         if args.leakage:
             from .audit._leakage import gradient_leakage
 
-            leakage = [gradient_leakage(kind, clients=args.clients) for kind in
-                       (ProtocolKind.PLAINTEXT, ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS)]
+            for kind in (ProtocolKind.PLAINTEXT, ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
+                with progress.step(f"gradient leakage against {kind.value}"):
+                    leakage.append(gradient_leakage(kind, clients=args.clients))
         if args.dp_audit:
             from .audit._empirical import canary_audit
 
             # The two mechanisms as fedsecure calibrates them, then one with ten times too little noise.
-            audits = [(canary_audit(level, epsilon=args.epsilon, canaries=args.canaries, noise_scale=scale),
-                       scale != 1.0) for level, scale in (("central", 1.0), ("distributed", 1.0), ("central", 0.1))]
+            for level, scale in (("central", 1.0), ("distributed", 1.0), ("central", 0.1)):
+                with progress.step(f"canary audit of {level} DP" + ("" if scale == 1.0 else f", noise x{scale:g}")):
+                    audits.append((canary_audit(level, epsilon=args.epsilon, canaries=args.canaries,
+                                                noise_scale=scale), scale != 1.0))
     except ImportError as error:  # pragma: no cover - depends on the installed extras
         return _missing_extras("audit --leakage/--dp-audit", "torch,examples", error)
     output = report_json(transcript=args.transcript, checks=checks, attacks=attacks, leakage=leakage, audits=audits)
@@ -425,19 +414,23 @@ def _train(args: argparse.Namespace) -> int:
         open(args.transcript, "w", encoding="utf-8").close()
         experiment.federation = dataclasses.replace(experiment.federation, transcript=args.transcript)
     ledger = experiment.federation.ledger
-    show = sys.stderr.isatty() and not args.quiet
+    # With --json, stdout holds only the result: the rounds go to stderr, on a terminal or not.
+    progress = ProgressDisplay(enabled=not args.quiet)
 
     ran: list[Any] = []
 
     def on_round(record: Any) -> None:
         ran.append(record)
-        if not args.quiet and (show or not args.json):
+        if not args.quiet:
             status = f"ABORTED ({record.abort_reason})" if record.aborted else f"survivors {record.survivors}/{record.cohort}"
             line = (f"round {record.round + 1:>3}/{args.rounds}  loss {record.loss:.4f}  accuracy "
                     f"{100 * record.accuracy:5.1f}%  {status}")
             if record.epsilon is not None:
                 line += f"  epsilon {record.epsilon:.3f}"
-            print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+            if args.json:
+                progress.note(line)
+            else:
+                print(line, flush=True)
 
     result = train_federated(experiment.federation, rounds=args.rounds, evaluate=experiment.evaluate,
                              out=args.out, resume=args.resume, on_round=on_round, stop=experiment.stop)
@@ -624,7 +617,8 @@ def _bench(args: argparse.Namespace) -> int:
         if not isinstance(data, dict) or data.get("format") != "fedsecure-bench/1":
             raise ConfigurationError(f"{args.render} is not a fedsecure bench.json", parameter="render")
         return _bench_outputs(args, data, log, write_results=False)
-    log(f"fedsecure bench, profile {profile.name}: progress below, results in {args.out}")
+    log(f"fedsecure bench, profile {profile.name}: progress below" +
+        (f", results in {args.out}" if args.out else ""))
     result = run_benchmark(profile, protocols=args.protocols, peers=not args.no_peers, seed=args.seed, log=log)
     data = result.to_json()
     if args.utility:
@@ -642,7 +636,7 @@ def _bench_outputs(args: argparse.Namespace, data: dict[str, Any], log: Callable
     from .bench import write_csv, write_json, write_markdown, write_plots
     from .bench._output import markdown_tables
 
-    if write_results:
+    if write_results and args.out:
         out = Path(args.out)
         write_json(data, out / "bench.json")
         write_csv(data["records"], out / "bench.csv")
@@ -764,7 +758,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="also train cnn-digits under local, central and distributed DP at several epsilons "
                        "(needs the torch and examples extras)")
     bench.add_argument("--seed", type=int, default=0, help="simulated data and dropouts only; never keys")
-    bench.add_argument("--out", default="fedsecure-bench", help="directory for bench.json and bench.csv")
+    bench.add_argument("--out", metavar="DIR", help="write bench.json and the CSV records here (nothing is written "
+                       "without it, --plot or --markdown)")
     bench.add_argument("--plot", metavar="DIR", help="write the PNG plots here")
     bench.add_argument("--markdown", metavar="FILE",
                        help="write the tables here (between the generated markers if FILE already has them)")
@@ -805,6 +800,7 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--canaries", type=_count, default=1000, help="canaries for --dp-audit (default 1000)")
     audit.add_argument("--report", metavar="DIR", help="write report.md, audit.json and the plots here")
     audit.add_argument("--json", action="store_true", help="print the checks (and leakage) as one JSON object")
+    audit.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     audit.set_defaults(handler=_audit)
 
     flower = commands.add_parser(

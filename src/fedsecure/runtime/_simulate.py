@@ -129,9 +129,11 @@ def simulate(
     quantizer = Quantizer(encoding)
     if protocol.is_paillier and paillier is None:
         if progress is not None:
-            progress("keygen", 0, 1)
+            progress("paillier keygen", 0, 1)
         paillier = PaillierDeployment.create(protocol, range(clients), key_bits=key_bits, insecure=insecure_keys,
                                              threat=threat)
+        if progress is not None:
+            progress("paillier keygen", 1, 1)
     identities, identity_keys = create_identities(range(clients)) if active else (None, None)
     config = RoundConfig.create(protocol=protocol, clients=range(clients), encoding=encoding, round_id=round_id,
                                 threat=threat, paillier=paillier.keys if paillier is not None else None,
@@ -142,7 +144,7 @@ def simulate(
     updates: dict[int, EncodedUpdate] = {}
     for c in config.clients:
         updates[c] = quantizer.encode(client_data(seed, c, dimension))
-        if progress is not None and (c + 1) % 100 == 0:
+        if progress is not None:
             progress("encode", c + 1, clients)
     report = Simulator(config, updates, schedule=schedule, progress=progress, paillier=paillier,
                        record_fields=record_fields, identities=identity_keys).run()

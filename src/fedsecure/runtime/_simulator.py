@@ -226,8 +226,9 @@ class Simulator:
                 started = clock()
                 data = encode_message(message)
                 server_stage_seconds[label] += clock() - started
-                if self._progress is not None and (done == total or done % 50 == 0):
-                    self._progress(label, done, total)
+                if self._progress is not None:
+                    # Reported before the recipient works on it: the stage's slow part is the clients'.
+                    self._progress(label, done - 1, total)
                 if recipient == DECRYPTOR:
                     decryptor_seconds += self._decrypt(server, data, label, transcript, decryptor_errors, rejected)
                     continue
@@ -265,6 +266,8 @@ class Simulator:
                     except PeerProtocolError as error:
                         rejected.append(error)
                     server_stage_seconds[label] += clock() - started
+            if self._progress is not None:
+                self._progress(label, total, total)
             started = clock()
             try:
                 outgoing = server.close_stage()
