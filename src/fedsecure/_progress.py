@@ -46,7 +46,7 @@ class ProgressDisplay:
             self._end_stage()
             self._stage, self._started = stage, now
             if self._terminal:
-                from tqdm import tqdm
+                from tqdm import tqdm  # type: ignore[import-untyped]
 
                 self._bar = tqdm(total=total, desc=f"  {stage}", file=self._stream, leave=False,
                                  dynamic_ncols=True, mininterval=0.2)
