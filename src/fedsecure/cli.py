@@ -441,7 +441,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"fedsecure train: stopped after round {len(result.history)} of {args.rounds}: the {args.example} "
               "example's stopping rule was met", file=sys.stderr)
     if args.plot:
-        _plot_history(result.history, args.plot, title=f"{args.example} ({args.protocol})")
+        from ._plotting import dp_title
+
+        _plot_history(result.history, args.plot, title=dp_title(
+            f"{args.example} ({args.protocol})", level=args.dp,
+            epsilon=ledger.epsilon if ledger is not None else None,
+            delta=ledger.config.delta if ledger is not None else None))
     summary = {
         "example": args.example,
         "protocol": args.protocol,
@@ -542,26 +547,25 @@ def _dp_config(args: argparse.Namespace, experiment: Any) -> Any:
 
 
 def _plot_history(history: Sequence[Any], path: str, *, title: str) -> None:
-    import matplotlib
+    from pathlib import Path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ._plotting import integer_axis, pyplot, save
 
     rounds = [r.round + 1 for r in history]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(rounds, [r.loss for r in history], marker="o")
-    left.set_xlabel("round")
+    figure, (left, right) = pyplot().subplots(1, 2, figsize=(9, 3.5))
+    left.plot(rounds, [r.loss for r in history], marker="o", color="#0072B2")
     left.set_ylabel("test loss")
-    right.plot(rounds, [100 * (r.accuracy or 0) for r in history], marker="o", color="tab:green")
-    right.set_xlabel("round")
+    right.plot(rounds, [100 * (r.accuracy or 0) for r in history], marker="o", color="#009E73")
     right.set_ylabel("test accuracy (%)")
-    for r in history:
-        if r.aborted:
-            right.axvline(r.round + 1, color="tab:red", alpha=0.3)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    for axes in (left, right):
+        axes.set_xlabel("round")
+        integer_axis(axes.xaxis)
+        axes.grid(True, alpha=0.3)
+    aborted = [r.round + 1 for r in history if r.aborted]
+    for index, number in enumerate(aborted):
+        right.axvline(number, color="#D55E00", alpha=0.4, label="aborted round" if index == 0 else None)
+    figure.suptitle(title, fontsize=10)
+    save(figure, Path(path), legend_axes=right if aborted else None, dpi=120)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -114,12 +114,9 @@ def gradient_leakage(protocol: ProtocolKind, *, clients: int = 10, seed: int = 0
 
 def plot_leakage(results: list[LeakageResult], path: Path) -> Path:
     """The victim's image beside each protocol's reconstruction, as a PNG."""
-    import matplotlib
+    from .._plotting import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(results) + 1, figsize=(2.6 * (len(results) + 1), 3.0))
+    figure, axes = pyplot().subplots(1, len(results) + 1, figsize=(2.6 * (len(results) + 1), 3.0))
     axes[0].imshow(results[0].victim_input.reshape(28, 28), cmap="gray")
     axes[0].set_title("victim's input", fontsize=9)
     for axis, result in zip(axes[1:], results, strict=True):
@@ -129,8 +126,4 @@ def plot_leakage(results: list[LeakageResult], path: Path) -> Path:
         axis.set_xticks([])
         axis.set_yticks([])
     figure.suptitle("Gradient leakage on linear784: weight-gradient row / bias gradient", fontsize=10)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save(figure, path)

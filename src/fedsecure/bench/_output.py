@@ -82,11 +82,9 @@ def _series(records: Sequence[dict[str, Any]], suite: str, x: str, y: str) -> di
 
 def write_plots(data: dict[str, Any], directory: Path) -> list[Path]:
     """The five PNGs of a run (and, when the run has utility records, ``privacy_utility.png``)."""
-    import matplotlib
+    from .._plotting import clients_axis, pyplot, save, series_style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     records = data["records"]
     env = data["environment"]
     subtitle = f"{env['cpu']}, {env['cores']} cores, {env['date'][:10]}"
@@ -95,27 +93,24 @@ def write_plots(data: dict[str, Any], directory: Path) -> list[Path]:
 
     def line_plot(name: str, suite: str, x: str, y: str, xlabel: str, ylabel: str, title: str, *,
                   logx: bool = True, logy: bool = True, only_fedsecure: bool = False) -> None:
-        figure, axes = plt.subplots(figsize=(7, 4.5))
+        figure, axes = plt.subplots(figsize=(7.5, 4.5))
+        xs_seen: list[float] = []
         for label, points in _series(records, suite, x, y).items():
             if only_fedsecure and not label.startswith("fedsecure"):
                 continue
             xs, ys = zip(*points, strict=True)
-            style = "--" if "phe" in label else ("-." if "Flower" in label else "-")
-            axes.plot(xs, ys, style, marker="o", label=label)
+            xs_seen += xs
+            axes.plot(xs, ys, label=label, **series_style(label))
         if logx:
             axes.set_xscale("log")
+            clients_axis(axes.xaxis, xs_seen)
         if logy:
             axes.set_yscale("log")
         axes.set_xlabel(xlabel)
         axes.set_ylabel(ylabel)
         axes.set_title(f"{title}\n{subtitle}", fontsize=10)
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=8)
-        figure.tight_layout()
-        path = directory / name
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(save(figure, directory / name, legend_axes=axes))
 
     clients_dim = data["profile"]["clients_sweep_dim"]
     dim_clients = data["profile"]["dim_sweep_clients"]
@@ -128,7 +123,7 @@ def write_plots(data: dict[str, Any], directory: Path) -> list[Path]:
     line_plot("server_memory_vs_clients.png", "clients", "clients", "server_peak_mib", "clients",
               "server peak memory (MiB)", f"Server session's peak memory (d = {clients_dim})", only_fedsecure=True)
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = plt.subplots(figsize=(7.5, 4.5))
     dropout_records = [r for r in records if r["suite"] == "dropout" and r["rounds"]]
     labels = sorted({_label(r) for r in dropout_records})
     rates = sorted({r["dropout"] for r in dropout_records})
@@ -139,7 +134,8 @@ def write_plots(data: dict[str, Any], directory: Path) -> list[Path]:
             match = [r for r in dropout_records if _label(r) == label and r["dropout"] == rate]
             heights.append(match[0]["aborted_rounds"] / match[0]["rounds"] if match else 0.0)
             counts.append(f"{match[0]['aborted_rounds']}/{match[0]['rounds']}" if match else "")
-        bars = axes.bar([j + i * width for j in range(len(rates))], heights, width, label=label)
+        bars = axes.bar([j + i * width for j in range(len(rates))], heights, width, label=label,
+                        color=series_style(label)["color"])
         # Label every bar, so that a zero (nothing aborted) reads as measured, not missing.
         axes.bar_label(bars, labels=counts, fontsize=6, rotation=90, padding=2)
     axes.set_xticks([j + 0.4 - width / 2 for j in range(len(rates))], [f"{rate:g}" for rate in rates])
@@ -150,12 +146,7 @@ def write_plots(data: dict[str, Any], directory: Path) -> list[Path]:
     axes.set_title(f"Aborted rounds against dropout ({clients} clients, {rounds} rounds each)\n{subtitle}",
                    fontsize=10)
     axes.set_ylim(0, 1.15)
-    axes.legend(fontsize=7, loc="upper left")
-    figure.tight_layout()
-    path = directory / "aborts_vs_dropout.png"
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    written.append(path)
+    written.append(save(figure, directory / "aborts_vs_dropout.png", legend_axes=axes))
 
     if data.get("utility"):
         from ._utility import plot_utility

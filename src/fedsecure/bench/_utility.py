@@ -66,23 +66,23 @@ def run_utility(*, clients: int, rounds: int, epsilons: Sequence[float], delta: 
 
 def plot_utility(utility: dict[str, Any], path: Path, *, subtitle: str) -> Path:
     """Accuracy against epsilon per DP level, with the runs without DP as horizontal reference lines."""
-    import matplotlib
+    from .._plotting import pyplot, save, series_style
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = pyplot().subplots(figsize=(7.5, 4.5))
     for label, level, _ in UTILITY_LEVELS:
         rows = [r for r in utility["records"] if r["config"] == label and r["final_accuracy"] is not None]
         if not rows:
             continue
         if level is None:
-            axes.axhline(100 * rows[0]["final_accuracy"], linestyle="--" if "plaintext" in label else ":",
-                         color="grey" if "plaintext" in label else "black", label=label)
+            style = series_style("no dp")
+            if "plaintext" in label:
+                style["color"] = series_style("fedsecure plaintext")["color"]
+            axes.axhline(100 * rows[0]["final_accuracy"], color=style["color"], linestyle=style["linestyle"],
+                         label=label)
             continue
         rows.sort(key=lambda r: r["target_epsilon"])
-        axes.plot([r["target_epsilon"] for r in rows], [100 * r["final_accuracy"] for r in rows], marker="o",
-                  label=label)
+        axes.plot([r["target_epsilon"] for r in rows], [100 * r["final_accuracy"] for r in rows], label=label,
+                  **series_style(label))
     axes.set_xscale("log")
     axes.set_xlabel(f"epsilon (delta = {utility['delta']:g}, over {utility['rounds']} rounds)")
     axes.set_ylabel("test accuracy (%)")
@@ -90,11 +90,7 @@ def plot_utility(utility: dict[str, Any], path: Path, *, subtitle: str) -> Path:
     axes.set_title(f"Privacy against utility: {utility['example']}, {utility['clients']} clients\n{subtitle}",
                    fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save(figure, path, legend_axes=axes)
 
 
 def utility_table(utility: dict[str, Any]) -> list[str]:
