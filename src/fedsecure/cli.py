@@ -467,7 +467,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         extra = "".join(f"  {name} {value:.4f}" for name, value in summary["metrics"].items())
         if ledger is not None:
-            extra += f"  epsilon {ledger.epsilon:.3f} (delta {ledger.config.delta:g}, {ledger.config.level.value} DP)"
+            extra += (f"  epsilon {ledger.epsilon:.3f} (delta {ledger.config.delta:g}, {ledger.config.level.value} "
+                      f"DP, {ledger.config.adjacency_name} adjacency, {ledger.accountant_name} accountant)")
         print(f"final accuracy {100 * (result.final_accuracy or 0):.1f}%  loss {result.final_loss:.4f}{extra}  "
               f"in {result.seconds:.1f}s")
     return 3 if result.history and all(r.aborted for r in result.history) else 0
@@ -478,9 +479,10 @@ def _privacy(args: argparse.Namespace) -> int:
         import opacus  # noqa: F401  (the accountants are Opacus')
     except ImportError as error:  # pragma: no cover - depends on the installed extras
         return _missing_extras("privacy", "torch", error)
-    from .dp import Accountant, Mechanism, calibrate, gaussian_epsilon, plan_distributed
+    from .dp import Accountant, Adjacency, Mechanism, calibrate, gaussian_epsilon, plan_distributed
 
-    mechanism, accountant = Mechanism(args.mechanism), Accountant(args.accountant)
+    mechanism, accountant, adjacency = Mechanism(args.mechanism), Accountant(args.accountant), Adjacency(args.adjacency)
+    factor = adjacency.sensitivity_factor
     if (args.noise_multiplier is None) == (args.target_epsilon is None):
         raise ConfigurationError("give exactly one of --noise-multiplier and --target-epsilon",
                                  parameter="noise_multiplier")
@@ -493,11 +495,20 @@ def _privacy(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"delta must be below 1/population = {1 / args.population:g}", parameter="delta")
     if not 0 < args.sample_rate <= 1:
         raise ConfigurationError("sample rate must lie in (0, 1]", parameter="sample_rate")
+    if mechanism is not Mechanism.GAUSSIAN and args.sample_rate != 1:
+        raise ConfigurationError(f"{mechanism.value} runs over fixed-size cohorts and claims no amplification by "
+                                 "sampling: leave --sample-rate out", parameter="sample_rate")
+    if mechanism is Mechanism.GAUSSIAN and factor > 1 and args.sample_rate < 1:
+        raise ConfigurationError("replace-one adjacency is accounted without sampling only: --sample-rate 1, or "
+                                 "--adjacency zero-out", parameter="adjacency")
+    if mechanism is not Mechanism.GAUSSIAN and args.accountant != "rdp":
+        raise ConfigurationError(f"{mechanism.value} is accounted with its own Rényi bound; --accountant is the "
+                                 "gaussian's", parameter="accountant")
     summary: dict[str, Any] = {"mechanism": mechanism.value, "delta": args.delta, "sample_rate": args.sample_rate,
-                               "rounds": args.rounds}
+                               "rounds": args.rounds, "adjacency": adjacency.value}
     if mechanism is Mechanism.GAUSSIAN:
         def epsilon_of(z: float) -> float:
-            return gaussian_epsilon(z, args.sample_rate, args.rounds, args.delta, accountant)
+            return gaussian_epsilon(z / factor, args.sample_rate, args.rounds, args.delta, accountant)
 
         noise = args.noise_multiplier or calibrate(epsilon_of, args.target_epsilon, high=1e3).noise
         summary.update(noise_multiplier=noise, epsilon=epsilon_of(noise), accountant=accountant.value)
@@ -512,38 +523,44 @@ def _privacy(args: argparse.Namespace) -> int:
                                     noise_multiplier=z)
 
         def epsilon_of(z: float) -> float:
-            return float(plan(z).epsilon(survivors=args.clients, rounds=args.rounds, delta=args.delta))
+            return float(plan(z).epsilon(survivors=args.clients, rounds=args.rounds, delta=args.delta,
+                                         adjacency=adjacency))
 
-        noise = args.noise_multiplier or calibrate(epsilon_of, args.target_epsilon, low=0.05, high=50.0).noise
+        noise = args.noise_multiplier or calibrate(epsilon_of, args.target_epsilon, low=0.05, high=200.0).noise
         chosen = plan(noise)
         summary.update(noise_multiplier=chosen.noise_multiplier, epsilon=epsilon_of(noise),
-                       accountant=f"rdp ({mechanism.value} bound, replace-one, no amplification)",
-                       sample_rate=1.0, clients=args.clients,
+                       accountant=f"rdp ({mechanism.value} bound, no amplification)", clients=args.clients,
                        bits=args.bits, dim=args.dim, clip=args.clip, scale=chosen.scale,
                        local_variance=chosen.local_variance, l2_sensitivity=chosen.l2_sensitivity,
                        wrap_probability_bound=chosen.wrap_bound)
     if args.json:
         print(_strict_json(summary, sort_keys=True))
     else:
+        sampling = (f"at sampling rate {args.sample_rate:g}" if args.sample_rate < 1 else
+                    "without amplification by sampling")
         print(f"{mechanism.value}: noise multiplier {summary['noise_multiplier']:.4f} gives epsilon "
-              f"{summary['epsilon']:.4f} at delta {args.delta:g} after {args.rounds} rounds at sampling rate "
-              f"{args.sample_rate:g} ({summary['accountant']})")
+              f"{summary['epsilon']:.4f} at delta {args.delta:g} after {args.rounds} rounds {sampling}; "
+              f"{adjacency.value} adjacency, {summary['accountant']} accountant")
         if mechanism is not Mechanism.GAUSSIAN:
             print(f"  per client: variance {summary['local_variance']:.6g} in a {args.bits}-bit ring at scale "
-                  f"{summary['scale']:.6g}; wrap-around probability below {summary['wrap_probability_bound']:.2g}")
+                  f"{summary['scale']:.6g}; wrap-around probability below {max(summary['wrap_probability_bound'], 1e-300):.2g}")
     return 0
 
 
 def _dp_config(args: argparse.Namespace, experiment: Any) -> Any:
     """The DPConfig ``fedsecure train --dp ...`` asks for; local DP is calibrated per client with Opacus."""
-    from .dp import Mechanism, PrivacyLevel
+    from .dp import Adjacency, Mechanism, PrivacyLevel
     from .fl.examples import dp_config_for
 
     if args.epsilon is None:
         raise ConfigurationError("--dp needs --epsilon (the budget over --rounds)", parameter="epsilon")
+    if args.dp == "local" and args.adjacency != "zero-out":
+        raise ConfigurationError("local DP-SGD is accounted for adding or removing one example; --adjacency is for "
+                                 "central and distributed DP", parameter="adjacency")
     return dp_config_for(experiment, level=PrivacyLevel(args.dp), epsilon=args.epsilon, delta=args.delta,
                          rounds=args.rounds, mechanism=Mechanism(args.mechanism) if args.mechanism else None,
-                         bits=args.bits, max_grad_norm=args.max_grad_norm, name=args.example)
+                         bits=args.bits, max_grad_norm=args.max_grad_norm, name=args.example,
+                         adjacency=Adjacency(args.adjacency))
 
 
 def _plot_history(history: Sequence[Any], path: str, *, title: str) -> None:
@@ -736,6 +753,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mechanism", choices=["ddgauss", "skellam"], help="distributed DP noise (default ddgauss)")
     train.add_argument("--bits", type=int, default=20, help="ring bits for distributed DP (default 20)")
     train.add_argument("--max-grad-norm", type=float, default=1.0, help="per-example clip for local DP (default 1)")
+    train.add_argument("--adjacency", choices=["zero-out", "replace-one"], default="zero-out",
+                       help="neighbouring relation for central and distributed DP: one client's update zeroed (its "
+                       "noise share kept), or replaced by any other (twice the sensitivity); default zero-out")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.add_argument("--quiet", action="store_true", help="no per-round progress")
     train.set_defaults(handler=_train)
@@ -853,10 +873,14 @@ def _build_parser() -> argparse.ArgumentParser:
     privacy.add_argument("--mechanism", choices=["gaussian", "ddgauss", "skellam"], default="gaussian")
     privacy.add_argument("--noise-multiplier", type=float, help="noise standard deviation / L2 sensitivity")
     privacy.add_argument("--target-epsilon", type=float, help="calibrate the noise for this epsilon")
-    privacy.add_argument("--sample-rate", type=float, required=True, help="cohort sampling rate q")
+    privacy.add_argument("--sample-rate", type=float, default=1.0,
+                         help="Poisson sampling rate of the cohort, gaussian only (default 1: no amplification)")
     privacy.add_argument("--rounds", type=_count, required=True, help="number of rounds (compositions)")
     privacy.add_argument("--delta", type=float, required=True)
     privacy.add_argument("--accountant", choices=["rdp", "prv"], default="rdp", help="for the gaussian (default rdp)")
+    privacy.add_argument("--adjacency", choices=["zero-out", "replace-one"], default="zero-out",
+                         help="one client's update zeroed, its noise share kept (central DP: add/remove of one "
+                         "client), or replaced by any other, twice the sensitivity (default zero-out)")
     privacy.add_argument("--clients", type=_count, help="noise shares summed per round (ddgauss, skellam)")
     privacy.add_argument("--max-clients", type=_count, help="the most inputs a round may sum (default --clients)")
     privacy.add_argument("--population", type=_count, help="population size, to refuse delta >= 1/population")

@@ -21,7 +21,7 @@ from ._accounting import (
     skellam_rdp,
     subsampled_rdp,
 )
-from ._config import DPConfig, PrivacyLevel
+from ._config import LOCAL_ADJACENCY, Adjacency, DPConfig, PrivacyLevel
 from ._distributed import DistributedDPEncoding, DistributedPlan, hadamard, plan_distributed
 from ._ledger import LedgerEntry, PrivacyLedger
 from ._local import LocalPrivacy, local_noise_multiplier
@@ -29,6 +29,8 @@ from ._sampling import RandomSource, discrete_gaussian, gaussian, skellam
 
 __all__ = [
     "Accountant",
+    "Adjacency",
+    "LOCAL_ADJACENCY",
     "Calibration",
     "DPConfig",
     "DistributedDPEncoding",

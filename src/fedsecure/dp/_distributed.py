@@ -38,6 +38,7 @@ from ..crypto import MaskExpander, Purpose, derive_key
 from ..encoding import EncodedUpdate, Ring
 from ..encoding import clip_l2 as _clip_l2
 from ._accounting import (
+    GAUSSIAN_ORDERS,
     INTEGER_ORDERS,
     Mechanism,
     ddgauss_rdp,
@@ -48,7 +49,8 @@ from ._accounting import (
 )
 from ._sampling import VECTOR_VARIANCE_LIMIT, RandomSource, discrete_gaussian, skellam
 
-__all__ = ["DistributedPlan", "DistributedDPEncoding", "plan_distributed", "hadamard", "distributed_rdp"]
+__all__ = ["DistributedPlan", "DistributedDPEncoding", "plan_distributed", "hadamard", "distributed_rdp",
+           "distributed_orders"]
 
 DEFAULT_BETA = math.exp(-0.5)
 DEFAULT_WRAP_PROBABILITY = 1e-6
@@ -74,7 +76,13 @@ def _padded(dimension: int) -> int:
     return 1 << max(0, (dimension - 1).bit_length())
 
 
-def distributed_rdp(mechanism: Mechanism, order: int, *, l2_sensitivity: float, l1_sensitivity: float,
+def distributed_orders(mechanism: Mechanism) -> tuple[float, ...]:
+    """The Rényi orders a distributed mechanism is accounted at: the DDGauss bound (Proposition 14) holds at
+    every real order above 1; Skellam's (Agarwal et al. 2021, Corollary 3.6) is used at integer orders only."""
+    return GAUSSIAN_ORDERS if mechanism is Mechanism.DDGAUSS else tuple(float(a) for a in INTEGER_ORDERS)
+
+
+def distributed_rdp(mechanism: Mechanism, order: float, *, l2_sensitivity: float, l1_sensitivity: float,
                     local_variance: float, clients: int, dim: int) -> float:
     """RDP at ``order`` of ``clients`` noise shares of ``local_variance`` each (integer units)."""
     if mechanism is Mechanism.DDGAUSS:
@@ -113,24 +121,33 @@ class DistributedPlan:
         """The noise multiplier of a sum of ``survivors`` shares: its standard deviation over the L2 sensitivity."""
         return math.sqrt(survivors * self.local_variance) / self.l2_sensitivity
 
-    def rdp(self, survivors: int, orders: tuple[int, ...] = INTEGER_ORDERS) -> np.ndarray:
-        """The RDP curve of one round in which ``survivors`` shares of noise were summed.
+    @property
+    def orders(self) -> tuple[float, ...]:
+        """The Rényi orders this plan's mechanism is accounted at."""
+        return distributed_orders(self.mechanism)
 
-        Neighbouring datasets differ by *replacing* one client's data (every
-        client still contributes a noise share, so the number of shares, which the
-        total's variance reveals, is the same on both sides); the difference of
-        the two sums then has twice the per-client L2 and L1 sensitivity. No
-        amplification by sampling is claimed: cohorts have a fixed size.
+    def rdp(self, survivors: int, *, adjacency: Any = None) -> np.ndarray:
+        """The RDP curve (at :attr:`orders`) of one round in which ``survivors`` shares of noise were summed.
+
+        Under zero-out adjacency (the default) the neighbouring sums differ by one client's rounded update,
+        its noise share being kept: the per-client L2 and L1 sensitivities. Under replace-one adjacency they
+        differ by two rounded updates: twice both. Every client contributes a noise share on both sides, so the
+        number of shares, which the total's variance reveals, is the same. No amplification by sampling is
+        claimed: cohorts have a fixed size.
         """
-        if survivors < 1:
-            return np.full(len(orders), math.inf)
-        return np.array([distributed_rdp(self.mechanism, order, l2_sensitivity=2 * self.l2_sensitivity,
-                                         l1_sensitivity=2 * self.l1_sensitivity, local_variance=self.local_variance,
-                                         clients=survivors, dim=self.padded_dimension) for order in orders])
+        from ._config import Adjacency
 
-    def epsilon(self, *, survivors: int, rounds: int, delta: float) -> float:
-        """Epsilon after ``rounds`` rounds with ``survivors`` noise shares each."""
-        return rdp_to_epsilon(INTEGER_ORDERS, rounds * self.rdp(survivors), delta)
+        factor = Adjacency(adjacency or Adjacency.ZERO_OUT).sensitivity_factor
+        if survivors < 1:
+            return np.full(len(self.orders), math.inf)
+        return np.array([distributed_rdp(self.mechanism, order, l2_sensitivity=factor * self.l2_sensitivity,
+                                         l1_sensitivity=factor * self.l1_sensitivity,
+                                         local_variance=self.local_variance, clients=survivors,
+                                         dim=self.padded_dimension) for order in self.orders])
+
+    def epsilon(self, *, survivors: int, rounds: int, delta: float, adjacency: Any = None) -> float:
+        """Epsilon after ``rounds`` rounds with ``survivors`` noise shares each, under ``adjacency``."""
+        return rdp_to_epsilon(self.orders, rounds * self.rdp(survivors, adjacency=adjacency), delta)
 
     def encoding(self, rotation_seed: bytes) -> DistributedDPEncoding:
         """The encoding of one round, with the round's public rotation seed."""

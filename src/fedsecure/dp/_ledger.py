@@ -9,7 +9,9 @@ Two views are kept, because they answer different questions:
   at ``sample_rate``, which holds only against observers who do not learn who
   was sampled: the server knows, and so does anyone who reads this ledger.
 * ``epsilon_without_amplification``: the largest per-client epsilon, the
-  guarantee that holds against the server too.
+  guarantee against an observer of the released models who also knows every
+  cohort. Under distributed DP that includes the server. Under central DP the
+  server sees the exact sum before it adds noise, so nothing holds against it.
 * ``client_epsilon`` (per client): the loss of one client composed over the
   rounds it took part in, without amplification (a client that sat out a round
   spends nothing in it). For local DP it is the client's own Opacus accountant.
@@ -25,14 +27,13 @@ import numpy as np
 
 from ._accounting import (
     GAUSSIAN_ORDERS,
-    INTEGER_ORDERS,
     Accountant,
     Mechanism,
     gaussian_rdp,
     rdp_to_epsilon,
 )
 from ._config import DPConfig, PrivacyLevel
-from ._distributed import DistributedPlan
+from ._distributed import DistributedPlan, distributed_orders
 
 __all__ = ["PrivacyLedger", "LedgerEntry"]
 
@@ -65,14 +66,22 @@ class PrivacyLedger:
 
     @property
     def orders(self) -> tuple[float, ...]:
-        return GAUSSIAN_ORDERS if self.config.mechanism is Mechanism.GAUSSIAN else tuple(map(float, INTEGER_ORDERS))
+        mechanism = self.config.mechanism or Mechanism.GAUSSIAN
+        return GAUSSIAN_ORDERS if mechanism is Mechanism.GAUSSIAN else distributed_orders(mechanism)
+
+    @property
+    def accountant(self) -> Accountant:
+        """How the Gaussian's epsilon is computed (the configuration's choice, or its level's default)."""
+        return self.config.accountant or Accountant.RDP
 
     def _round_rdp(self, noise_multiplier: float, contributors: int, sample_rate: float) -> np.ndarray:
         if self.config.level is PrivacyLevel.DISTRIBUTED:
             if self.plan is None:
                 raise ValueError("distributed DP needs its plan")
-            return self.plan.rdp(contributors)  # fixed-size cohorts: no amplification
-        return gaussian_rdp(noise_multiplier, sample_rate, 1)
+            # Fixed-size cohorts: no amplification.
+            return self.plan.rdp(contributors, adjacency=self.config.adjacency)
+        # Central DP: a noise multiplier is relative to one clipped update; replace-one doubles the sensitivity.
+        return gaussian_rdp(noise_multiplier / self.config.adjacency.sensitivity_factor, sample_rate, 1)
 
     def _epsilon(self, rdp: np.ndarray) -> float:
         return rdp_to_epsilon(self.orders, rdp, self.config.delta)
@@ -81,8 +90,9 @@ class PrivacyLedger:
         """The population epsilon if one more round with this noise and these contributors were recorded."""
         rdp = self._round_rdp(noise_multiplier, contributors, self.sample_rate)
         total = rdp if self._population_rdp is None else self._population_rdp + rdp
-        if self.config.mechanism is Mechanism.GAUSSIAN and self.config.accountant is Accountant.PRV:
-            return _prv_epsilon([*self._prv_history, (noise_multiplier, self.sample_rate, 1)], self.config.delta)
+        if self.config.mechanism is Mechanism.GAUSSIAN and self.accountant is Accountant.PRV:
+            return _prv_epsilon([*self._prv_history, (self._effective(noise_multiplier), self.sample_rate, 1)],
+                                self.config.delta)
         return self._epsilon(total)
 
     def record(self, round_index: int, participants: Iterable[int], *, contributors: int,
@@ -91,7 +101,7 @@ class PrivacyLedger:
         members = sorted(participants)
         rdp = self._round_rdp(noise_multiplier, contributors, self.sample_rate)
         self._population_rdp = rdp if self._population_rdp is None else self._population_rdp + rdp
-        self._prv_history.append((noise_multiplier, self.sample_rate, 1))
+        self._prv_history.append((self._effective(noise_multiplier), self.sample_rate, 1))
         alone = self._round_rdp(noise_multiplier, contributors, 1.0)
         for client in members:
             self._client_rdp[client] = self._client_rdp.get(client, 0) + alone
@@ -117,6 +127,9 @@ class PrivacyLedger:
         self.entries.append(entry)
         return entry
 
+    def _effective(self, noise_multiplier: float) -> float:
+        return noise_multiplier / self.config.adjacency.sensitivity_factor
+
     @property
     def epsilon(self) -> float:
         """The population-wide epsilon so far (local DP: the largest client epsilon)."""
@@ -124,7 +137,7 @@ class PrivacyLedger:
             return max(self._local_epsilon.values(), default=0.0)
         if self._population_rdp is None:
             return 0.0
-        if self.config.mechanism is Mechanism.GAUSSIAN and self.config.accountant is Accountant.PRV:
+        if self.config.mechanism is Mechanism.GAUSSIAN and self.accountant is Accountant.PRV:
             return _prv_epsilon(self._prv_history, self.config.delta)
         return self._epsilon(self._population_rdp)
 
@@ -141,15 +154,26 @@ class PrivacyLedger:
         rdp = self._client_rdp.get(client)
         return 0.0 if rdp is None else self._epsilon(rdp)
 
+    @property
+    def accountant_name(self) -> str:
+        """The accountant as outputs print it: Opacus' PRV or RDP, or the distributed mechanism's Rényi bound."""
+        if self.config.level is PrivacyLevel.DISTRIBUTED:
+            mechanism = (self.config.mechanism or Mechanism.DDGAUSS).value
+            return f"rdp ({mechanism} bound, no amplification)"
+        if self.config.level is PrivacyLevel.LOCAL:
+            return f"opacus {self.accountant.value} (per client)"
+        return self.accountant.value
+
     def to_json(self) -> dict[str, Any]:
         clients = sorted(set(self._client_rdp) | set(self._local_epsilon))
         plan = None if self.plan is None else {
             "bits": self.plan.bits, "scale": self.plan.scale, "local_variance": self.plan.local_variance,
             "noise_multiplier": self.plan.noise_multiplier, "expected_clients": self.plan.expected_clients,
-            "l2_sensitivity": self.plan.l2_sensitivity, "wrap_probability_bound": self.plan.wrap_bound,
-            "adjacency": "replace-one"}
-        return {"distributed_plan": plan,"level": self.config.level.value, "mechanism": (self.config.mechanism or Mechanism.GAUSSIAN).value,
-                "delta": self.config.delta, "accountant": self.config.accountant.value,
+            "l2_sensitivity": self.plan.l2_sensitivity, "wrap_probability_bound": self.plan.wrap_bound}
+        return {"distributed_plan": plan, "level": self.config.level.value,
+                "mechanism": (self.config.mechanism or Mechanism.GAUSSIAN).value,
+                "adjacency": self.config.adjacency_name, "accountant": self.accountant_name,
+                "delta": self.config.delta,
                 "sample_rate": self.sample_rate, "epsilon": self.epsilon,
                 "epsilon_without_amplification": self.epsilon_without_amplification,
                 "client_epsilon": {str(c): self.client_epsilon(c) for c in clients},

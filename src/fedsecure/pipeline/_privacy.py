@@ -26,6 +26,8 @@ import numpy as np
 
 from .._errors import ConfigurationError
 from ..dp import (
+    Accountant,
+    Adjacency,
     DistributedDPEncoding,
     DistributedPlan,
     DPConfig,
@@ -189,7 +191,8 @@ class RoundPrivacy:
                 "noise_multiplier": config.noise_multiplier, "target_epsilon": config.target_epsilon,
                 "rounds": config.rounds, "bits": config.bits, "beta": config.beta,
                 "wrap_probability": config.wrap_probability, "max_grad_norm": config.max_grad_norm,
-                "clip": self.clip, "accountant": config.accountant.value,
+                "clip": self.clip, "accountant": config.accountant.value if config.accountant else None,
+                "adjacency": config.adjacency.value,
                 "refuse_over_budget": config.refuse_over_budget, "dropout": self.dropout,
                 "local_variance": None, "scale": None}
 
@@ -241,6 +244,8 @@ class _UserLevel(RoundPrivacy):
     def _base_record(self, noise: float | None, epsilon: float | None, mechanism: str) -> dict[str, Any]:
         config = self.dp
         return {"level": config.level.value, "mechanism": mechanism, "noise_multiplier": noise,
+                "adjacency": config.adjacency_name, "accountant": self.ledger.accountant_name,
+                "sample_rate": self.ledger.sample_rate,
                 "epsilon": epsilon if epsilon is not None else self.ledger.epsilon,
                 "target_epsilon": config.target_epsilon, "delta": config.delta}
 
@@ -266,13 +271,21 @@ class CentralDP(_UserLevel):
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         config = self.dp
+        factor = config.adjacency.sensitivity_factor
+        if factor > 1 and self.fraction < 1:
+            raise ConfigurationError("replace-one adjacency is accounted for central DP without sampling only: use "
+                                     "fraction 1, or zero-out adjacency (add/remove of one client)",
+                                     parameter="adjacency")
+        self.ledger = PrivacyLedger(config, sample_rate=self.fraction)
         if config.noise_multiplier is not None:
             self.noise_multiplier = config.noise_multiplier
         else:
             rounds, target, q = config.rounds or 1, config.target_epsilon or 0.0, self.fraction
+            accountant = self.ledger.accountant
+            # Under replace-one two clipped updates separate the neighbouring sums: the noise counts half.
             self.noise_multiplier = calibrate(
-                lambda z: gaussian_epsilon(z, q, rounds, config.delta, config.accountant), target, high=1e3).noise
-        self.ledger = PrivacyLedger(config, sample_rate=self.fraction)
+                lambda z: gaussian_epsilon(z / factor, q, rounds, config.delta, accountant), target,
+                high=1e3).noise
 
     def sample(self, clients: Sequence[T], seed: int, round_index: int) -> list[T]:
         # Each client joins independently with probability `fraction` (Poisson sampling, from the OS): a cohort
@@ -331,20 +344,22 @@ class DistributedDP(_UserLevel):
         super().__init__(**settings)
         config = self.dp
         mechanism = _mechanism(config)
-        cohort = max(1, round(self.fraction * self.population))
-        self.expected = max(1, round(cohort * (1 - self.dropout)))
+        # Cohorts have exactly this size (see `sample`), so the ring needs room for this many noised inputs.
+        self.cohort = max(1, round(self.fraction * self.population))
+        self.expected = max(1, round(self.cohort * (1 - self.dropout)))
 
         def plan_for(z: float) -> DistributedPlan:
             return plan_distributed(mechanism=mechanism, dimension=self.dimension, clip=self.clip, bits=config.bits,
-                                    expected_clients=self.expected, max_clients=self.population, noise_multiplier=z,
+                                    expected_clients=self.expected, max_clients=self.cohort, noise_multiplier=z,
                                     beta=config.beta, wrap_probability=config.wrap_probability)
 
         if config.noise_multiplier is not None:
             self.plan = plan_for(config.noise_multiplier)
         else:
             rounds, target = config.rounds or 1, config.target_epsilon or 0.0
-            z = calibrate(lambda z: plan_for(z).epsilon(survivors=self.expected, rounds=rounds, delta=config.delta),
-                          target, low=0.05, high=50.0).noise
+            z = calibrate(lambda z: plan_for(z).epsilon(survivors=self.expected, rounds=rounds, delta=config.delta,
+                                                        adjacency=config.adjacency),
+                          target, low=0.05, high=200.0).noise
             self.plan = plan_for(z)
         self.ledger = PrivacyLedger(config, sample_rate=1.0, plan=self.plan)
 
@@ -416,9 +431,9 @@ class LocalDP(RoundPrivacy):
             raise ConfigurationError("local DP takes a noise_multiplier (fedsecure.dp.local_noise_multiplier "
                                      "calibrates one for a target epsilon)", parameter="noise_multiplier")
         self.noise_multiplier = config.noise_multiplier
-        self.local = LocalPrivacy(noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
-                                  accountant=config.accountant)
         self.ledger = PrivacyLedger(config, sample_rate=self.fraction)
+        self.local = LocalPrivacy(noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
+                                  accountant=self.ledger.accountant)
 
     def record_local(self, round_index: int, epsilons: Mapping[int, float]) -> float | None:
         # Every client that trained spent record-level privacy, whatever happened to the round.
@@ -433,6 +448,7 @@ class LocalDP(RoundPrivacy):
     def transcript_record(self, noise: float | None, epsilon: float | None = None) -> dict[str, Any] | None:
         config = self.dp
         return {"level": "local", "mechanism": "gaussian (DP-SGD, per client)",
+                "adjacency": config.adjacency_name, "accountant": self.ledger.accountant_name,
                 "noise_multiplier": self.noise_multiplier,
                 "epsilon": epsilon if epsilon is not None else self.ledger.epsilon,
                 "target_epsilon": config.target_epsilon, "delta": config.delta}
@@ -481,7 +497,7 @@ def round_privacy(config: DPConfig | None, *, protocol: ProtocolKind, dimension:
 
 def dp_config_for(experiment: Any, *, level: Any, epsilon: float, delta: float, rounds: int,
                   mechanism: Any = None, bits: int = 20, max_grad_norm: float = 1.0,
-                  name: str = "this") -> Any:
+                  name: str = "this", adjacency: Any = Adjacency.ZERO_OUT) -> Any:
     """The :class:`~fedsecure.dp.DPConfig` spending (``epsilon``, ``delta``) over ``rounds`` rounds of ``experiment``
     (an object with a ``federation`` and, for local DP, ``local_epochs``: :class:`fedsecure.fl.examples.Experiment`).
 
@@ -492,7 +508,7 @@ def dp_config_for(experiment: Any, *, level: Any, epsilon: float, delta: float, 
     """
     if level is not PrivacyLevel.LOCAL:
         return DPConfig(level=level, delta=delta, target_epsilon=epsilon, rounds=rounds, mechanism=mechanism,
-                        bits=bits)
+                        bits=bits, adjacency=adjacency)
     if experiment.local_epochs is None:
         raise ConfigurationError(f"the {name} example does not train with DP-SGD; use central or distributed DP",
                                  parameter="dp")
@@ -501,5 +517,6 @@ def dp_config_for(experiment: Any, *, level: Any, epsilon: float, delta: float, 
         # Opacus' Poisson loader samples each example with probability 1 / (batches per epoch).
         batches = len(client.data)
         noise = max(noise, local_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=1.0 / batches,
-                                                  steps=rounds * experiment.local_epochs * batches))
+                                                  steps=rounds * experiment.local_epochs * batches,
+                                                  accountant=Accountant.PRV))
     return DPConfig(level=level, delta=delta, noise_multiplier=noise, max_grad_norm=max_grad_norm)
