@@ -304,3 +304,17 @@ def test_cnn_digits_reaches_90_percent_with_20_percent_dropout(capsys) -> None:
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["final_accuracy"] >= 0.90
     assert any(h["survivors"] < 20 for h in summary["history"])
+
+
+def test_each_client_trains_a_copy_in_training_mode_even_after_an_evaluation_left_eval_mode() -> None:
+    seen: list[bool] = []
+
+    def train(model: object, data: object) -> None:
+        seen.append(model.training)  # type: ignore[attr-defined]
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
+    model.eval()  # as an evaluation function may leave it
+    federation = Federation(model=model, train=train, clip=10.0,
+                            clients=[FederatedClient(i, None, 1) for i in range(3)])
+    train_federated(federation, rounds=1)
+    assert seen == [True, True, True]

@@ -91,7 +91,8 @@ def _parameter_names(model: Any) -> set[str]:
 
 
 def _local_copy(model: Any) -> Any:
-    """A client's private copy of the global model.
+    """A client's private copy of the global model, in training mode (an evaluation may have left the global
+    model in eval mode, which Opacus refuses and which would freeze dropout and batch-norm statistics).
 
     An Opacus ``GradSampleModule`` cannot be deep-copied with its per-sample
     hooks attached, so its hooks are lifted while the wrapped module is copied,
@@ -108,13 +109,16 @@ def _local_copy(model: Any) -> Any:
                 inner = copy.deepcopy(model._module)
             finally:
                 model.add_hooks(**settings)
-            return GradSampleModule(inner, strict=False, **settings)
+            return GradSampleModule(inner.train(), strict=False, **settings)
         raise ConfigurationError(
             f"cannot copy an Opacus {type(model).__name__} as the global model: pass the unwrapped module "
             "and wrap it inside your train function",
             parameter="model",
         )
-    return copy.deepcopy(model)
+    local = copy.deepcopy(model)
+    if callable(getattr(local, "train", None)):
+        local.train()
+    return local
 
 
 def _write_into(model: Any, values: Mapping[str, Any]) -> None:
