@@ -113,3 +113,29 @@ def test_privacy_names_adjacency_and_accountant_and_refuses_a_sample_rate_it_wou
     refused = _privacy("--mechanism", "ddgauss", "--noise-multiplier", "1", "--rounds", "100", "--delta", "1e-5",
                        "--clients", "100", "--clip", "1", "--sample-rate", "0.1")
     assert refused.returncode == 2 and "sample-rate" in refused.stderr
+
+
+def _central(noise: float = 2.0, fraction: float = 1.0) -> object:
+    config = DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-5, noise_multiplier=noise)
+    return round_privacy(config, protocol=ProtocolKind.SECAGG_PLUS, dimension=4000, clip=1.0, ring_bits=32,
+                         max_weight=1, population=1000, fraction=fraction)
+
+
+def test_central_noise_is_an_exact_integer_draw_of_the_planned_size() -> None:
+    privacy = _central()
+    encoding = privacy.encoding(1000)  # type: ignore[attr-defined]
+    zero_sum = encoding.ring.from_signed(np.zeros(encoding.vector_length, dtype=np.int64))
+    release = privacy.release(0, encoding, zero_sum, range(1000))  # type: ignore[attr-defined]
+    integers = release.mean * privacy.denominator * encoding.scale  # type: ignore[attr-defined]
+    assert np.allclose(integers, np.round(integers), atol=1e-6)  # added to the integer sum, then divided once
+    expected = 2.0 * privacy.integer_sensitivity(4000)  # type: ignore[attr-defined]
+    assert np.std(integers) == pytest.approx(expected, rel=0.05)
+
+
+def test_sampled_central_dp_is_never_accounted_below_the_continuous_gaussian() -> None:
+    ledger = _central(noise=1.0, fraction=0.02).ledger  # type: ignore[attr-defined]
+    for round_index in range(300):
+        ledger.record(round_index, [1], contributors=1, noise_multiplier=1.0)
+    continuous = gaussian_epsilon(1.0, 0.02, 300, 1e-5)
+    assert continuous <= ledger.epsilon <= 1.35 * continuous
+    assert ledger.orders[0] == 2.0  # the general subsampling bound, at integer orders

@@ -139,9 +139,10 @@ class DPConfig:
                 f"{self.level.value} DP uses " + ("ddgauss or skellam" if self.level is PrivacyLevel.DISTRIBUTED
                                                   else "the gaussian mechanism"), parameter="mechanism")
         object.__setattr__(self, "mechanism", mechanism)
-        if self.level is PrivacyLevel.DISTRIBUTED and self.accountant is Accountant.PRV:
-            raise ConfigurationError("distributed DP is accounted with its own Rényi bound; the PRV accountant is "
-                                     "the Gaussian's", parameter="accountant")
+        if self.level is not PrivacyLevel.LOCAL and self.accountant is Accountant.PRV:
+            raise ConfigurationError(f"{self.level.value} DP adds discrete noise, accounted with Rényi bounds; the "
+                                     "PRV accountant is for local DP-SGD's continuous Gaussian",
+                                     parameter="accountant")
         if self.level is PrivacyLevel.LOCAL and not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
             raise ConfigurationError("DP-SGD without per-example clipping has no bounded sensitivity: set a "
                                      "finite max_grad_norm", parameter="max_grad_norm")

@@ -27,15 +27,31 @@ import numpy as np
 
 from ._accounting import (
     GAUSSIAN_ORDERS,
+    INTEGER_ORDERS,
     Accountant,
     Mechanism,
     gaussian_rdp,
     rdp_to_epsilon,
+    subsampled_rdp,
 )
 from ._config import DPConfig, PrivacyLevel
 from ._distributed import DistributedPlan, distributed_orders
 
-__all__ = ["PrivacyLedger", "LedgerEntry"]
+__all__ = ["PrivacyLedger", "LedgerEntry", "central_rdp"]
+
+
+def central_rdp(noise_multiplier: float, sample_rate: float, orders: tuple[float, ...]) -> np.ndarray:
+    """RDP of one round of central DP's discrete Gaussian at ``orders``.
+
+    The discrete Gaussian's Rényi divergence between integer shifts of L2 norm D is at most alpha D^2 / (2 sigma^2)
+    (Canonne, Kamath, Steinke 2020), the continuous Gaussian's, so without sampling it is accounted as the
+    Gaussian. With Poisson sampling at ``sample_rate`` below 1 the continuous Gaussian's tight analysis does not
+    carry over, and the general Poisson-subsampling bound of Zhu and Wang (ICML 2019), at integer orders, is used.
+    """
+    if sample_rate >= 1:
+        return gaussian_rdp(noise_multiplier, 1.0, 1, orders)
+    return np.array([subsampled_rdp(int(order), sample_rate, lambda j: j / (2 * noise_multiplier**2))
+                     for order in orders])
 
 
 @dataclass
@@ -67,7 +83,15 @@ class PrivacyLedger:
     @property
     def orders(self) -> tuple[float, ...]:
         mechanism = self.config.mechanism or Mechanism.GAUSSIAN
-        return GAUSSIAN_ORDERS if mechanism is Mechanism.GAUSSIAN else distributed_orders(mechanism)
+        if mechanism is not Mechanism.GAUSSIAN:
+            return distributed_orders(mechanism)
+        if self.config.level is PrivacyLevel.CENTRAL and self.sample_rate < 1:
+            return tuple(float(a) for a in INTEGER_ORDERS)  # the general subsampling bound needs integer orders
+        return GAUSSIAN_ORDERS
+
+    def planned_epsilon(self, noise_multiplier: float, rounds: int) -> float:
+        """Epsilon after ``rounds`` rounds at this noise multiplier (central DP's calibration)."""
+        return self._epsilon(rounds * self._round_rdp(noise_multiplier, 0, self.sample_rate))
 
     @property
     def accountant(self) -> Accountant:
@@ -81,7 +105,10 @@ class PrivacyLedger:
             # Fixed-size cohorts: no amplification.
             return self.plan.rdp(contributors, adjacency=self.config.adjacency)
         # Central DP: a noise multiplier is relative to one clipped update; replace-one doubles the sensitivity.
-        return gaussian_rdp(noise_multiplier / self.config.adjacency.sensitivity_factor, sample_rate, 1)
+        effective = self._effective(noise_multiplier)
+        if self.config.level is PrivacyLevel.CENTRAL:
+            return central_rdp(effective, sample_rate, self.orders)
+        return gaussian_rdp(effective, sample_rate, 1)
 
     def _epsilon(self, rdp: np.ndarray) -> float:
         return rdp_to_epsilon(self.orders, rdp, self.config.delta)

@@ -204,6 +204,7 @@ class Federation:
         self.pipeline = ServerPipeline(self._spec, privacy, self.server_optimizer,
                                        parameters=_parameter_names(self.model))
         self._pending_transcript: tuple[Any, Any, float | None] | None = None
+        self._warned_clipping = False
         # Refuse, now rather than every round, a cohort the protocol can never aggregate. (Under user-level DP
         # cohorts are drawn from the OS: the check uses the expected cohort size.)
         cohort = (list(self.clients)[: max(1, round(self.fraction * len(self.clients)))]
@@ -320,10 +321,12 @@ class Federation:
 
         if not cohort:
             return failed("no client was sampled")
-        if clipped * 2 > len(cohort):
+        if clipped * 2 > len(cohort) and not self._warned_clipping:
+            # Once per run: under user-level DP clipping most updates is what the clip is for.
+            self._warned_clipping = True
             LOGGER.warning("round %d: %d of %d client updates clipped to L2 norm %g: most updates are scaled down "
-                           "(raise `clip` if that is not what you meant)", round_index + 1, clipped, len(cohort),
-                           self.clip)
+                           "(raise `clip` if that is not what you meant; said once per run)", round_index + 1,
+                           clipped, len(cohort), self.clip)
         elif clipped:
             LOGGER.info("round %d: %d client updates clipped to L2 norm %g", round_index + 1, clipped, self.clip)
         encoding = pipeline.encoding(len(cohort))
@@ -348,7 +351,7 @@ class Federation:
         rng = np.random.default_rng([self.seed, round_index, 2])  # noqa: csprng-ok (simulated dropouts)
         schedule = DropoutSchedule.random(config.clients, self.dropout, protocol=self.protocol, rng=rng)
         report = Simulator(config, encoded, schedule=schedule, paillier=self.paillier,
-                           record_fields=self.transcript is not None).run()
+                           record_fields=self.transcript is not None, warn_clipping=False).run()
         if report.result is None:
             record = failed(str(report.abort))
         else:

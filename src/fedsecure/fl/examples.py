@@ -14,11 +14,11 @@ import numpy as np
 
 from ..pipeline import dp_config_for
 from ..protocols import ProtocolKind, ThreatModel
-from ._data import Partition, load_digits_28x28, make_logistic_data, partition
+from ._data import Partition, load_digits_28x28, make_digits_writers, make_logistic_data, partition
 from ._federation import FederatedClient, Federation
-from ..pipeline import ServerOptimizer
+from ..pipeline import ServerOptimizer, ServerOptimizerKind
 
-__all__ = ["Experiment", "EXAMPLES", "linear784", "logistic", "cnn_digits", "dp_config_for"]
+__all__ = ["Experiment", "EXAMPLES", "linear784", "logistic", "cnn_digits", "digits_writers", "dp_config_for"]
 
 
 @dataclass
@@ -177,6 +177,38 @@ def logistic(*, protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients: int 
                       metrics=lambda trained: {"mae": mean_absolute_error(trained, data.x_test, data.y_test)})
 
 
+def digits_writers(*, protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients: int = 5000, per_round: int = 100,
+                   dropout: float = 0.0, seed: int = 0, threat: ThreatModel | None = None, key_bits: int = 2048,
+                   insecure_keys: bool = False, local_epochs: int = 5, learning_rate: float = 0.5,
+                   clip: float = 0.5) -> Experiment:
+    """Softmax regression over thousands of writers with about ten digits each: a task where user-level DP learns.
+
+    ``clients`` synthetic writers (:func:`~fedsecure.fl.make_digits_writers`: each with its own hand and a
+    Dirichlet(0.5) label skew) hold 10 examples each; every round ``per_round`` of them train ``local_epochs``
+    full-batch steps of SGD and send their update, clipped to L2 norm ``clip``. The server applies the mean with
+    momentum (FedAvgM, learning rate 1, momentum 0.9). With ~100 updates per round and hundreds of rounds the DP
+    noise averages out: the regime user-level DP is meant for.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    data = make_digits_writers(writers=clients, seed=seed)
+    loaders = []
+    for index, (x, y) in enumerate(zip(data.x, data.y)):
+        dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+        loaders.append(torch.utils.data.DataLoader(dataset, batch_size=len(y), shuffle=True,
+                                                   generator=torch.Generator().manual_seed(seed * 100_003 + index)))
+    federated = [FederatedClient(client_id=i, data=loader, num_examples=len(y))
+                 for i, (loader, y) in enumerate(zip(loaders, data.y))]
+    federation = Federation(model=torch.nn.Linear(64, 10), train=_sgd_epochs(epochs=local_epochs, lr=learning_rate),
+                            protocol=protocol, clients=federated, fraction=min(1.0, per_round / clients),
+                            server_optimizer=ServerOptimizer(ServerOptimizerKind.FEDAVGM, learning_rate=1.0,
+                                                             momentum=0.9),
+                            clip=clip, dropout=dropout, seed=seed, threat=threat, key_bits=key_bits,
+                            insecure_keys=insecure_keys, max_weight=64)
+    return Experiment(federation, _classifier_evaluation(data.x_test, data.y_test), local_epochs=local_epochs)
+
+
 def mean_absolute_error(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     """Mean |p - y| of a binary classifier's predicted probabilities on (x, y)."""
     import torch
@@ -187,4 +219,4 @@ def mean_absolute_error(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 
 EXAMPLES: dict[str, Callable[..., Experiment]] = {"linear784": linear784, "logistic": logistic,
-                                                    "cnn-digits": cnn_digits}
+                                                    "cnn-digits": cnn_digits, "digits-writers": digits_writers}

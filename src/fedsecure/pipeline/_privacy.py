@@ -7,8 +7,8 @@ one (:meth:`RoundPrivacy.release`, :meth:`RoundPrivacy.no_aggregate`), which the
 
 * :class:`NoPrivacy`: weighted mean of the updates, weights inside the protected vector.
 * :class:`LocalDP`: as above; each client runs DP-SGD (Opacus) and its own accountant's epsilon is recorded.
-* :class:`CentralDP`: user-level DP-FedAvg (McMahan et al., ICLR 2018): unweighted clipped updates, Gaussian noise
-  added by the server to the decoded sum, a fixed public denominator, Poisson cohorts drawn from the OS.
+* :class:`CentralDP`: user-level DP-FedAvg (McMahan et al., ICLR 2018): unweighted clipped updates, exact discrete
+  Gaussian noise added by the server to the integer sum, a fixed public denominator, Poisson cohorts drawn from the OS.
 * :class:`DistributedDP`: each client adds a discrete Gaussian or Skellam share in the ring before masking
   (Kairouz et al., ICML 2021; Agarwal et al., NeurIPS 2021); fixed-size cohorts drawn from the OS.
 """
@@ -35,8 +35,7 @@ from ..dp import (
     PrivacyLedger,
     PrivacyLevel,
     calibrate,
-    gaussian,
-    gaussian_epsilon,
+    discrete_gaussian,
     local_noise_multiplier,
     Mechanism,
     plan_distributed,
@@ -259,7 +258,7 @@ class _UserLevel(RoundPrivacy):
 
 
 class CentralDP(_UserLevel):
-    """User-level central DP: the server adds Gaussian noise to the decoded sum of clipped, unweighted updates.
+    """User-level central DP: the server adds discrete Gaussian noise to the integer sum of clipped, unweighted updates.
 
     Threat model: the server sees the exact sum before it adds noise; the guarantee holds against everyone who
     sees only the released model. Cohorts are Poisson samples drawn from the OS, which amplification by sampling
@@ -280,12 +279,8 @@ class CentralDP(_UserLevel):
         if config.noise_multiplier is not None:
             self.noise_multiplier = config.noise_multiplier
         else:
-            rounds, target, q = config.rounds or 1, config.target_epsilon or 0.0, self.fraction
-            accountant = self.ledger.accountant
-            # Under replace-one two clipped updates separate the neighbouring sums: the noise counts half.
-            self.noise_multiplier = calibrate(
-                lambda z: gaussian_epsilon(z / factor, q, rounds, config.delta, accountant), target,
-                high=1e3).noise
+            rounds, target, ledger = config.rounds or 1, config.target_epsilon or 0.0, self.ledger
+            self.noise_multiplier = calibrate(lambda z: ledger.planned_epsilon(z, rounds), target, high=1e3).noise
 
     def sample(self, clients: Sequence[T], seed: int, round_index: int) -> list[T]:
         # Each client joins independently with probability `fraction` (Poisson sampling, from the OS): a cohort
@@ -293,15 +288,33 @@ class CentralDP(_UserLevel):
         draw = secrets.SystemRandom()
         return [c for c in clients if draw.random() < self.fraction]
 
+    def integer_sensitivity(self, size: int) -> float:
+        """The L2 sensitivity of the integer sum, in ring units: a clipped update scaled by the encoding's scale
+        and rounded stochastically is at most clip * scale + sqrt(d) long (DDGauss, Theorem 1)."""
+        return self.clip * _quantized(self.encoding(self.population)).scale + math.sqrt(size)
+
     def sensitivity(self, size: int) -> float:
-        """The L2 sensitivity of the sum: stochastic rounding can lengthen a clipped update by up to
-        sqrt(d) / scale (DDGauss, Theorem 1), at the one scale every round uses."""
-        return self.clip + math.sqrt(size) / _quantized(self.encoding(self.population)).scale
+        """The same sensitivity in the model's units (the integer one divided by the scale)."""
+        return self.integer_sensitivity(size) / _quantized(self.encoding(self.population)).scale
+
+    def integer_noise(self, size: int) -> np.ndarray:
+        """Exact discrete Gaussian noise for an integer sum of ``size`` values (CKS 2020, from the OS's randomness).
+
+        Its variance is (noise multiplier x integer sensitivity)^2 rounded up to an integer, so the noise is never
+        below what the accounting assumes. The discrete Gaussian's Rényi divergence between shifts by an integer
+        vector of L2 norm D is at most alpha D^2 / (2 sigma^2), the continuous Gaussian's (Canonne, Kamath, Steinke
+        2020, Proposition 5); it is sampled with integer arithmetic alone, so no floating-point artefact of the
+        noise can reveal the sum (Mironov 2012), and its tails are not truncated.
+        """
+        variance = math.ceil((self.noise_multiplier * self.integer_sensitivity(size)) ** 2)
+        drawn: np.ndarray = discrete_gaussian(variance, size).astype(np.int64)
+        return drawn
 
     def noise(self, size: int) -> np.ndarray:
-        """One draw of the Gaussian noise added to a sum of ``size`` values (from the OS's randomness)."""
-        drawn: np.ndarray = self.noise_multiplier * self.sensitivity(size) * gaussian(size)
-        return drawn
+        """One draw of the noise added to a sum of ``size`` values, in the model's units."""
+        scaled: np.ndarray = self.integer_noise(size).astype(np.float64) / _quantized(
+            self.encoding(self.population)).scale
+        return scaled
 
     def release(self, round_index: int, encoding: RoundEncoding, ring_sum: np.ndarray,
                 survivors: Iterable[int]) -> Release:
@@ -310,8 +323,12 @@ class CentralDP(_UserLevel):
             # Refused: no noise is released and the round spends nothing.
             return Release(None, True, "this round would take epsilon above the budget",
                            epsilon=self._refused(round_index, members))
-        total = Quantizer(_quantized(encoding)).decode_sum(ring_sum).total
-        mean = (total + self.noise(total.size)) / self.denominator
+        quantized = _quantized(encoding)
+        # The noise is added to the integer aggregate itself, outside the ring (so it cannot wrap), before the one
+        # division that turns it into floats.
+        signed = quantized.ring.to_signed(np.asarray(ring_sum)).astype(np.int64)
+        noised = signed + self.integer_noise(signed.size)
+        mean = noised.astype(np.float64) / quantized.scale / self.denominator
         return Release(mean, False, noise=self.noise_multiplier,
                        epsilon=self._record(round_index, members, self.noise_multiplier))
 

@@ -126,8 +126,10 @@ class Simulator:
         paillier: PaillierDeployment | None = None,
         record_fields: bool = False,
         identities: Mapping[int, ClientIdentity] | None = None,
+        warn_clipping: bool = True,
     ) -> None:
         self._config = config
+        self._warn_clipping = warn_clipping
         for client in config.clients:
             update = updates.get(client)
             if not isinstance(update, EncodedUpdate):
@@ -190,7 +192,7 @@ class Simulator:
         config = self._config
         clock = time.perf_counter
         clipped = sum(1 for update in self._updates.values() if update.clipped)
-        if clipped * 2 > len(self._updates):
+        if self._warn_clipping and clipped * 2 > len(self._updates):
             LOGGER.warning("%d of %d updates were clipped to the encoding's clip: the sum is of scaled-down updates "
                            "(raise `clip` if that is not what you meant)", clipped, len(self._updates))
         transcript: list[TranscriptRecord] = []
