@@ -306,3 +306,24 @@ def test_a_plaintext_round_fails_the_audit_and_not_applicable_checks_claim_nothi
     assert "FAIL  inputs-hidden" in out and "the server saw each of its 4 clients' updates" in out
     assert "reached its intended recipient" not in out and "never held" not in out
     assert "n/a   share-binding          no SecAgg or SecAgg+ round to check" in out
+
+
+@pytest.mark.parametrize("level", ["central", "distributed"])
+def test_dp_accounted_recomputes_epsilon_from_the_recorded_noise(dp_transcripts: dict[str, Path], tmp_path: Path,
+                                                                 level: str) -> None:
+    # Epsilons that only shrink consistently (each round's halved, still rising and within the target) are caught
+    # because the recorded noise and contributors give more.
+    lines = _load(dp_transcripts[level])
+    for header in [line for line in lines if line["kind"] == "round"]:
+        header["dp"]["epsilon"] /= 2
+    result = _check_lines(lines, tmp_path)["dp-accounted"]
+    assert not result.passed and "recorded noise and contributors" in " ".join(result.evidence)
+    if level == "distributed":
+        # A plan whose noise multiplier is not what its own local variance gives cannot pass either. (Whether the
+        # noise a record states was really added is the canary audit's question, not the transcript's.)
+        lines = _load(dp_transcripts[level])
+        header = [line for line in lines if line["kind"] == "round"][0]
+        plan = json.loads(header["dp"]["plan"])
+        plan["noise_multiplier"] *= 3
+        header["dp"]["plan"] = json.dumps(plan)
+        assert not _check_lines(lines, tmp_path)["dp-accounted"].passed

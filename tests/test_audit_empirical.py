@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsecure.audit._empirical import canary_audit, epsilon_lower_bound, one_run_p_value
+from fedsecure.audit._empirical import canary_audit, epsilon_lower_bound, guesses_for, one_run_p_value
 from fedsecure.cli import main
 
 stats = pytest.importorskip("scipy.stats")
@@ -55,11 +55,28 @@ def test_calibrated_mechanisms_pass_and_ten_times_too_little_noise_is_flagged(le
     assert broken.violation and broken.empirical_epsilon_lower_bound > 2.0
 
 
+def test_the_default_central_audit_can_certify_epsilon_above_eight() -> None:
+    assert epsilon_lower_bound(30_000, 30_000, 30_000, 1e-5) > 8.0
+    assert guesses_for(30_000, 4.0, 1e-5, 0.95) == 15_000
+
+
+@pytest.mark.slow
+def test_the_central_audit_catches_half_the_noise_and_never_flags_the_real_mechanism() -> None:
+    # Twenty trials each, with the defaults: the audit has the power to matter, and no false alarm.
+    pytest.importorskip("opacus")
+    flagged = sum(canary_audit("central", epsilon=2.0, noise_scale=0.5).violation for _ in range(20))
+    false_alarms = sum(canary_audit("central", epsilon=2.0).violation for _ in range(20))
+    assert flagged >= 18 and false_alarms == 0
+
+
 def test_cli_dp_audit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("opacus")
-    assert main(["audit", "--dp-audit", "--canaries", "400", "--json", "--report", str(tmp_path)]) == 0
+    assert main(["audit", "--dp-audit", "--canaries", "600", "--json", "--report", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["claimed_epsilon"] == 2.0 and out["empirical_epsilon_lower_bound"] <= 2.0
-    assert [(a["level"], a["miscalibrated"], a["violation"]) for a in out["dp_audit"]] == [
-        ("central", False, False), ("distributed", False, False), ("central", True, True)]
-    assert "**VIOLATION**" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    # 600 canaries keep this quick; they have too little power to catch half the noise (the slow test above has).
+    assert [(a["level"], a["miscalibrated"], a["violation"]) for a in out["dp_audit"]][:2] == [
+        ("central", False, False), ("distributed", False, False)]
+    half = out["dp_audit"][2]
+    assert half["miscalibrated"] and half["noise_multiplier"] == pytest.approx(half["claimed_noise_multiplier"] / 2)
+    assert "2x too little noise" in (tmp_path / "report.md").read_text(encoding="utf-8")

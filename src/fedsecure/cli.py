@@ -351,8 +351,8 @@ def _audit(args: argparse.Namespace) -> int:
         if args.dp_audit:
             from .audit._empirical import canary_audit
 
-            # The two mechanisms as fedsecure calibrates them, then one with ten times too little noise.
-            for level, scale in (("central", 1.0), ("distributed", 1.0), ("central", 0.1)):
+            # The two mechanisms as fedsecure calibrates them, then one with half the calibrated noise.
+            for level, scale in (("central", 1.0), ("distributed", 1.0), ("central", 0.5)):
                 with progress.step(f"canary audit of {level} DP" + ("" if scale == 1.0 else f", noise x{scale:g}")):
                     audits.append((canary_audit(level, epsilon=args.epsilon, canaries=args.canaries,
                                                 noise_scale=scale), scale != 1.0))
@@ -605,6 +605,12 @@ def _bench(args: argparse.Namespace) -> int:
                                         for case in profile.peer_cases)
     if args.repeats:
         overrides["repeats"] = args.repeats
+    if args.utility_rounds:
+        overrides["utility_rounds"] = args.utility_rounds
+    if args.utility_epsilons:
+        overrides["utility_epsilons"] = tuple(args.utility_epsilons)
+    if args.utility_seeds:
+        overrides["utility_seeds"] = tuple(args.utility_seeds)
     if args.key_bits:
         if args.key_bits < 2048:
             raise ConfigurationError("bench measures deployable keys: --key-bits must be at least 2048",
@@ -616,7 +622,7 @@ def _bench(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    if args.utility:
+    if args.utility or args.utility_only:
         try:
             import matplotlib  # noqa: F401
             import opacus  # noqa: F401
@@ -640,13 +646,22 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_outputs(args, data, log, write_results=False)
     log(f"fedsecure bench, profile {profile.name}: progress below" +
         (f", results in {args.out}" if args.out else ""))
-    result = run_benchmark(profile, protocols=args.protocols, peers=not args.no_peers, seed=args.seed, log=log)
-    data = result.to_json()
+    if args.utility_only:
+        from .bench._environment import environment
+
+        args.utility = True
+        data = {"format": "fedsecure-bench/1", "environment": environment(), "records": [], "comparisons": [],
+                "skipped": [], "profile": dataclasses.asdict(profile) | {"protocols": []}}
+    else:
+        data = run_benchmark(profile, protocols=args.protocols, peers=not args.no_peers, seed=args.seed,
+                             log=log).to_json()
     if args.utility:
-        log(f"utility: cnn-digits, {profile.utility_clients} clients, {profile.utility_rounds} rounds, epsilons "
-            f"{', '.join(f'{e:g}' for e in profile.utility_epsilons)}")
-        data["utility"] = run_utility(clients=profile.utility_clients, rounds=profile.utility_rounds,
-                                      epsilons=profile.utility_epsilons, seed=args.seed, log=log)
+        log(f"utility: digits-writers, {profile.utility_clients} writers, {profile.utility_per_round} a round, "
+            f"{profile.utility_rounds} rounds, epsilons {', '.join(f'{e:g}' for e in profile.utility_epsilons)}, "
+            f"seeds {', '.join(map(str, profile.utility_seeds))}, levels {', '.join(args.utility_levels)}")
+        data["utility"] = run_utility(clients=profile.utility_clients, per_round=profile.utility_per_round,
+                                      rounds=profile.utility_rounds, epsilons=profile.utility_epsilons,
+                                      seeds=profile.utility_seeds, levels=args.utility_levels, log=log)
     return _bench_outputs(args, clean(data), log, write_results=True)
 
 
@@ -779,8 +794,17 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--key-bits", type=int, help="Paillier modulus size (default 2048)")
     bench.add_argument("--no-peers", action="store_true", help="skip Flower's SecAgg+ even when installed")
     bench.add_argument("--utility", action="store_true",
-                       help="also train cnn-digits under local, central and distributed DP at several epsilons "
+                       help="also run the privacy-utility suite: digits-writers without DP and under central and "
+                       "distributed DP (24-, 16- and 12-bit rings) at several epsilons and seeds, two runs at a time "
                        "(needs the torch and examples extras)")
+    bench.add_argument("--utility-only", action="store_true", help="run the privacy-utility suite alone")
+    bench.add_argument("--utility-rounds", type=_count, help="rounds of each utility run (profile's by default)")
+    bench.add_argument("--utility-epsilons", type=float, nargs="+", help="epsilons of the utility suite")
+    bench.add_argument("--utility-seeds", type=int, nargs="+", help="seeds of the utility suite")
+    bench.add_argument("--utility-levels", nargs="+", choices=["none", "central", "distributed", "local"],
+                       default=["none", "central", "distributed"],
+                       help="the levels the utility suite trains (default none central distributed; local DP-SGD "
+                       "is record-level and slow)")
     bench.add_argument("--seed", type=int, default=0, help="simulated data and dropouts only; never keys")
     bench.add_argument("--out", metavar="DIR", help="write bench.json and the CSV records here (nothing is written "
                        "without it, --plot or --markdown)")
@@ -819,9 +843,10 @@ def _build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--clients", type=_count, default=10, help="clients in the attack and leakage rounds (default 10)")
     audit.add_argument("--dp-audit", action="store_true",
                        help="canary audit (one run) of central and distributed DP as calibrated, and of a central "
-                       "mechanism with 10x too little noise (needs the torch extra for Opacus' accountant)")
+                       "mechanism with half the calibrated noise (needs the torch extra for Opacus' accountant)")
     audit.add_argument("--epsilon", type=float, default=2.0, help="claimed epsilon for --dp-audit (default 2)")
-    audit.add_argument("--canaries", type=_count, default=1000, help="canaries for --dp-audit (default 1000)")
+    audit.add_argument("--canaries", type=_count,
+                       help="canaries for --dp-audit (default 30000 for central DP, 1000 for distributed)")
     audit.add_argument("--report", metavar="DIR", help="write report.md, audit.json and the plots here")
     audit.add_argument("--json", action="store_true", help="print the checks (and leakage) as one JSON object")
     audit.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import FedSecureError
+from .._errors import ConfigurationError, FedSecureError
 from ..protocols import ThreatModel, graph_security_failure
 from ..runtime import TRANSCRIPT_FORMAT, TRANSCRIPT_VERSION
 
@@ -326,6 +326,45 @@ def check_share_binding(rounds: list[RoundTranscript]) -> CheckResult:
                        "some", tuple(evidence))
 
 
+class _Reaccountant:
+    """Composes the privacy loss of the rounds a transcript records, from their DP records alone."""
+
+    def __init__(self) -> None:
+        self._rdp: Any = None
+        self._orders: tuple[float, ...] = ()
+
+    def add(self, dp: dict[str, Any], round_: RoundTranscript) -> float | None:
+        """The epsilon after this round, or None where nothing is recomputed (local DP, no noise released)."""
+        level, noise = dp.get("level"), dp.get("noise_multiplier")
+        if level not in ("central", "distributed") or noise is None:
+            return None if self._rdp is None or level == "local" else self._epsilon(dp)
+        try:
+            from ..dp import Adjacency, DistributedPlan
+            from ..dp._accounting import GAUSSIAN_ORDERS, INTEGER_ORDERS
+            from ..dp._ledger import central_rdp
+        except ImportError:  # pragma: no cover - the accountants need the torch extra (Opacus)
+            return None
+        adjacency = Adjacency(dp["adjacency"])
+        if level == "central":
+            rate = float(dp["sample_rate"])
+            orders = GAUSSIAN_ORDERS if rate >= 1 else tuple(float(a) for a in INTEGER_ORDERS)
+            rdp = central_rdp(float(noise) / adjacency.sensitivity_factor, rate, orders)
+        else:
+            plan = DistributedPlan.from_json(dp["plan"], max_dimension=2**40)
+            survivors = len(round_.outcome.get("survivors", [])) if round_.outcome is not None else 0
+            orders, rdp = plan.orders, plan.rdp(survivors, adjacency=adjacency)
+        if self._rdp is not None and orders != self._orders:
+            raise ValueError("the rounds' records change mechanism or sampling rate mid-run")
+        self._orders = orders
+        self._rdp = rdp if self._rdp is None else self._rdp + rdp
+        return self._epsilon(dp)
+
+    def _epsilon(self, dp: dict[str, Any]) -> float:
+        from ..dp import rdp_to_epsilon
+
+        return rdp_to_epsilon(self._orders, self._rdp, float(dp["delta"]))
+
+
 def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
     """Every round that ran under differential privacy says which noise it added and what the ledger counted.
 
@@ -334,13 +373,18 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
     never decreases from round to round (privacy loss only accumulates) and
     never exceeds the target. Under distributed DP the round's ring must be the
     one the plan sized for its noise. If any round has a DP record, every round
-    must. This checks the records against each other; it does not re-run the
-    accountant.
+    must. The epsilon is also recomputed from what the records say ran: each
+    central round's noise multiplier, sampling rate and adjacency, each
+    distributed round's plan and the number of survivors whose noise shares
+    were summed. A recorded epsilon below the recomputed one fails the check.
+    Local DP's epsilons come from each client's own accountant and are not
+    recomputed.
     """
     recorded = [r for r in rounds if r.header.get("dp")]
     evidence: list[str] = [f"round {r.round_id}: no DP record in a run whose other rounds have one"
                            for r in rounds if recorded and not r.header.get("dp")]
     previous: tuple[float, int] | None = None
+    accountant = _Reaccountant()
     for round_ in recorded:
         dp = round_.header["dp"]
         completed = round_.outcome is not None and not round_.outcome.get("aborted")
@@ -358,6 +402,14 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
         if dp.get("level") == "distributed" and dp.get("bits") != round_.header["ring_bits"]:
             evidence.append(f"round {round_.round_id}: the plan's {dp.get('bits')}-bit ring is not the round's "
                             f"{round_.header['ring_bits']}-bit one")
+        try:
+            recomputed = accountant.add(dp, round_)
+        except (KeyError, TypeError, ValueError, ConfigurationError) as error:
+            evidence.append(f"round {round_.round_id}: its DP record cannot be re-accounted ({error})")
+            recomputed = None
+        if recomputed is not None and epsilon < recomputed * (1 - 1e-6) - 1e-9:
+            evidence.append(f"round {round_.round_id}: recorded epsilon {epsilon:.6g} is below the {recomputed:.6g} "
+                            "that its recorded noise and contributors give")
         previous = (float(epsilon), round_.round_id)
     return CheckResult("dp-accounted", not evidence, bool(recorded),
                        "no round ran under DP" if not recorded else

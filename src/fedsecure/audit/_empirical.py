@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CanaryAudit", "canary_audit", "epsilon_lower_bound", "one_run_p_value"]
+__all__ = ["CanaryAudit", "DEFAULT_CANARIES", "canary_audit", "epsilon_lower_bound", "guesses_for",
+           "one_run_p_value"]
 
 
 def _binomial_pmf(r: int, epsilon: float) -> np.ndarray:
@@ -123,11 +124,33 @@ def _included(canaries: int) -> np.ndarray:
 
 
 def _central_release(included: np.ndarray, clip: float, noise_multiplier: float) -> np.ndarray:
-    from ..dp import gaussian
+    """The release of fedsecure's central DP on the canaries' sum, through the pipeline's own code.
 
-    # DP-FedAvg's aggregate: the sum of the clipped canaries, plus N(0, (z * clip)^2) per coordinate.
-    release: np.ndarray = included * clip + noise_multiplier * clip * gaussian(included.size)
-    return release
+    The aggregate is what the secure protocol unmasks: the integer ring sum of the included canaries, each a basis
+    vector of L2 norm ``clip`` quantised at the encoding's scale. :meth:`fedsecure.pipeline.CentralDP.release`,
+    which ``Federation`` calls on every round's sum, adds its exact discrete Gaussian noise and divides by the
+    public denominator; the sum is recovered from the released mean.
+    """
+    from ..dp import DPConfig, PrivacyLevel
+    from ..pipeline import round_privacy
+    from ..protocols import ProtocolKind
+
+    m = included.size
+    privacy = round_privacy(DPConfig(level=PrivacyLevel.CENTRAL, delta=0.5 / m, noise_multiplier=noise_multiplier),
+                            protocol=ProtocolKind.SECAGG_PLUS, dimension=m, clip=clip, ring_bits=62, max_weight=1,
+                            population=m)
+    encoding = privacy.encoding(m)
+    scale = encoding.scale  # type: ignore[union-attr]
+    # Each canary quantised as the clients' quantiser does it: clip * scale, rounded stochastically.
+    exact = clip * scale
+    rounding = np.random.default_rng(int.from_bytes(os.urandom(16), "big"))  # noqa: csprng-ok (stochastic rounding)
+    canary = math.floor(exact) + (rounding.random(m) < exact - math.floor(exact))
+    ring_sum = encoding.ring.from_signed(np.where(included, canary, 0).astype(np.int64))
+    release = privacy.release(0, encoding, ring_sum, range(m))
+    if release.mean is None:  # pragma: no cover - a release without a mean is refused above
+        raise RuntimeError("central DP released nothing")
+    total: np.ndarray = release.mean * privacy.denominator  # type: ignore[attr-defined]
+    return total
 
 
 def _distributed_release(included: np.ndarray, clip: float, noise_multiplier: float, bits: int) -> np.ndarray:
@@ -149,11 +172,13 @@ def _distributed_release(included: np.ndarray, clip: float, noise_multiplier: fl
 
 
 def _calibrated_noise(level: str, epsilon: float, delta: float, canaries: int, bits: int) -> float:
-    from ..dp import Mechanism, calibrate, gaussian_epsilon, plan_distributed
+    from ..dp import DPConfig, Mechanism, PrivacyLedger, PrivacyLevel, calibrate, plan_distributed
 
     if level == "central":
-        # One release of the Gaussian mechanism (no sampling), add/remove neighbours.
-        return calibrate(lambda z: gaussian_epsilon(z, 1.0, 1, delta), epsilon).noise
+        # One release, no sampling, zero-out (add/remove of one client): as the pipeline's ledger accounts it.
+        ledger = PrivacyLedger(DPConfig(level=PrivacyLevel.CENTRAL, delta=delta, noise_multiplier=1.0),
+                               sample_rate=1.0)
+        return calibrate(lambda z: ledger.planned_epsilon(z, 1), epsilon).noise
 
     def distributed_epsilon(z: float) -> float:
         plan = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=canaries, clip=1.0, bits=bits,
@@ -163,18 +188,41 @@ def _calibrated_noise(level: str, epsilon: float, delta: float, canaries: int, b
     return calibrate(distributed_epsilon, epsilon, low=0.05, high=50.0).noise
 
 
-def canary_audit(level: str, *, epsilon: float = 2.0, delta: float = 1e-5, canaries: int = 1000,
-                 guesses_per_side: int = 50, confidence: float = 0.95, noise_scale: float = 1.0,
+#: Canaries per level by default: the central mechanism is one cheap release; every distributed canary is a client
+#: that samples a noise share for every canary's coordinate (canaries squared draws).
+DEFAULT_CANARIES = {"central": 30_000, "distributed": 1000}
+
+
+def guesses_for(canaries: int, epsilon: float, delta: float, confidence: float) -> int:
+    """The guesses per side, fixed from the claim before the run: the fewest (from 250 up) with which a perfect
+    score would certify at least twice the claimed epsilon, or every canary if none would."""
+    for per_side in (250, 500, 1000, 2000, 5000, 15_000):
+        if 2 * per_side > canaries:
+            break
+        if epsilon_lower_bound(canaries, 2 * per_side, 2 * per_side, delta, significance=1 - confidence) \
+                >= 2 * epsilon:
+            return per_side
+    return canaries // 2
+
+
+def canary_audit(level: str, *, epsilon: float = 2.0, delta: float = 1e-5, canaries: int | None = None,
+                 guesses_per_side: int | None = None, confidence: float = 0.95, noise_scale: float = 1.0,
                  bits: int = 32) -> CanaryAudit:
     """Audit one release of ``level`` ("central" or "distributed") calibrated for (``epsilon``, ``delta``).
 
     ``noise_scale`` multiplies the calibrated noise multiplier: 1 audits the
-    mechanism as fedsecure runs it; 0.1 is a deliberately miscalibrated one,
-    with ten times too little noise for its claimed epsilon. The guesses are the
-    ``guesses_per_side`` highest and lowest scores, fixed in advance.
+    mechanism as fedsecure runs it; 0.5 or 0.1 is a deliberately miscalibrated one.
+    The central release goes through the pipeline's :class:`~fedsecure.pipeline.CentralDP`; the distributed one
+    through every canary client's :meth:`~fedsecure.dp.DistributedDPEncoding.encode` under zero-out adjacency
+    (an excluded canary sends a zero update and still adds its noise share), which is what the accounting
+    claims. ``canaries`` defaults to :data:`DEFAULT_CANARIES`; the guesses are the ``guesses_per_side`` highest
+    and lowest scores, by default :func:`guesses_for` the claim. With 30,000 canaries a perfect score certifies
+    epsilon above 8; 1000 distributed canaries certify at most about 5.
     """
     if level not in ("central", "distributed"):
         raise ValueError("level must be 'central' or 'distributed'")
+    canaries = canaries or DEFAULT_CANARIES[level]
+    guesses_per_side = guesses_per_side or guesses_for(canaries, epsilon, delta, confidence)
     if not 0 < 2 * guesses_per_side <= canaries:
         raise ValueError("need 0 < 2 * guesses_per_side <= canaries")
     claimed = _calibrated_noise(level, epsilon, delta, canaries, bits)

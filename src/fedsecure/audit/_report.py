@@ -19,7 +19,7 @@ def _yes_no(value: bool | None, *, yes: str, no: str) -> str:
 
 def report_markdown(*, transcript: str | None, checks: Sequence[CheckResult], attacks: Sequence[AttackResult],
                     leakage: Sequence[LeakageResult], audits: Sequence[tuple[CanaryAudit, bool]],
-                    canaries: int, leakage_plot: str | None) -> str:
+                    canaries: int | None, leakage_plot: str | None) -> str:
     """The report a reviewer reads: every check with its evidence, the attack table, leakage and the DP audit."""
     lines = ["# fedsecure audit report", ""]
     if checks:
@@ -54,14 +54,18 @@ def report_markdown(*, transcript: str | None, checks: Sequence[CheckResult], at
         lines.append("")
     if audits:
         lines += ["## Empirical privacy audit (one run, canaries)", "",
-                  f"Steinke, Nasr and Jagielski (NeurIPS 2023): {canaries} canaries, each included with probability "
-                  "1/2 by a coin from the OS, one release, guesses fixed in advance. A lower bound above the claimed "
-                  "epsilon proves the claim false at the stated confidence.", "",
-                  "| mechanism | noise multiplier (claimed) | correct / guesses | epsilon lower bound | claimed epsilon "
-                  "| verdict |", "|---|---|---|---|---|---|"]
+                  "Steinke, Nasr and Jagielski (NeurIPS 2023): canaries each included with probability 1/2 by a "
+                  "coin from the OS, one release, guesses fixed from the claim in advance, zero-out adjacency (an "
+                  "excluded canary client sends a zero update). A lower bound above the claimed epsilon proves the "
+                  "claim false at the stated confidence.", "",
+                  "| mechanism | canaries | noise multiplier (claimed) | correct / guesses | epsilon lower bound | "
+                  "claimed epsilon | verdict |", "|---|---|---|---|---|---|---|"]
         for audit, miscalibrated in audits:
-            name = audit.level + (", 10x too little noise" if miscalibrated else "")
-            lines.append(f"| {name} | {audit.noise_multiplier:.3g} ({audit.claimed_noise_multiplier:.3g}) | "
+            name = audit.level + (
+                f", {audit.claimed_noise_multiplier / audit.noise_multiplier:.3g}x too little noise"
+                if miscalibrated else "")
+            lines.append(f"| {name} | {audit.canaries} | {audit.noise_multiplier:.3g} "
+                         f"({audit.claimed_noise_multiplier:.3g}) | "
                          f"{audit.correct} / {audit.guesses} | {audit.empirical_epsilon_lower_bound:.3g} "
                          f"({audit.confidence:.0%}) | {audit.claimed_epsilon:g} | "
                          f"{'**VIOLATION**' if audit.violation else 'consistent'} |")

@@ -61,10 +61,13 @@ class Profile:
     flower_max_dim: int = 1_000_000
     # SecAgg's complete graph costs clients^2 * dim keystream words; skipped above this.
     complete_graph_max_words: float = 1e10
-    # --utility: cnn-digits over this many clients and rounds, at these epsilons.
-    utility_clients: int = 20
-    utility_rounds: int = 10
-    utility_epsilons: tuple[float, ...] = (3.0, 10.0, 30.0, 100.0)
+    # --utility: digits-writers over this many writers, this many a round, for this many rounds, at these epsilons
+    # and seeds.
+    utility_clients: int = 5000
+    utility_per_round: int = 100
+    utility_rounds: int = 100
+    utility_epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)
+    utility_seeds: tuple[int, ...] = (0, 1, 2)
 
 
 QUICK = Profile(
@@ -83,7 +86,7 @@ QUICK = Profile(
     ),
     phe_dim=10_000, phe_sample=5,
     threshold_max_clients=5, threshold_max_dim=1_000, flower_max_clients=20,
-    utility_clients=10, utility_rounds=2, utility_epsilons=(10.0, 100.0),
+    utility_clients=500, utility_per_round=50, utility_rounds=20, utility_epsilons=(3.0,), utility_seeds=(0,),
 )
 
 FULL = Profile(

@@ -1,9 +1,15 @@
-"""Privacy against utility: a digits example (cnn-digits by default) trained under each DP level at several epsilons."""
+"""Privacy against utility: digits-writers trained under each DP level and ring size, at several epsilons and seeds.
+
+The task is one where user-level DP can learn: thousands of writers with about ten digits each, about a hundred
+of them per round, hundreds of rounds (:func:`fedsecure.fl.examples.digits_writers`). Every configuration runs at
+every seed, each run in its own process (two at a time on two cores), and the table reports the mean and the range
+of the final test accuracy over the seeds beside the epsilon each run's privacy ledger reports.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,107 +17,194 @@ from typing import Any
 
 __all__ = ["UTILITY_LEVELS", "run_utility", "plot_utility", "utility_table"]
 
-# Each row: a label, the DP level (None for the references without DP) and the aggregation protocol.
-UTILITY_LEVELS: tuple[tuple[str, str | None, str], ...] = (
-    ("plaintext, no DP", None, "plaintext"),
-    ("SecAgg+, no DP", None, "secagg+"),
-    ("local DP-SGD (Opacus), SecAgg+", "local", "secagg+"),
-    ("central DP-FedAvg, SecAgg+", "central", "secagg+"),
-    ("distributed DDGauss (20-bit ring), SecAgg+", "distributed", "secagg+"),
+#: Each row: a label, the DP level (None: the reference without DP), the aggregation protocol and the ring bits of
+#: distributed DP. Without DP and under central DP the server sees (or noises) the exact sum, which the secure
+#: protocols compute exactly; those rows aggregate with the plaintext baseline, whose ring sum is the same. Distributed
+#: DP's noise lives in the SecAgg ring, so its rows run SecAgg+.
+UTILITY_LEVELS: tuple[tuple[str, str | None, str, int | None], ...] = (
+    ("no DP", None, "plaintext", None),
+    ("central DP (discrete Gaussian)", "central", "plaintext", None),
+    ("distributed DDGauss, 24-bit ring", "distributed", "secagg+", 24),
+    ("distributed DDGauss, 16-bit ring", "distributed", "secagg+", 16),
+    ("distributed DDGauss, 12-bit ring", "distributed", "secagg+", 12),
+    ("local DP-SGD (Opacus)", "local", "plaintext", None),
 )
+#: The levels a run includes unless asked otherwise. Local DP-SGD is record-level (one example, not one writer)
+#: and costs an Opacus engine per client per round; it runs when asked for with ``levels``.
+DEFAULT_LEVELS = ("none", "central", "distributed")
 
 
-def run_utility(*, clients: int, rounds: int, epsilons: Sequence[float], delta: float = 1e-5, seed: int = 0,
-                example: str = "cnn-digits", clip: float = 1.0,
-                log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train ``example`` (on scikit-learn's bundled digits) without DP and at each epsilon under each DP level.
+def _one_run(job: dict[str, Any]) -> dict[str, Any]:
+    """One training run, in a worker process (one torch thread: two runs share two cores without contention)."""
+    import dataclasses
+    import logging
 
-    Every run trains a fresh model for ``rounds`` rounds over ``clients``
-    clients with the example's own partition and dropout, every update clipped to
-    L2 norm ``clip`` (user-level DP's sensitivity; the references use it too), and records
-    the final test accuracy and the epsilon the privacy ledger reports (the
-    accounting of what actually ran, not the plan). Needs the ``torch`` and
-    ``examples`` extras.
-    """
+    import torch
+
+    from .._errors import ConfigurationError
     from ..dp import Mechanism, PrivacyLevel
     from ..fl import train_federated
     from ..fl.examples import EXAMPLES, dp_config_for
     from ..protocols import ProtocolKind
 
+    torch.set_num_threads(1)
+    logging.getLogger("fedsecure").setLevel(logging.ERROR)  # clipping is the point here; no per-run warnings
+    experiment = EXAMPLES[job["example"]](protocol=ProtocolKind(job["protocol"]), clients=job["clients"],
+                                          seed=job["seed"], **job["options"])
+    federation = experiment.federation
+    identity = {key: job[key] for key in ("config", "level", "protocol", "bits", "target_epsilon", "seed", "rounds",
+                                          "clients")}
+    if job["level"] is not None:
+        dp = dp_config_for(experiment, level=PrivacyLevel(job["level"]), epsilon=job["target_epsilon"],
+                           delta=job["delta"], rounds=job["rounds"],
+                           mechanism=Mechanism.DDGAUSS if job["level"] == "distributed" else None,
+                           bits=job["bits"] or 20)
+        try:
+            federation = dataclasses.replace(federation, dp=dp)
+        except ConfigurationError as error:
+            # A ring too small for the noise is a result too: the table says so.
+            return identity | {"refused": str(error), "final_accuracy": None, "epsilon": None, "adjacency": None,
+                               "accountant": None, "delta": job["delta"], "noise_multiplier": None,
+                               "aborted_rounds": 0, "seconds": 0.0}
+    started = time.perf_counter()
+    result = train_federated(federation, rounds=job["rounds"], evaluate=experiment.evaluate)
+    ledger = federation.ledger
+    return identity | {"refused": None,
+        "epsilon": ledger.epsilon if ledger is not None else None,
+        "adjacency": ledger.config.adjacency_name if ledger is not None else None,
+        "accountant": ledger.accountant_name if ledger is not None else None,
+        "delta": job["delta"] if ledger is not None else None,
+        "noise_multiplier": _noise_multiplier(federation),
+        "final_accuracy": result.final_accuracy,
+        "aborted_rounds": sum(r.aborted for r in result.history),
+        "seconds": time.perf_counter() - started}
+
+
+def _noise_multiplier(federation: Any) -> float | None:
+    privacy = federation.pipeline.privacy
+    plan = getattr(privacy, "plan", None)
+    if plan is not None:
+        return float(plan.noise_multiplier)
+    noise = getattr(privacy, "noise_multiplier", None)
+    return None if noise is None else float(noise)
+
+
+def run_utility(*, example: str = "digits-writers", clients: int = 5000, per_round: int = 100, rounds: int = 300,
+                epsilons: Sequence[float] = (1.0, 3.0, 8.0), seeds: Sequence[int] = (0, 1, 2), delta: float = 1e-5,
+                levels: Sequence[str] = DEFAULT_LEVELS, workers: int = 2,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train ``example`` without DP and at each epsilon under each level in ``levels``, once per seed.
+
+    ``levels`` names any of ``none``, ``central``, ``distributed`` (every ring size) and ``local``. Each run
+    trains a fresh model for ``rounds`` rounds over ``clients`` writers, ``per_round`` a round, and records its
+    final test accuracy and the epsilon its privacy ledger reports (the accounting of what ran, not the plan).
+    ``workers`` runs go on at once, each in its own process. Needs the ``torch`` and ``examples`` extras.
+    """
+    import concurrent.futures
+    import multiprocessing
+
     say = log or (lambda _: None)
-    records = []
-    for label, level, protocol in UTILITY_LEVELS:
+    jobs = []
+    for label, level, protocol, bits in UTILITY_LEVELS:
+        if (level or "none") not in levels:
+            continue
         for epsilon in (epsilons if level is not None else [None]):
-            experiment = EXAMPLES[example](protocol=ProtocolKind(protocol), clients=clients, seed=seed)
-            federation = dataclasses.replace(experiment.federation, clip=clip)
-            if level is not None and epsilon is not None:
-                dp = dp_config_for(experiment, level=PrivacyLevel(level), epsilon=epsilon, delta=delta, rounds=rounds,
-                                   mechanism=Mechanism.DDGAUSS if level == "distributed" else None, bits=20)
-                federation = dataclasses.replace(federation, dp=dp)
-            started = time.perf_counter()
-            result = train_federated(federation, rounds=rounds, evaluate=experiment.evaluate)
-            ledger = federation.ledger
-            record = {"config": label, "level": level, "protocol": protocol, "target_epsilon": epsilon,
-                      "epsilon": ledger.epsilon if ledger is not None else None,
-                      "delta": delta if level is not None else None, "clients": clients, "rounds": rounds,
-                      "seed": seed, "final_accuracy": result.final_accuracy,
-                      "aborted_rounds": sum(r.aborted for r in result.history),
-                      "seconds": time.perf_counter() - started}
+            for seed in seeds:
+                jobs.append({"config": label, "level": level, "protocol": protocol, "bits": bits,
+                             "target_epsilon": epsilon, "seed": seed, "rounds": rounds, "clients": clients,
+                             "delta": delta, "example": example,
+                             "options": {"per_round": per_round} if example == "digits-writers" else {}})
+    records = []
+    started = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
+        futures = [pool.submit(_one_run, job) for job in jobs]
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            record = future.result()
             records.append(record)
-            say(f"  utility {label:<45} epsilon {epsilon if epsilon is not None else '-':<6} accuracy "
-                f"{100 * (result.final_accuracy or 0):5.1f}%  ({record['seconds']:.0f} s)")
-    return {"example": example, "clients": clients, "rounds": rounds, "delta": delta, "clip": clip,
-            "epsilons": list(epsilons), "records": records}
+            shown = "-" if record["target_epsilon"] is None else f"{record['target_epsilon']:g}"
+            outcome = (f"refused ({record['refused']})" if record["refused"] else
+                       f"accuracy {100 * (record['final_accuracy'] or 0):5.1f}%  ({record['seconds']:.0f} s)")
+            say(f"  utility {done}/{len(jobs)}: {record['config']:<34} epsilon {shown:<4} seed {record['seed']}  "
+                f"{outcome}; {time.perf_counter() - started:.0f} s in all")
+    records.sort(key=lambda r: ([row[0] for row in UTILITY_LEVELS].index(r["config"]), r["target_epsilon"] or 0,
+                                r["seed"]))
+    return {"example": example, "clients": clients, "per_round": per_round, "rounds": rounds, "delta": delta,
+            "epsilons": list(epsilons), "seeds": list(seeds), "records": records,
+            "seconds": time.perf_counter() - started}
+
+
+def _summary(rows: list[dict[str, Any]]) -> tuple[float, float, float] | None:
+    accuracies = [100 * r["final_accuracy"] for r in rows if r["final_accuracy"] is not None]
+    if not accuracies:
+        return None
+    return statistics.fmean(accuracies), min(accuracies), max(accuracies)
 
 
 def plot_utility(utility: dict[str, Any], path: Path, *, subtitle: str) -> Path:
-    """Accuracy against epsilon per DP level, with the runs without DP as horizontal reference lines."""
+    """Mean accuracy against epsilon per level and ring size (bars: the range over seeds); no DP as a line."""
     from .._plotting import pyplot, save, series_style
 
     figure, axes = pyplot().subplots(figsize=(7.5, 4.5))
-    for label, level, _ in UTILITY_LEVELS:
-        rows = [r for r in utility["records"] if r["config"] == label and r["final_accuracy"] is not None]
+    for label, level, _, bits in UTILITY_LEVELS:
+        rows = [r for r in utility["records"] if r["config"] == label]
         if not rows:
             continue
+        key = "no dp" if level is None else (f"distributed {bits}-bit" if level == "distributed" else level)
+        style = series_style(key)
         if level is None:
-            style = series_style("no dp")
-            if "plaintext" in label:
-                style["color"] = series_style("fedsecure plaintext")["color"]
-            axes.axhline(100 * rows[0]["final_accuracy"], color=style["color"], linestyle=style["linestyle"],
-                         label=label)
+            summary = _summary(rows)
+            if summary is not None:
+                axes.axhline(summary[0], color=style["color"], linestyle=style["linestyle"], label=label)
             continue
-        rows.sort(key=lambda r: r["target_epsilon"])
-        axes.plot([r["target_epsilon"] for r in rows], [100 * r["final_accuracy"] for r in rows], label=label,
-                  **series_style(label))
+        points = []
+        for epsilon in utility["epsilons"]:
+            summary = _summary([r for r in rows if r["target_epsilon"] == epsilon])
+            if summary is not None:
+                points.append((epsilon, *summary))
+        if not points:
+            continue
+        xs = [p[0] for p in points]
+        means = [p[1] for p in points]
+        errors = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
+        axes.errorbar(xs, means, yerr=errors, capsize=3, label=label, **style)
     axes.set_xscale("log")
-    axes.set_xlabel(f"epsilon (delta = {utility['delta']:g}, over {utility['rounds']} rounds)")
+    axes.set_xticks(utility["epsilons"], [f"{e:g}" for e in utility["epsilons"]])
+    axes.minorticks_off()
+    axes.set_xlabel(f"epsilon over {utility['rounds']} rounds (delta {utility['delta']:g}, zero-out adjacency; "
+                    "local DP: one example)")
     axes.set_ylabel("test accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.set_title(f"Privacy against utility: {utility['example']}, {utility['clients']} clients\n{subtitle}",
-                   fontsize=10)
-    axes.grid(True, which="both", alpha=0.3)
+    axes.set_title(f"Privacy against utility: {utility['example']}, {utility['clients']} writers, "
+                   f"{utility['per_round']} a round, {len(utility['seeds'])} seeds\n{subtitle}", fontsize=10)
+    axes.grid(True, alpha=0.3)
     return save(figure, path, legend_axes=axes)
 
 
 def utility_table(utility: dict[str, Any]) -> list[str]:
-    """Markdown lines: final accuracy per configuration and target epsilon (and the epsilon the ledger reports)."""
+    """Markdown lines: mean accuracy (range over seeds) per configuration and epsilon, with the ledger's epsilon."""
     epsilons = utility["epsilons"]
-    lines = [f"**Test accuracy, {utility['example']}** ({utility['clients']} clients, {utility['rounds']} rounds, "
-             f"clip {utility.get('clip', '–')}, delta = {utility['delta']:g}; the ledger's epsilon in brackets):", "",
+    lines = [f"**Test accuracy, {utility['example']}** ({utility['clients']} writers, {utility['per_round']} a round, "
+             f"{utility['rounds']} rounds, delta {utility['delta']:g}, zero-out adjacency for central and "
+             f"distributed DP; mean over seeds {', '.join(map(str, utility['seeds']))}, range in brackets, then "
+             "the largest epsilon a ledger reported):", "",
              f"| | no DP | {' | '.join(f'epsilon = {e:g}' for e in epsilons)} |", "|---|---|" + "---|" * len(epsilons)]
-    for label, level, _ in UTILITY_LEVELS:
-        rows = {r["target_epsilon"]: r for r in utility["records"] if r["config"] == label}
 
-        def cell(row: dict[str, Any] | None) -> str:
-            if row is None or row["final_accuracy"] is None:
-                return "–"
-            spent = row["epsilon"]
-            suffix = f" ({spent:.2f})" if spent is not None and math.isfinite(spent) else ""
-            return f"{100 * row['final_accuracy']:.1f}%{suffix}"
+    def cell(rows: list[dict[str, Any]]) -> str:
+        summary = _summary(rows)
+        if summary is None:
+            return "refused: the ring cannot hold the noise" if any(r.get("refused") for r in rows) else "–"
+        spent = [r["epsilon"] for r in rows if r["epsilon"] is not None and math.isfinite(r["epsilon"])]
+        suffix = f"; {max(spent):.2f}" if spent else ""
+        return f"{summary[0]:.1f}% ({summary[1]:.1f}–{summary[2]:.1f}{suffix})"
 
+    for label, level, _, _ in UTILITY_LEVELS:
+        rows = [r for r in utility["records"] if r["config"] == label]
+        if not rows:
+            continue
         if level is None:
-            lines.append(f"| {label} | {cell(rows.get(None))} |" + " |" * len(epsilons))
+            lines.append(f"| {label} | {cell(rows)} |" + " |" * len(epsilons))
         else:
-            lines.append(f"| {label} | – | {' | '.join(cell(rows.get(e)) for e in epsilons)} |")
+            lines.append(f"| {label} | – | "
+                         f"{' | '.join(cell([r for r in rows if r['target_epsilon'] == e]) for e in epsilons)} |")
     lines.append("")
     return lines

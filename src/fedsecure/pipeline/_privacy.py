@@ -424,7 +424,9 @@ class DistributedDP(_UserLevel):
         config, plan = self.dp, self.plan
         return self._base_record(noise, epsilon, _mechanism(config).value) | {
             "bits": plan.bits, "scale": plan.scale, "local_variance": plan.local_variance,
-            "wrap_bound": plan.wrap_bound, "wrap_probability": config.wrap_probability}
+            "wrap_bound": plan.wrap_bound, "wrap_probability": config.wrap_probability,
+            # The whole public plan, so an auditor can recompute each round's privacy loss.
+            "plan": plan.to_json()}
 
     def fingerprint(self) -> dict[str, Any] | None:
         return (super().fingerprint() or {}) | {"local_variance": self.plan.local_variance, "scale": self.plan.scale}
