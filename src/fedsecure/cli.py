@@ -742,7 +742,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "unchanged. Needs the torch and examples extras. Exit status: 0 trained, 2 invalid arguments or "
         "configuration, 3 every round aborted.",
     )
-    train.add_argument("--example", choices=["linear784", "logistic", "cnn-digits"], default="linear784")
+    train.add_argument("--example", choices=["linear784", "logistic", "cnn-digits", "digits-writers"], default="linear784")
     train.add_argument("--protocol", choices=sorted(_PROTOCOLS), default="secagg+")
     train.add_argument("--clients", type=_count, default=None, help="number of clients (example default)")
     train.add_argument("--rounds", type=_count, default=10,

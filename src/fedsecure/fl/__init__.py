@@ -1,7 +1,7 @@
 """Federated training around an existing PyTorch loop, with secure aggregation (needs the ``torch`` extra)."""
 
 from ..pipeline import RoundRecord, ServerOptimizer, ServerOptimizerKind
-from ._data import Dataset, Partition, load_digits_28x28, make_logistic_data, partition
+from ._data import Dataset, Partition, Writers, load_digits_28x28, make_digits_writers, make_logistic_data, partition
 from ._federation import MODULE_PREFIX, FederatedClient, Federation, TrainFunction
 from ._training import TrainingResult, train_federated
 from .examples import Experiment
@@ -18,7 +18,9 @@ __all__ = [
     "ServerOptimizerKind",
     "TrainFunction",
     "TrainingResult",
+    "Writers",
     "load_digits_28x28",
+    "make_digits_writers",
     "make_logistic_data",
     "partition",
     "train_federated",
