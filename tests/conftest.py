@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+import os
+
+# One intra-op thread for torch in the tests and every process they start: their models are tiny, and on a busy
+# two-core machine torch's spinning worker threads slow such a model's steps tenfold.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 import pytest
 from hypothesis import settings
 

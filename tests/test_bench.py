@@ -234,23 +234,29 @@ def test_flower_peer_returns_the_mean_and_halts_on_early_dropouts() -> None:
     assert all(r.bytes_up > 50 * 8 for r in rounds)
 
 
-def test_utility_trains_every_level_and_plots(tmp_path: Path) -> None:
+def test_utility_trains_every_level_and_ring_and_plots(tmp_path: Path) -> None:
     pytest.importorskip("opacus")
     pytest.importorskip("sklearn")
     from fedsecure.bench._utility import UTILITY_LEVELS, plot_utility, run_utility, utility_table
 
-    # linear784 trains in a fraction of cnn-digits' time; the bench's own runs use cnn-digits.
-    utility = run_utility(clients=3, rounds=1, epsilons=[50.0], seed=0, example="linear784")
+    # A small digits-writers (the suite's own runs use 5000 writers, 100 a round, 100 rounds), in worker processes.
+    utility = run_utility(clients=200, per_round=50, rounds=2, epsilons=[50.0], seeds=[0],
+                          levels=["none", "central", "distributed", "local"])
     records = utility["records"]
-    assert [r["config"] for r in records] == [label for label, _, _ in UTILITY_LEVELS]
+    assert [r["config"] for r in records] == [row[0] for row in UTILITY_LEVELS]
     for record in records:
+        if record["refused"]:
+            # A ring too small for the noise is refused by name, and the table says so.
+            assert record["bits"] == 12 and "bits" in record["refused"]
+            continue
         assert 0.0 <= record["final_accuracy"] <= 1.0
         if record["level"] is None:
             assert record["epsilon"] is None
         else:
-            # The ledger's epsilon for what ran never exceeds the target it was calibrated for.
+            # The ledger's epsilon for what ran never exceeds the target; every record names its guarantee.
             assert 0 < record["epsilon"] <= 50.0 + 1e-9, record
+            assert record["adjacency"] and record["accountant"]
     path = plot_utility(utility, tmp_path / "utility.png", subtitle="test")
     assert path.read_bytes().startswith(PNG_MAGIC)
     table = "\n".join(utility_table(utility))
-    assert "epsilon = 50" in table and "local DP-SGD" in table
+    assert "epsilon = 50" in table and "local DP-SGD" in table and "16-bit ring" in table

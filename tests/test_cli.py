@@ -126,6 +126,9 @@ def _strict(text: str) -> object:
     (["bench", "--render", "{garbage}"], "not a fedsecure bench.json"),
     (["audit", "{binary}"], "not JSON"),
     (["train", "--example", "logistic", "--rounds", "1", "--resume", "{corrupt}"], "not a readable fedsecure"),
+    (["train", "--example", "logistic", "--rounds", "1", "--plot", "{garbage}"], "must end in .png"),
+    (["train", "--example", "logistic", "--rounds", "1", "--epsilon", "3"], "only with --dp"),
+    (["flower", "--job", "linear784", "--resume", "/nonexistent/run"], "no checkpoint.npz"),
 ])
 def test_a_refused_input_exits_2_with_one_line_and_no_traceback(argv: list[str], fragment: str,
                                                                 tmp_path: object) -> None:

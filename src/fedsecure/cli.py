@@ -58,6 +58,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
         is_file = option in _OUTPUT_FILES or (option == "plot" and args.command == "train")
         if is_file and path.is_dir():
             raise refuse(option, path, "is a directory")
+        if option == "plot" and is_file and path.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise refuse(option, path, "must end in .png, .pdf or .svg (the figure's format)")
         if not is_file and path.exists() and not path.is_dir():
             raise refuse(option, path, "is not a directory")
         if is_file:
@@ -193,6 +195,9 @@ def _flower(args: argparse.Namespace) -> int:
         "start-timeout": args.start_timeout, "out": str(out), "progress": str(progress), "fraction": args.fraction}
     if args.checkpoint:
         run_config["checkpoint"] = str(Path(args.checkpoint).resolve())
+    if args.resume and not (Path(args.resume) / "checkpoint.npz").is_file():
+        raise ConfigurationError(f"--resume {args.resume}: no checkpoint.npz there (written by --checkpoint)",
+                                 parameter="resume")
     if args.resume:
         run_config["resume"] = str(Path(args.resume).resolve())
     if args.dp:
@@ -238,7 +243,9 @@ def _flower(args: argparse.Namespace) -> int:
     rounds = json.loads(out.read_text())["rounds"] if out.exists() else []
     summary = {"supernodes": args.supernodes, "job": args.job, "protocol": args.protocol, "active": args.active,
                "dp": args.dp, "workdir": str(workdir),
-               "seconds": time.monotonic() - started, "completed": run.returncode == 0 and len(rounds) == args.rounds,
+               # A resumed run's results hold only its new rounds: it completed when its last round is the last.
+               "seconds": time.monotonic() - started,
+               "completed": run.returncode == 0 and bool(rounds) and rounds[-1]["round"] + 1 == args.rounds,
                "rounds": rounds}
     if args.json:
         print(_strict_json(summary, sort_keys=True))
@@ -399,6 +406,9 @@ def _train(args: argparse.Namespace) -> int:
     logging.getLogger("fedsecure.fl").setLevel(logging.ERROR)
     if args.plot and os.path.dirname(args.plot):
         os.makedirs(os.path.dirname(args.plot), exist_ok=True)
+    if args.dp is None and (args.epsilon is not None or args.mechanism is not None):
+        raise ConfigurationError("--epsilon and --mechanism take effect only with --dp local|central|distributed",
+                                 parameter="dp")
     builder = EXAMPLES[args.example]
     options: dict[str, Any] = {"protocol": _PROTOCOLS[args.protocol], "seed": args.seed,
                                "key_bits": args.key_bits, "insecure_keys": args.insecure_small_keys}

@@ -112,6 +112,13 @@ def write_plots(data: dict[str, Any], directory: Path) -> list[Path]:
         axes.grid(True, which="both", alpha=0.3)
         written.append(save(figure, directory / name, legend_axes=axes))
 
+    if not records:
+        # A run of the privacy-utility suite alone has no protocol records to plot.
+        if data.get("utility"):
+            from ._utility import plot_utility
+
+            written.append(plot_utility(data["utility"], directory / "privacy_utility.png", subtitle=subtitle))
+        return written
     clients_dim = data["profile"]["clients_sweep_dim"]
     dim_clients = data["profile"]["dim_sweep_clients"]
     line_plot("time_vs_clients.png", "clients", "clients", "round_s", "clients", "seconds per round",
@@ -242,7 +249,7 @@ def markdown_tables(data: dict[str, Any], *, plots: str | None = None) -> str:
     if data["skipped"]:
         lines += ["Skipped in this run:", ""] + [f"- {reason}" for reason in data["skipped"]] + [""]
     if plots is not None:
-        names = list(PLOT_FILES) + (["privacy_utility.png"] if data.get("utility") else [])
+        names = (list(PLOT_FILES) if data["records"] else []) + (["privacy_utility.png"] if data.get("utility") else [])
         lines += [f"![{name[:-4].replace('_', ' ')}]({plots}/{name})" for name in names] + [""]
     return "\n".join(lines)
 
