@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import io
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,6 +178,8 @@ def _checkpoint_target() -> Target:
 
     directory = tempfile.mkdtemp(prefix="fedsecure-fuzz-")
     path = os.path.join(directory, "checkpoint.npz")
+    # The fuzzer rewrites one file for every input; it and its directory go when the process ends.
+    atexit.register(shutil.rmtree, directory, True)
 
     def run(data: bytes) -> object:
         with open(path, "wb") as handle:
