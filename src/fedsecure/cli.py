@@ -253,8 +253,10 @@ def _flower(args: argparse.Namespace) -> int:
         for r in rounds:
             detail = (f"aborted ({r['abort_reason']})" if r["aborted"] else
                       f"{len(r['survivors'])}/{r['cohort']} survivors, " +
-                      (f"accuracy {r['accuracy']:.3f}" if "accuracy" in r else
+                      (f"accuracy {100 * r['accuracy']:.1f}%" if r.get("accuracy") is not None else
                        f"sum {'exact' if r.get('correct') else 'WRONG'}"))
+            if r.get("epsilon") is not None:
+                detail += f", epsilon {r['epsilon']:.3f}"
             print(f"round {r['round'] + 1}/{args.rounds}: {detail}, {r['seconds']:.1f} s")
         print(f"{len(rounds)} rounds in {summary['seconds']:.1f} s; results in {out}")
         if not summary["completed"]:
@@ -325,6 +327,9 @@ def _audit(args: argparse.Namespace) -> int:
                                      dropout=0.1, record_fields=True)
             target.mkdir(parents=True, exist_ok=True)
             write_transcript(args.transcript, [simulated.transcript()])
+            if not args.report:
+                progress.note(f"the simulated round's transcript is in {args.transcript} (--report DIR keeps "
+                              "everything in one place)")
     checks = []
     if args.transcript is not None:
         try:
