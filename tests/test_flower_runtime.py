@@ -517,7 +517,7 @@ def _claim_round(path: str, barrier: Any, results: Any) -> None:
 
 @pytest.mark.parametrize("level, required, minimum, accepted", [
     ("", "local", 0.3, False), ("central", "local,distributed", 0.3, False), ("distributed", "local", 0.3, False),
-    ("local", "local", 0.3, True), ("distributed", "distributed", 0.3, True), ("local", "local", 100.0, False)])
+    ("local", "local", 0.3, True), ("distributed", "distributed", 0.1, True), ("local", "local", 100.0, False)])
 def test_a_client_can_require_differential_privacy(level: str, required: str, minimum: float,
                                                    accepted: bool) -> None:
     node = {"fedsecure-require-dp": required, "fedsecure-min-noise-multiplier": minimum}

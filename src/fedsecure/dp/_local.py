@@ -33,7 +33,7 @@ Privatize = Callable[[Any, Any, Any], tuple[Any, Any, Any]]
 
 
 def local_noise_multiplier(*, target_epsilon: float, delta: float, sample_rate: float, steps: int,
-                           accountant: Accountant = Accountant.RDP) -> float:
+                           accountant: Accountant = Accountant.PRV) -> float:
     """The DP-SGD noise multiplier for ``steps`` steps at ``sample_rate`` (Opacus' calibration)."""
     from opacus.accountants.utils import get_noise_multiplier
 
@@ -44,7 +44,7 @@ def local_noise_multiplier(*, target_epsilon: float, delta: float, sample_rate: 
 class LocalPrivacy:
     """One Opacus ``PrivacyEngine`` per client, kept across rounds."""
 
-    def __init__(self, *, noise_multiplier: float, max_grad_norm: float, accountant: Accountant = Accountant.RDP) -> None:
+    def __init__(self, *, noise_multiplier: float, max_grad_norm: float, accountant: Accountant = Accountant.PRV) -> None:
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = max_grad_norm
         self._accountant = accountant
