@@ -54,6 +54,8 @@ __all__ = ["DistributedPlan", "DistributedDPEncoding", "plan_distributed", "hada
 
 DEFAULT_BETA = math.exp(-0.5)
 DEFAULT_WRAP_PROBABILITY = 1e-6
+#: The largest Skellam local variance a plan uses (each Poisson mean stays exact in float64).
+SKELLAM_VARIANCE_LIMIT = float(2**50)
 
 
 def hadamard(values: np.ndarray) -> np.ndarray:
@@ -203,6 +205,8 @@ class DistributedPlan:
         if not values["clip"] > 0 or not values["scale"] > 0 or not 0 <= values["beta"] < 1 \
                 or values["local_variance"] > 2.0**62:
             raise bad("clip", "scale, beta or local_variance out of range")
+        if mechanism is Mechanism.SKELLAM and values["local_variance"] > SKELLAM_VARIANCE_LIMIT:
+            raise bad("local_variance", "exceeds 2^50, beyond which Skellam's Poisson draws are not exact")
         if mechanism is Mechanism.DDGAUSS and values["local_variance"] > VECTOR_VARIANCE_LIMIT:
             # plan_distributed never makes one: larger variances take the exact sampler's slow path for every
             # coordinate, a way to keep a client busy for half an hour.
@@ -316,13 +320,17 @@ def plan_distributed(
                                l2_sensitivity=l2, l1_sensitivity=rounded_l1_bound(l2, padded), wrap_bound=wrap)
 
     low, high = 1e-9, half_ring / clip
-    if mechanism is Mechanism.DDGAUSS:
+    if mechanism in (Mechanism.DDGAUSS, Mechanism.SKELLAM):
+        # Skellam's Poisson draws are exact only while their mean stays far below 2^53 (float64's integers):
+        # beyond it every draw shares a factor and the noise no longer hides the sum's low bits. Its variance is
+        # held at 2^50. The discrete Gaussian's:
         # Keep the local variance within the exact sampler's vectorised range (2^27, sigma about 11585 ring
         # units): a larger scale would only shrink the rounding error further, already negligible at that noise.
         cap_low, cap_high = low, high
         while cap_high / cap_low > 1 + 1e-6:
             middle = math.sqrt(cap_low * cap_high)
-            if build(middle).local_variance <= VECTOR_VARIANCE_LIMIT:
+            if build(middle).local_variance <= (VECTOR_VARIANCE_LIMIT if mechanism is Mechanism.DDGAUSS
+                                                else SKELLAM_VARIANCE_LIMIT):
                 cap_low = middle
             else:
                 cap_high = middle
