@@ -320,21 +320,20 @@ def plan_distributed(
                                l2_sensitivity=l2, l1_sensitivity=rounded_l1_bound(l2, padded), wrap_bound=wrap)
 
     low, high = 1e-9, half_ring / clip
-    if mechanism in (Mechanism.DDGAUSS, Mechanism.SKELLAM):
-        # Skellam's Poisson draws are exact only while their mean stays far below 2^53 (float64's integers):
-        # beyond it every draw shares a factor and the noise no longer hides the sum's low bits. Its variance is
-        # held at 2^50. The discrete Gaussian's:
-        # Keep the local variance within the exact sampler's vectorised range (2^27, sigma about 11585 ring
-        # units): a larger scale would only shrink the rounding error further, already negligible at that noise.
-        cap_low, cap_high = low, high
-        while cap_high / cap_low > 1 + 1e-6:
-            middle = math.sqrt(cap_low * cap_high)
-            if build(middle).local_variance <= (VECTOR_VARIANCE_LIMIT if mechanism is Mechanism.DDGAUSS
-                                                else SKELLAM_VARIANCE_LIMIT):
-                cap_low = middle
-            else:
-                cap_high = middle
-        high = max(low * (1 + 1e-6), cap_low)
+    # Cap each client's variance. The discrete Gaussian's stays within the exact sampler's vectorised range (2^27,
+    # sigma about 11585 ring units): a larger scale would only shrink the rounding error further, already
+    # negligible at that noise. Skellam's stays at 2^50: its Poisson draws are exact only while their mean is far
+    # below 2^53 (float64's integers); beyond it every draw shares a factor and the noise stops hiding the sum's
+    # low bits.
+    limit = VECTOR_VARIANCE_LIMIT if mechanism is Mechanism.DDGAUSS else SKELLAM_VARIANCE_LIMIT
+    cap_low, cap_high = low, high
+    while cap_high / cap_low > 1 + 1e-6:
+        middle = math.sqrt(cap_low * cap_high)
+        if build(middle).local_variance <= limit:
+            cap_low = middle
+        else:
+            cap_high = middle
+    high = max(low * (1 + 1e-6), cap_low)
     if build(low).wrap_bound > wrap_probability:
         raise ConfigurationError(
             f"a {bits}-bit ring cannot hold the noise for noise multiplier {noise_multiplier:.3g} over "
