@@ -327,3 +327,39 @@ def test_dp_accounted_recomputes_epsilon_from_the_recorded_noise(dp_transcripts:
         plan["noise_multiplier"] *= 3
         header["dp"]["plan"] = json.dumps(plan)
         assert not _check_lines(lines, tmp_path)["dp-accounted"].passed
+
+
+def _outcomes(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if line["kind"] == "outcome"]
+
+
+@pytest.mark.parametrize("level, damage, why", [
+    # The same survivor counted twice would add a noise share nobody added.
+    ("distributed", lambda lines: _outcomes(lines)[0]["survivors"].append(_outcomes(lines)[0]["survivors"][0]),
+     "listed twice"),
+    ("distributed", lambda lines: _outcomes(lines)[0]["survivors"].append(999), "not among the round's clients"),
+    ("distributed", lambda lines: _headers(lines)[0]["dp"].update(sample_rate=0.0), "sampling rate"),
+    ("distributed", lambda lines: _headers(lines)[0]["dp"].update(mechanism="skellam"), "plan is ddgauss"),
+    ("central", lambda lines: _headers(lines)[0]["dp"].update(sample_rate=1e-9), "sampling rate"),
+    ("central", lambda lines: _headers(lines)[0]["dp"].update(delta=0.0), "delta"),
+    ("central", lambda lines: _headers(lines)[0]["dp"].update(epsilon=-1.0), "finite non-negative"),
+    # Renaming a level to skip recomputation: an unknown name, or local DP on a record with central fields.
+    ("central", lambda lines: [h["dp"].update(level="Central") for h in _headers(lines)], "not central"),
+    ("central", lambda lines: [h["dp"].update(level="local") for h in _headers(lines)], "not one of local"),
+    ("central", lambda lines: [h["dp"].update(level="local", mechanism="gaussian (DP-SGD, per client)")
+                               for h in _headers(lines)], "local-DP record names user-level adjacency"),
+    ("distributed", lambda lines: [h["dp"].update(level="central") for h in _headers(lines)], "not one of central"),
+    ("distributed", lambda lines: [h["dp"].update(level="central", mechanism="gaussian") for h in _headers(lines)],
+     "central-DP record carries a distributed plan"),
+    ("central", lambda lines: _headers(lines)[1]["dp"].update(level="distributed"), "changes"),
+])
+def test_dp_accounted_refuses_records_that_cannot_be_reaccounted(dp_transcripts: dict[str, Path], tmp_path: Path,
+                                                                 level: str, damage: Any, why: str) -> None:
+    lines = _load(dp_transcripts[level])
+    damage(lines)
+    result = _check_lines(lines, tmp_path)["dp-accounted"]
+    assert not result.passed and why in " ".join(result.evidence), result.evidence
+
+
+def _headers(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if line["kind"] == "round"]

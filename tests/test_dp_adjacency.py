@@ -22,8 +22,10 @@ from fedsecure.dp import (  # noqa: E402
     PrivacyLevel,
     gaussian_epsilon,
     plan_distributed,
+    rdp_to_epsilon,
+    subsampled_without_replacement_rdp,
 )
-from fedsecure.dp._accounting import GAUSSIAN_ORDERS  # noqa: E402
+from fedsecure.dp._accounting import GAUSSIAN_ORDERS, INTEGER_ORDERS  # noqa: E402
 from fedsecure.pipeline import round_privacy  # noqa: E402
 from fedsecure.protocols import ProtocolKind  # noqa: E402
 
@@ -139,3 +141,86 @@ def test_sampled_central_dp_is_never_accounted_below_the_continuous_gaussian() -
     continuous = gaussian_epsilon(1.0, 0.02, 300, 1e-5)
     assert continuous <= ledger.epsilon <= 1.35 * continuous
     assert ledger.orders[0] == 2.0  # the general subsampling bound, at integer orders
+
+
+@pytest.mark.parametrize("z, slack", [(0.7, 1.05), (0.93, 1.05), (1.5, 1.05), (3.0, 1.35)])
+def test_sampling_without_replacement_agrees_with_dp_accounting_for_the_gaussian(z: float, slack: float) -> None:
+    # dp-accounting's bound for the Gaussian (Theorem 27) is at least as tight as the general Theorem 9, which
+    # fedsecure applies to every distributed mechanism; the gap grows with the noise (30% in epsilon at z = 3).
+    ours = np.array([subsampled_without_replacement_rdp(a, 0.02, lambda j: j / (2 * z * z)) for a in INTEGER_ORDERS])
+    epsilon = rdp_to_epsilon(INTEGER_ORDERS, 100 * ours, 1e-5)
+    accountant = dp_accounting.rdp.RdpAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        accountant.compose(dp_accounting.SampledWithoutReplacementDpEvent(5000, 100, dp_accounting.GaussianDpEvent(z)),
+                           100)
+        reference = accountant.get_epsilon(1e-5)
+    assert reference * 0.999 <= epsilon <= reference * slack
+
+
+def _renyi(log_p: np.ndarray, log_q: np.ndarray, order: float, step: float) -> float:
+    exponents = order * log_p + (1 - order) * log_q
+    top = float(np.max(exponents))
+    return (top + float(np.log(np.sum(np.exp(exponents - top)) * step))) / (order - 1)
+
+
+def test_the_amplified_distributed_bound_is_never_below_an_exact_divergence() -> None:
+    # One coordinate, every other client's update zero: client i's clipped update c is in the sum only if i was
+    # drawn (probability q). Zero-out pair: (1-q) N(0) + q N(c) against N(0); replace-one pair: c against -c.
+    plan = _plan(1.9, bits=24, clients=100, dim=1)
+    q, sigma, c = 0.02, plan.noise_multiplier * plan.l2_sensitivity, plan.l2_sensitivity
+    grid = np.linspace(-40 * sigma, 40 * sigma, 400_001)
+    step = float(grid[1] - grid[0])
+
+    def log_normal(mean: float) -> np.ndarray:
+        return -((grid - mean) ** 2) / (2 * sigma**2) - np.log(sigma * np.sqrt(2 * np.pi))
+
+    base = log_normal(0.0)
+    plus = np.logaddexp(np.log1p(-q) + base, np.log(q) + log_normal(c))
+    minus = np.logaddexp(np.log1p(-q) + base, np.log(q) + log_normal(-c))
+    for adjacency, pairs in ((Adjacency.ZERO_OUT, [(plus, base), (base, plus)]),
+                             (Adjacency.REPLACE_ONE, [(plus, minus)])):
+        curve = plan.rdp(100, adjacency=adjacency, sample_rate=q)  # type: ignore[attr-defined]
+        unamplified = plan.rdp(100, adjacency=adjacency)  # type: ignore[attr-defined]
+        orders = plan.orders_for(q)  # type: ignore[attr-defined]
+        for order, bound in zip(orders[:40], curve[:40]):
+            assert bound >= max(_renyi(a, b, order, step) for a, b in pairs) - 1e-9
+        assert curve[0] < unamplified[GAUSSIAN_ORDERS.index(2.0)] / 10  # and it amplifies
+
+
+def _distributed(fraction: float, population: int = 5000) -> object:
+    config = DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-5, target_epsilon=3.0, rounds=50, bits=20)
+    return round_privacy(config, protocol=ProtocolKind.SECAGG_PLUS, dimension=650, clip=0.5, ring_bits=32,
+                         max_weight=64, population=population, fraction=fraction)
+
+
+def test_distributed_dp_calibrates_against_the_models_users_and_reports_the_server_too() -> None:
+    sampled, fixed = _distributed(0.02), _distributed(1.0, population=100)
+    assert sampled.plan.max_clients == fixed.plan.max_clients == 100  # type: ignore[attr-defined]
+    # The hidden cohort buys less noise for the same target ...
+    assert sampled.plan.noise_multiplier < fixed.plan.noise_multiplier / 4  # type: ignore[attr-defined]
+    ledger = sampled.ledger  # type: ignore[attr-defined]
+    assert "amplified by sampling without replacement" in ledger.accountant_name
+    for round_index in range(50):
+        members = [0, *range(round_index * 99 + 1, round_index * 99 + 100)]  # client 0 is drawn every time
+        ledger.record(round_index, members, contributors=100, noise_multiplier=sampled.plan.noise_multiplier)  # type: ignore[attr-defined]
+    # ... and the server, which knows the cohorts, is held to the unamplified bound of each client's rounds.
+    assert ledger.epsilon == pytest.approx(3.0, rel=0.01)
+    server = sampled.plan.epsilon(survivors=100, rounds=50, delta=1e-5)  # type: ignore[attr-defined]
+    assert ledger.epsilon_without_amplification == pytest.approx(server, rel=1e-9) and server > 3.0
+    assert "no amplification" in fixed.ledger.accountant_name  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError, match="planned for 5000 clients"):
+        sampled.sample(list(range(4000)), 0, 0)  # type: ignore[attr-defined]
+    assert len(sampled.sample(list(range(5000)), 0, 0)) == 100  # type: ignore[attr-defined]
+
+
+def test_privacy_amplifies_distributed_dp_over_a_population_and_prints_both_guarantees() -> None:
+    argv = ["--mechanism", "ddgauss", "--noise-multiplier", "2", "--rounds", "100", "--delta", "1e-5",
+            "--clients", "100", "--clip", "0.5", "--bits", "20", "--dim", "650", "--json"]
+    fixed = json.loads(_privacy(*argv).stdout)
+    sampled = json.loads(_privacy(*argv, "--population", "5000").stdout)
+    assert sampled["sample_rate"] == 0.02 and "without replacement" in sampled["accountant"]
+    assert sampled["epsilon_against_server"] == pytest.approx(fixed["epsilon"], rel=1e-9)
+    assert sampled["epsilon"] < fixed["epsilon"] / 5
+    assert _privacy(*argv, "--population", "50").returncode == 2

@@ -484,6 +484,8 @@ def _train(args: argparse.Namespace) -> int:
         if ledger is not None:
             extra += (f"  epsilon {ledger.epsilon:.3f} (delta {ledger.config.delta:g}, {ledger.config.level.value} "
                       f"DP, {ledger.config.adjacency_name} adjacency, {ledger.accountant_name} accountant)")
+            if ledger.config.level.value == "distributed" and ledger.sample_rate < 1:
+                extra += f"; against the server, which knows the cohorts, {ledger.epsilon_without_amplification:.3f}"
         print(f"final accuracy {100 * (result.final_accuracy or 0):.1f}%  loss {result.final_loss:.4f}{extra}  "
               f"in {result.seconds:.1f}s")
     return 3 if result.history and all(r.aborted for r in result.history) else 0
@@ -511,8 +513,9 @@ def _privacy(args: argparse.Namespace) -> int:
     if not 0 < args.sample_rate <= 1:
         raise ConfigurationError("sample rate must lie in (0, 1]", parameter="sample_rate")
     if mechanism is not Mechanism.GAUSSIAN and args.sample_rate != 1:
-        raise ConfigurationError(f"{mechanism.value} runs over fixed-size cohorts and claims no amplification by "
-                                 "sampling: leave --sample-rate out", parameter="sample_rate")
+        raise ConfigurationError(f"{mechanism.value} runs over fixed-size cohorts, not Poisson samples: leave "
+                                 "--sample-rate out and give --population, from which each cohort of --max-clients "
+                                 "(default --clients) is drawn without replacement", parameter="sample_rate")
     if mechanism is Mechanism.GAUSSIAN and factor > 1 and args.sample_rate < 1:
         raise ConfigurationError("replace-one adjacency is accounted without sampling only: --sample-rate 1, or "
                                  "--adjacency zero-out", parameter="adjacency")
@@ -532,30 +535,47 @@ def _privacy(args: argparse.Namespace) -> int:
             raise ConfigurationError(f"{mechanism.value} needs --clients (noise shares per round) and --clip",
                                      parameter="clients")
 
+        cohort = args.max_clients or args.clients
+        if cohort < args.clients:
+            raise ConfigurationError("--max-clients must be at least --clients", parameter="max_clients")
+        if args.population is not None and args.population < cohort:
+            raise ConfigurationError(f"a cohort of {cohort} cannot be drawn from a population of {args.population}",
+                                     parameter="population")
+        # A cohort of fixed size drawn without replacement from the population, hidden from the model's users.
+        rate = 1.0 if args.population is None else cohort / args.population
+
         def plan(z: float) -> Any:
             return plan_distributed(mechanism=mechanism, dimension=args.dim, clip=args.clip, bits=args.bits,
-                                    expected_clients=args.clients, max_clients=args.max_clients or args.clients,
-                                    noise_multiplier=z)
+                                    expected_clients=args.clients, max_clients=cohort, noise_multiplier=z)
 
-        def epsilon_of(z: float) -> float:
+        def distributed_epsilon(z: float, sample_rate: float = rate) -> float:
             return float(plan(z).epsilon(survivors=args.clients, rounds=args.rounds, delta=args.delta,
-                                         adjacency=adjacency))
+                                         adjacency=adjacency, sample_rate=sample_rate))
 
-        noise = args.noise_multiplier or calibrate(epsilon_of, args.target_epsilon, low=0.05, high=200.0).noise
+        noise = args.noise_multiplier or calibrate(distributed_epsilon, args.target_epsilon, low=0.05,
+                                                   high=200.0).noise
         chosen = plan(noise)
-        summary.update(noise_multiplier=chosen.noise_multiplier, epsilon=epsilon_of(noise),
-                       accountant=f"rdp ({mechanism.value} bound, no amplification)", clients=args.clients,
+        amplified = "amplified by sampling without replacement" if rate < 1 else "no amplification"
+        summary.update(noise_multiplier=chosen.noise_multiplier, epsilon=distributed_epsilon(noise),
+                       epsilon_against_server=distributed_epsilon(noise, 1.0), sample_rate=rate,
+                       accountant=f"rdp ({mechanism.value} bound, {amplified})", clients=args.clients,
                        bits=args.bits, dim=args.dim, clip=args.clip, scale=chosen.scale,
                        local_variance=chosen.local_variance, l2_sensitivity=chosen.l2_sensitivity,
                        wrap_probability_bound=chosen.wrap_bound)
     if args.json:
         print(_strict_json(summary, sort_keys=True))
     else:
-        sampling = (f"at sampling rate {args.sample_rate:g}" if args.sample_rate < 1 else
-                    "without amplification by sampling")
+        rate = summary["sample_rate"]
+        sampling = ("without amplification by sampling" if rate >= 1 else
+                    f"at Poisson sampling rate {rate:g}" if mechanism is Mechanism.GAUSSIAN else
+                    f"against whoever sees only the released model (cohorts of {args.max_clients or args.clients} "
+                    f"drawn without replacement from {args.population})")
         print(f"{mechanism.value}: noise multiplier {summary['noise_multiplier']:.4f} gives epsilon "
               f"{summary['epsilon']:.4f} at delta {args.delta:g} after {args.rounds} rounds {sampling}; "
               f"{adjacency.value} adjacency, {summary['accountant']} accountant")
+        if mechanism is not Mechanism.GAUSSIAN and rate < 1:
+            print(f"  against the server, which knows every cohort: epsilon {summary['epsilon_against_server']:.4f} "
+                  f"for a client drawn in all {args.rounds} rounds (no amplification)")
         if mechanism is not Mechanism.GAUSSIAN:
             print(f"  per client: variance {summary['local_variance']:.6g} in a {args.bits}-bit ring at scale "
                   f"{summary['scale']:.6g}; wrap-around probability below {max(summary['wrap_probability_bound'], 1e-300):.2g}")
@@ -914,7 +934,8 @@ def _build_parser() -> argparse.ArgumentParser:
     privacy.add_argument("--noise-multiplier", type=float, help="noise standard deviation / L2 sensitivity")
     privacy.add_argument("--target-epsilon", type=float, help="calibrate the noise for this epsilon")
     privacy.add_argument("--sample-rate", type=float, default=1.0,
-                         help="Poisson sampling rate of the cohort, gaussian only (default 1: no amplification)")
+                         help="Poisson sampling rate of the cohort, gaussian only (default 1: no amplification); "
+                         "ddgauss and skellam take --population instead")
     privacy.add_argument("--rounds", type=_count, required=True, help="number of rounds (compositions)")
     privacy.add_argument("--delta", type=float, required=True)
     privacy.add_argument("--accountant", choices=["rdp", "prv"], default="rdp", help="for the gaussian (default rdp)")
@@ -923,7 +944,10 @@ def _build_parser() -> argparse.ArgumentParser:
                          "client), or replaced by any other, twice the sensitivity (default zero-out)")
     privacy.add_argument("--clients", type=_count, help="noise shares summed per round (ddgauss, skellam)")
     privacy.add_argument("--max-clients", type=_count, help="the most inputs a round may sum (default --clients)")
-    privacy.add_argument("--population", type=_count, help="population size, to refuse delta >= 1/population")
+    privacy.add_argument("--population", type=_count,
+                         help="population size: refuses delta >= 1/population; for ddgauss and skellam, the "
+                         "population each cohort is drawn from without replacement (amplification against the "
+                         "model's users; default: none)")
     privacy.add_argument("--bits", type=int, default=20, help="ring bits (ddgauss, skellam; default 20)")
     privacy.add_argument("--clip", type=float, help="L2 clip of each update (ddgauss, skellam)")
     privacy.add_argument("--dim", type=_count, default=10_000, help="update length (ddgauss, skellam; default 10000)")

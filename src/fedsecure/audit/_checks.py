@@ -329,15 +329,51 @@ def check_share_binding(rounds: list[RoundTranscript]) -> CheckResult:
 class _Reaccountant:
     """Composes the privacy loss of the rounds a transcript records, from their DP records alone."""
 
+    _MECHANISMS = {"central": {"gaussian"}, "distributed": {"ddgauss", "skellam"},
+                   "local": {"gaussian (DP-SGD, per client)"}}
+
     def __init__(self) -> None:
         self._rdp: Any = None
         self._orders: tuple[float, ...] = ()
+        self._level: str | None = None
 
     def add(self, dp: dict[str, Any], round_: RoundTranscript) -> float | None:
-        """The epsilon after this round, or None where nothing is recomputed (local DP, no noise released)."""
-        level, noise = dp.get("level"), dp.get("noise_multiplier")
-        if level not in ("central", "distributed") or noise is None:
-            return None if self._rdp is None or level == "local" else self._epsilon(dp)
+        """The epsilon after this round, or None where nothing is recomputed (local DP, no noise released).
+
+        Raises ValueError naming what is inconsistent: a level other than central, distributed or local, or one
+        that changes mid-run; a mechanism, adjacency or plan that does not belong to the level; a delta outside
+        (0, 1), a sampling rate outside (0, 1], a non-finite epsilon; survivors repeated or not in the round.
+        """
+        level: Any = dp.get("level")
+        noise: Any = dp.get("noise_multiplier")
+        if level not in self._MECHANISMS:
+            raise ValueError(f"level {level!r} is not central, distributed or local")
+        if self._level is not None and level != self._level:
+            raise ValueError(f"the level changes from {self._level} to {level} mid-run")
+        self._level = level
+        if dp.get("mechanism") not in self._MECHANISMS[level]:
+            raise ValueError(f"mechanism {dp.get('mechanism')!r} is not one of {level} DP's")
+        delta: Any = dp.get("delta")
+        epsilon: Any = dp.get("epsilon")
+        if type(delta) is not float or not 0 < delta < 1:
+            raise ValueError("delta must lie in (0, 1)")
+        if type(epsilon) not in (int, float) or not math.isfinite(epsilon) or epsilon < 0:
+            raise ValueError("the recorded epsilon is not a finite non-negative number")
+        if level == "local":
+            from ..dp import LOCAL_ADJACENCY
+
+            if dp.get("adjacency") != LOCAL_ADJACENCY or "plan" in dp:
+                raise ValueError("a local-DP record names user-level adjacency or carries a distributed plan")
+            return None
+        if "plan" in dp and level != "distributed":
+            raise ValueError("a central-DP record carries a distributed plan")
+        rate: Any = dp.get("sample_rate")
+        if type(rate) not in (int, float) or not 0 < rate <= 1:
+            raise ValueError("the sampling rate must lie in (0, 1]")
+        if noise is None:
+            return None if self._rdp is None else self._epsilon(delta)
+        if type(noise) not in (int, float) or not math.isfinite(noise) or noise <= 0:
+            raise ValueError("the noise multiplier is not a finite positive number")
         try:
             from ..dp import Adjacency, DistributedPlan
             from ..dp._accounting import GAUSSIAN_ORDERS, INTEGER_ORDERS
@@ -346,23 +382,29 @@ class _Reaccountant:
             return None
         adjacency = Adjacency(dp["adjacency"])
         if level == "central":
-            rate = float(dp["sample_rate"])
             orders = GAUSSIAN_ORDERS if rate >= 1 else tuple(float(a) for a in INTEGER_ORDERS)
-            rdp = central_rdp(float(noise) / adjacency.sensitivity_factor, rate, orders)
+            rdp = central_rdp(float(noise) / adjacency.sensitivity_factor, float(rate), orders)
         else:
             plan = DistributedPlan.from_json(dp["plan"], max_dimension=2**40)
-            survivors = len(round_.outcome.get("survivors", [])) if round_.outcome is not None else 0
-            orders, rdp = plan.orders, plan.rdp(survivors, adjacency=adjacency)
+            if plan.mechanism.value != dp["mechanism"]:
+                raise ValueError(f"the record names {dp['mechanism']} but its plan is {plan.mechanism.value}")
+            survivors = list(round_.outcome.get("survivors", [])) if round_.outcome is not None else []
+            if len(set(survivors)) != len(survivors):
+                raise ValueError("a survivor is listed twice")
+            if not set(survivors) <= set(round_.header["clients"]):
+                raise ValueError("a survivor is not among the round's clients")
+            orders, rdp = plan.orders_for(float(rate)), plan.rdp(len(survivors), adjacency=adjacency,
+                                                               sample_rate=float(rate))
         if self._rdp is not None and orders != self._orders:
             raise ValueError("the rounds' records change mechanism or sampling rate mid-run")
         self._orders = orders
         self._rdp = rdp if self._rdp is None else self._rdp + rdp
-        return self._epsilon(dp)
+        return self._epsilon(delta)
 
-    def _epsilon(self, dp: dict[str, Any]) -> float:
+    def _epsilon(self, delta: float) -> float:
         from ..dp import rdp_to_epsilon
 
-        return rdp_to_epsilon(self._orders, self._rdp, float(dp["delta"]))
+        return rdp_to_epsilon(self._orders, self._rdp, delta)
 
 
 def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
@@ -375,10 +417,14 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
     one the plan sized for its noise. If any round has a DP record, every round
     must. The epsilon is also recomputed from what the records say ran: each
     central round's noise multiplier, sampling rate and adjacency, each
-    distributed round's plan and the number of survivors whose noise shares
-    were summed. A recorded epsilon below the recomputed one fails the check.
-    Local DP's epsilons come from each client's own accountant and are not
-    recomputed.
+    distributed round's plan, sampling rate, adjacency and the survivors whose
+    noise shares were summed (each once, each a client of the round). A
+    recorded epsilon below the recomputed one fails the check, and so does a
+    record that cannot be re-accounted: a level other than central, distributed
+    or local or one that changes mid-run, a mechanism or plan foreign to the
+    level, a delta outside (0, 1), a sampling rate outside (0, 1], a non-finite
+    epsilon. Local DP's epsilons come from each client's own accountant and are
+    not recomputed.
     """
     recorded = [r for r in rounds if r.header.get("dp")]
     evidence: list[str] = [f"round {r.round_id}: no DP record in a run whose other rounds have one"
@@ -391,8 +437,8 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
         epsilon, target = dp.get("epsilon"), dp.get("target_epsilon")
         if not dp.get("level") or (completed and (not dp.get("mechanism") or not dp.get("noise_multiplier"))):
             evidence.append(f"round {round_.round_id}: completed without a recorded mechanism or noise multiplier")
-        if not isinstance(epsilon, (int, float)):
-            evidence.append(f"round {round_.round_id}: no epsilon recorded")
+        if not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon):
+            evidence.append(f"round {round_.round_id}: no finite epsilon recorded")
             continue
         if isinstance(target, (int, float)) and epsilon > target * (1 + 1e-9):
             evidence.append(f"round {round_.round_id}: epsilon {epsilon:.4g} exceeds the target {target:.4g}")

@@ -63,7 +63,8 @@ def _one_run(job: dict[str, Any]) -> dict[str, Any]:
             federation = dataclasses.replace(federation, dp=dp)
         except ConfigurationError as error:
             # A ring too small for the noise is a result too: the table says so.
-            return identity | {"refused": str(error), "final_accuracy": None, "epsilon": None, "adjacency": None,
+            return identity | {"refused": str(error), "final_accuracy": None, "epsilon": None,
+                               "epsilon_without_amplification": None, "adjacency": None,
                                "accountant": None, "delta": job["delta"], "noise_multiplier": None,
                                "aborted_rounds": 0, "seconds": 0.0}
     started = time.perf_counter()
@@ -71,6 +72,8 @@ def _one_run(job: dict[str, Any]) -> dict[str, Any]:
     ledger = federation.ledger
     return identity | {"refused": None,
         "epsilon": ledger.epsilon if ledger is not None else None,
+        # What holds against an observer who knows every cohort: under distributed DP, the server.
+        "epsilon_without_amplification": ledger.epsilon_without_amplification if ledger is not None else None,
         "adjacency": ledger.config.adjacency_name if ledger is not None else None,
         "accountant": ledger.accountant_name if ledger is not None else None,
         "delta": job["delta"] if ledger is not None else None,
@@ -186,7 +189,8 @@ def utility_table(utility: dict[str, Any]) -> list[str]:
     lines = [f"**Test accuracy, {utility['example']}** ({utility['clients']} writers, {utility['per_round']} a round, "
              f"{utility['rounds']} rounds, delta {utility['delta']:g}, zero-out adjacency for central and "
              f"distributed DP; mean over seeds {', '.join(map(str, utility['seeds']))}, range in brackets, then "
-             "the largest epsilon a ledger reported):", "",
+             "the largest epsilon a ledger reported; under distributed DP, then the largest against the server, "
+             "which knows the cohorts):", "",
              f"| | no DP | {' | '.join(f'epsilon = {e:g}' for e in epsilons)} |", "|---|---|" + "---|" * len(epsilons)]
 
     def cell(rows: list[dict[str, Any]]) -> str:
@@ -195,6 +199,11 @@ def utility_table(utility: dict[str, Any]) -> list[str]:
             return "refused: the ring cannot hold the noise" if any(r.get("refused") for r in rows) else "–"
         spent = [r["epsilon"] for r in rows if r["epsilon"] is not None and math.isfinite(r["epsilon"])]
         suffix = f"; {max(spent):.2f}" if spent else ""
+        # Distributed DP also holds against the server, which knows the cohorts: without amplification.
+        server = [r["epsilon_without_amplification"] for r in rows if r["level"] == "distributed"
+                  and r.get("epsilon_without_amplification") is not None]
+        if server and math.isfinite(max(server)):
+            suffix += f"; server {max(server):.1f}"
         return f"{summary[0]:.1f}% ({summary[1]:.1f}–{summary[2]:.1f}{suffix})"
 
     for label, level, _, _ in UTILITY_LEVELS:

@@ -20,6 +20,7 @@ from ._accounting import (
     rounded_l2_bound,
     skellam_rdp,
     subsampled_rdp,
+    subsampled_without_replacement_rdp,
 )
 from ._config import LOCAL_ADJACENCY, Adjacency, DPConfig, PrivacyLevel
 from ._distributed import DistributedDPEncoding, DistributedPlan, hadamard, plan_distributed
@@ -56,4 +57,5 @@ __all__ = [
     "skellam",
     "skellam_rdp",
     "subsampled_rdp",
+    "subsampled_without_replacement_rdp",
 ]

@@ -13,7 +13,10 @@
 * Skellam: Agarwal, Kairouz, Liu, NeurIPS 2021, Corollary 3.6: for total variance
   mu and integer sensitivities, a D2^2/(2 mu) + min(((2a-1) D2^2 + 6 D1)/(4 mu^2), 3 D1/(2 mu)).
 * Subsampling for those two: the general Poisson-subsampled RDP bound of Zhu and
-  Wang (ICML 2019, Theorem 5), at integer orders, never worse than no subsampling.
+  Wang (ICML 2019, Theorem 5), at integer orders, never worse than no subsampling;
+  and for cohorts of a fixed size drawn without replacement, the general bound of
+  Wang, Balle and Kasiviswanathan (AISTATS 2019, Theorem 9), which holds under
+  replace-one adjacency of the population, at integer orders.
 * Conversion to (epsilon, delta): Opacus' ``get_privacy_spent`` (Balle et al. 2020).
 * Stochastic rounding inflates the L2 sensitivity of a scaled vector of norm c in
   d dimensions to min(c + sqrt(d), sqrt(c^2 + d/4 + sqrt(2 ln(1/beta)) (c + sqrt(d)/2)))
@@ -40,6 +43,7 @@ __all__ = [
     "ddgauss_rdp",
     "skellam_rdp",
     "subsampled_rdp",
+    "subsampled_without_replacement_rdp",
     "rounded_l2_bound",
     "rounded_l1_bound",
     "calibrate",
@@ -133,6 +137,39 @@ def subsampled_rdp(order: int, sample_rate: float, rdp: Callable[[int], float]) 
     top = float(np.max(exponents))
     value = top + math.log(float(np.sum(weights * np.exp(exponents - top))))
     return min(value / (order - 1), rdp(order))
+
+
+def subsampled_without_replacement_rdp(order: int, sample_rate: float, rdp: Callable[[int], float]) -> float:
+    """Wang, Balle and Kasiviswanathan (AISTATS 2019), Theorem 9: RDP at integer ``order`` of a mechanism run on
+    a uniformly random subset of fixed size, a ``sample_rate`` = size / population share, drawn without replacement.
+
+    ``rdp(j)`` is the mechanism's RDP at integer order j *on the subset, under replace-one adjacency* (two subsets
+    differ in one member's data, replaced by any other's): for a sum of clipped updates that is twice the
+    clip. The bound then holds under replace-one adjacency of the population, and so under zero-out, its special
+    case. With epsilon(infinity) unbounded (every Gaussian-like mechanism), Theorem 9 reads
+
+        1/(a-1) log(1 + q^2 C(a,2) min(4 (e^rdp(2) - 1), 2 e^rdp(2)) + sum_{j=3..a} 2 q^j C(a,j) e^((j-1) rdp(j))).
+
+    Threat model: the amplification holds only against an observer who does not learn which clients were drawn.
+    """
+    if order < 2:
+        raise ValueError("the bound is for integer orders of 2 and more")
+    if sample_rate >= 1:
+        return rdp(order)
+    if sample_rate <= 0:
+        return 0.0
+    q = sample_rate
+    second = rdp(2)
+    # log(e^x - 1) = x + log(1 - e^-x), which stays finite for large x.
+    log_expm1 = second + math.log1p(-math.exp(-second)) if second > 0 else -math.inf
+    log_terms = [0.0, 2 * math.log(q) + _log_comb(order, 2) + min(math.log(4) + log_expm1, math.log(2) + second)]
+    for j in range(3, order + 1):
+        log_terms.append(math.log(2) + (j - 1) * rdp(j) + j * math.log(q) + _log_comb(order, j))
+    exponents = np.array(log_terms)
+    top = float(np.max(exponents))
+    if not math.isfinite(top):
+        return math.inf
+    return (top + math.log(float(np.sum(np.exp(exponents - top))))) / (order - 1)
 
 
 def ddgauss_tau(local_variance: float, clients: int) -> float:

@@ -23,6 +23,7 @@ noise plus the data.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -46,6 +47,7 @@ from ._accounting import (
     rounded_l1_bound,
     rounded_l2_bound,
     skellam_rdp,
+    subsampled_without_replacement_rdp,
 )
 from ._sampling import VECTOR_VARIANCE_LIMIT, RandomSource, discrete_gaussian, skellam
 
@@ -125,31 +127,57 @@ class DistributedPlan:
 
     @property
     def orders(self) -> tuple[float, ...]:
-        """The Rényi orders this plan's mechanism is accounted at."""
+        """The Rényi orders this plan's mechanism is accounted at without amplification."""
         return distributed_orders(self.mechanism)
 
-    def rdp(self, survivors: int, *, adjacency: Any = None) -> np.ndarray:
-        """The RDP curve (at :attr:`orders`) of one round in which ``survivors`` shares of noise were summed.
+    def orders_for(self, sample_rate: float) -> tuple[float, ...]:
+        """The Rényi orders of :meth:`rdp` at ``sample_rate``: integer ones once amplification is claimed."""
+        return self.orders if sample_rate >= 1 else tuple(float(a) for a in INTEGER_ORDERS)
+
+    def rdp(self, survivors: int, *, adjacency: Any = None, sample_rate: float = 1.0) -> np.ndarray:
+        """The RDP curve (at :meth:`orders_for` ``sample_rate``) of one round in which ``survivors`` shares of
+        noise were summed.
 
         Under zero-out adjacency (the default) the neighbouring sums differ by one client's rounded update,
         its noise share being kept: the per-client L2 and L1 sensitivities. Under replace-one adjacency they
         differ by two rounded updates: twice both. Every client contributes a noise share on both sides, so the
-        number of shares, which the total's variance reveals, is the same. No amplification by sampling is
-        claimed: cohorts have a fixed size.
+        number of shares, which the total's variance reveals, is the same.
+
+        At ``sample_rate`` 1 no amplification is claimed: that is the guarantee against the server, which
+        knows every cohort. Below 1 the cohort is a fixed-size subset of the population drawn uniformly without
+        replacement, at this share, and hidden from whoever sees only the released model. Against such an
+        observer each order's bound is the smaller of the unamplified one and Wang, Balle and Kasiviswanathan's
+        (Theorem 9), whose mechanism on the subset is taken under replace-one adjacency (twice the sensitivity),
+        as their analysis requires.
         """
         from ._config import Adjacency
 
         factor = Adjacency(adjacency or Adjacency.ZERO_OUT).sensitivity_factor
+        orders = self.orders_for(sample_rate)
         if survivors < 1:
-            return np.full(len(self.orders), math.inf)
-        return np.array([distributed_rdp(self.mechanism, order, l2_sensitivity=factor * self.l2_sensitivity,
-                                         l1_sensitivity=factor * self.l1_sensitivity,
-                                         local_variance=self.local_variance, clients=survivors,
-                                         dim=self.padded_dimension) for order in self.orders])
+            return np.full(len(orders), math.inf)
 
-    def epsilon(self, *, survivors: int, rounds: int, delta: float, adjacency: Any = None) -> float:
-        """Epsilon after ``rounds`` rounds with ``survivors`` noise shares each, under ``adjacency``."""
-        return rdp_to_epsilon(self.orders, rounds * self.rdp(survivors, adjacency=adjacency), delta)
+        def curve(order: float, sensitivity_factor: float) -> float:
+            return distributed_rdp(self.mechanism, order, l2_sensitivity=sensitivity_factor * self.l2_sensitivity,
+                                   l1_sensitivity=sensitivity_factor * self.l1_sensitivity,
+                                   local_variance=self.local_variance, clients=survivors,
+                                   dim=self.padded_dimension)
+
+        plain = np.array([curve(order, factor) for order in orders])
+        if sample_rate >= 1:
+            return plain
+        replace_one = functools.cache(lambda j: curve(float(j), 2.0))
+        amplified = np.array([subsampled_without_replacement_rdp(int(order), sample_rate, replace_one)
+                              for order in orders])
+        smaller: np.ndarray = np.minimum(plain, amplified)
+        return smaller
+
+    def epsilon(self, *, survivors: int, rounds: int, delta: float, adjacency: Any = None,
+                sample_rate: float = 1.0) -> float:
+        """Epsilon after ``rounds`` rounds with ``survivors`` noise shares each, under ``adjacency``, with cohorts
+        drawn without replacement at ``sample_rate`` (1: no amplification, the guarantee against the server)."""
+        rdp = self.rdp(survivors, adjacency=adjacency, sample_rate=sample_rate)
+        return rdp_to_epsilon(self.orders_for(sample_rate), rounds * rdp, delta)
 
     def encoding(self, rotation_seed: bytes) -> DistributedDPEncoding:
         """The encoding of one round, with the round's public rotation seed."""

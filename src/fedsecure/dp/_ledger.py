@@ -5,9 +5,10 @@ Two views are kept, because they answer different questions:
 * ``epsilon`` (population): the guarantee for any client over the whole run,
   composed over rounds with the round's *actual* noise (under distributed DP the
   noise of the survivors who actually contributed, never the planned amount).
-  Under central DP it includes amplification by Poisson sampling of the cohort
-  at ``sample_rate``, which holds only against observers who do not learn who
-  was sampled: the server knows, and so does anyone who reads this ledger.
+  It includes amplification by sampling of the cohort at ``sample_rate``: Poisson
+  sampling under central DP, a fixed-size cohort drawn without replacement under
+  distributed DP. That holds only against observers who do not learn who was
+  sampled: the server knows, and so does anyone who reads this ledger.
 * ``epsilon_without_amplification``: the largest per-client epsilon, the
   guarantee against an observer of the released models who also knows every
   cohort. Under distributed DP that includes the server. Under central DP the
@@ -82,12 +83,20 @@ class PrivacyLedger:
 
     @property
     def orders(self) -> tuple[float, ...]:
+        """The Rényi orders of the population's curve."""
         mechanism = self.config.mechanism or Mechanism.GAUSSIAN
         if mechanism is not Mechanism.GAUSSIAN:
-            return distributed_orders(mechanism)
+            return self.plan.orders_for(self.sample_rate) if self.plan is not None else distributed_orders(mechanism)
         if self.config.level is PrivacyLevel.CENTRAL and self.sample_rate < 1:
             return tuple(float(a) for a in INTEGER_ORDERS)  # the general subsampling bound needs integer orders
         return GAUSSIAN_ORDERS
+
+    @property
+    def client_orders(self) -> tuple[float, ...]:
+        """The Rényi orders of each client's curve (no amplification)."""
+        if self.config.level is PrivacyLevel.DISTRIBUTED and self.plan is not None:
+            return self.plan.orders
+        return self.orders
 
     def planned_epsilon(self, noise_multiplier: float, rounds: int) -> float:
         """Epsilon after ``rounds`` rounds at this noise multiplier (central DP's calibration)."""
@@ -102,8 +111,8 @@ class PrivacyLedger:
         if self.config.level is PrivacyLevel.DISTRIBUTED:
             if self.plan is None:
                 raise ValueError("distributed DP needs its plan")
-            # Fixed-size cohorts: no amplification.
-            return self.plan.rdp(contributors, adjacency=self.config.adjacency)
+            # Fixed-size cohorts drawn without replacement (at 1: no amplification).
+            return self.plan.rdp(contributors, adjacency=self.config.adjacency, sample_rate=sample_rate)
         # Central DP: a noise multiplier is relative to one clipped update; replace-one doubles the sensitivity.
         effective = self._effective(noise_multiplier)
         if self.config.level is PrivacyLevel.CENTRAL:
@@ -133,7 +142,8 @@ class PrivacyLedger:
         for client in members:
             self._client_rdp[client] = self._client_rdp.get(client, 0) + alone
         entry = LedgerEntry(round=round_index, participants=members, contributors=contributors,
-                            noise_multiplier=noise_multiplier, epsilon_round=self._epsilon(alone),
+                            noise_multiplier=noise_multiplier,
+                            epsilon_round=rdp_to_epsilon(self.client_orders, alone, self.config.delta),
                             epsilon=self.epsilon)
         self.entries.append(entry)
         return entry
@@ -179,13 +189,15 @@ class PrivacyLedger:
         if self.config.level is PrivacyLevel.LOCAL:
             return self._local_epsilon.get(client, 0.0)
         rdp = self._client_rdp.get(client)
-        return 0.0 if rdp is None else self._epsilon(rdp)
+        return 0.0 if rdp is None else rdp_to_epsilon(self.client_orders, rdp, self.config.delta)
 
     @property
     def accountant_name(self) -> str:
         """The accountant as outputs print it: Opacus' PRV or RDP, or the distributed mechanism's Rényi bound."""
         if self.config.level is PrivacyLevel.DISTRIBUTED:
             mechanism = (self.config.mechanism or Mechanism.DDGAUSS).value
+            if self.sample_rate < 1:
+                return f"rdp ({mechanism} bound, amplified by sampling without replacement)"
             return f"rdp ({mechanism} bound, no amplification)"
         if self.config.level is PrivacyLevel.LOCAL:
             return f"opacus {self.accountant.value} (per client)"

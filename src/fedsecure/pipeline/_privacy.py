@@ -352,7 +352,12 @@ class DistributedDP(_UserLevel):
     The noise is planned (and, from a target epsilon, calibrated) for the expected number of shares, a cohort of
     ``round(fraction * population)`` less ``dropout``; the ledger records each round's actual noise, that of the
     survivors' shares. With ``refuse_over_budget`` the threshold is raised so that clients never unmask a sum
-    with too few shares. Cohorts have a fixed size (no amplification is claimed) and are drawn from the OS.
+    with too few shares. Cohorts have a fixed size and are drawn uniformly without replacement from the OS.
+
+    Two guarantees follow. Against the server, which knows every cohort, no amplification holds: each client's
+    epsilon over the rounds it joined (the ledger's ``epsilon_without_amplification``). Against whoever sees
+    only the released models, the cohort is hidden and amplification by sampling without replacement holds (the
+    ledger's ``epsilon``, what a target epsilon calibrates, as under central DP).
     """
 
     level = PrivacyLevel.DISTRIBUTED
@@ -375,19 +380,30 @@ class DistributedDP(_UserLevel):
         else:
             rounds, target = config.rounds or 1, config.target_epsilon or 0.0
             z = calibrate(lambda z: plan_for(z).epsilon(survivors=self.expected, rounds=rounds, delta=config.delta,
-                                                        adjacency=config.adjacency),
+                                                        adjacency=config.adjacency, sample_rate=self.sample_rate),
                           target, low=0.05, high=200.0).noise
             self.plan = plan_for(z)
-        self.ledger = PrivacyLedger(config, sample_rate=1.0, plan=self.plan)
+        self.ledger = PrivacyLedger(config, sample_rate=self.sample_rate, plan=self.plan)
+
+    @property
+    def sample_rate(self) -> float:
+        """The cohort's share of the population: the without-replacement sampling rate amplification uses."""
+        return min(1.0, self.cohort / self.population)
 
     def encoding(self, cohort: int) -> RoundEncoding:
         # A fresh public rotation every round; the plan was calibrated once for the whole run.
         return self.plan.encoding(os.urandom(32))
 
     def sample(self, clients: Sequence[T], seed: int, round_index: int) -> list[T]:
-        # Exactly round(fraction * population) clients, drawn from the OS: the cohort must be unpredictable.
-        size = min(len(clients), max(1, round(self.fraction * len(clients))))
-        chosen = set(secrets.SystemRandom().sample(range(len(clients)), size))
+        # Exactly `cohort` clients, uniformly without replacement from the OS: the cohort must be unpredictable,
+        # and amplification is accounted for exactly this size out of exactly this population. Without sampling
+        # (fraction 1, as over Flower, where the strategy picks the clients) every client given takes part.
+        if self.sample_rate >= 1:
+            return list(clients)
+        if len(clients) != self.population:
+            raise ConfigurationError(f"distributed DP was planned for {self.population} clients, not {len(clients)}",
+                                     parameter="population")
+        chosen = set(secrets.SystemRandom().sample(range(len(clients)), self.cohort))
         return [client for index, client in enumerate(clients) if index in chosen]
 
     def minimum_survivors(self, cohort: int) -> int | None:
