@@ -224,3 +224,17 @@ def test_privacy_amplifies_distributed_dp_over_a_population_and_prints_both_guar
     assert sampled["epsilon_against_server"] == pytest.approx(fixed["epsilon"], rel=1e-9)
     assert sampled["epsilon"] < fixed["epsilon"] / 5
     assert _privacy(*argv, "--population", "50").returncode == 2
+
+
+def test_calibration_stays_within_the_noise_the_ring_holds() -> None:
+    # The search's upper end (noise multiplier 200) does not fit a 12-bit ring; the target needs far less.
+    config = DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-5, target_epsilon=3.0, rounds=50, bits=12)
+    twelve = round_privacy(config, protocol=ProtocolKind.SECAGG_PLUS, dimension=650, clip=0.5, ring_bits=32,
+                           max_weight=64, population=5000, fraction=0.02)
+    plan = twelve.plan  # type: ignore[attr-defined]
+    assert plan.bits == 12 and plan.epsilon(survivors=100, rounds=50, delta=1e-5, sample_rate=0.02) <= 3.0
+    with pytest.raises(ConfigurationError, match="8-bit ring holds noise multiplier") as refused:
+        round_privacy(DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-5, target_epsilon=3.0, rounds=50, bits=8),
+                      protocol=ProtocolKind.SECAGG_PLUS, dimension=650, clip=0.5, ring_bits=32, max_weight=64,
+                      population=5000, fraction=0.02)
+    assert refused.value.parameter == "bits"

@@ -496,7 +496,8 @@ def _privacy(args: argparse.Namespace) -> int:
         import opacus  # noqa: F401  (the accountants are Opacus')
     except ImportError as error:  # pragma: no cover - depends on the installed extras
         return _missing_extras("privacy", "torch", error)
-    from .dp import Accountant, Adjacency, Mechanism, calibrate, gaussian_epsilon, plan_distributed
+    from .dp import (Accountant, Adjacency, Mechanism, calibrate, calibrate_distributed, gaussian_epsilon,
+                     plan_distributed)
 
     mechanism, accountant, adjacency = Mechanism(args.mechanism), Accountant(args.accountant), Adjacency(args.adjacency)
     factor = adjacency.sensitivity_factor
@@ -548,16 +549,15 @@ def _privacy(args: argparse.Namespace) -> int:
             return plan_distributed(mechanism=mechanism, dimension=args.dim, clip=args.clip, bits=args.bits,
                                     expected_clients=args.clients, max_clients=cohort, noise_multiplier=z)
 
-        def distributed_epsilon(z: float, sample_rate: float = rate) -> float:
-            return float(plan(z).epsilon(survivors=args.clients, rounds=args.rounds, delta=args.delta,
-                                         adjacency=adjacency, sample_rate=sample_rate))
+        def distributed_epsilon(chosen: Any, sample_rate: float = rate) -> float:
+            return float(chosen.epsilon(survivors=args.clients, rounds=args.rounds, delta=args.delta,
+                                        adjacency=adjacency, sample_rate=sample_rate))
 
-        noise = args.noise_multiplier or calibrate(distributed_epsilon, args.target_epsilon, low=0.05,
-                                                   high=200.0).noise
-        chosen = plan(noise)
+        chosen = (plan(args.noise_multiplier) if args.noise_multiplier is not None
+                  else calibrate_distributed(plan, distributed_epsilon, args.target_epsilon))
         amplified = "amplified by sampling without replacement" if rate < 1 else "no amplification"
-        summary.update(noise_multiplier=chosen.noise_multiplier, epsilon=distributed_epsilon(noise),
-                       epsilon_against_server=distributed_epsilon(noise, 1.0), sample_rate=rate,
+        summary.update(noise_multiplier=chosen.noise_multiplier, epsilon=distributed_epsilon(chosen),
+                       epsilon_against_server=distributed_epsilon(chosen, 1.0), sample_rate=rate,
                        accountant=f"rdp ({mechanism.value} bound, {amplified})", clients=args.clients,
                        bits=args.bits, dim=args.dim, clip=args.clip, scale=chosen.scale,
                        local_variance=chosen.local_variance, l2_sensitivity=chosen.l2_sensitivity,

@@ -23,7 +23,7 @@ from ._accounting import (
     subsampled_without_replacement_rdp,
 )
 from ._config import LOCAL_ADJACENCY, Adjacency, DPConfig, PrivacyLevel
-from ._distributed import DistributedDPEncoding, DistributedPlan, hadamard, plan_distributed
+from ._distributed import DistributedDPEncoding, DistributedPlan, calibrate_distributed, hadamard, plan_distributed
 from ._ledger import LedgerEntry, PrivacyLedger
 from ._local import LocalPrivacy, local_noise_multiplier
 from ._sampling import RandomSource, discrete_gaussian, gaussian, skellam
@@ -33,6 +33,7 @@ __all__ = [
     "Adjacency",
     "LOCAL_ADJACENCY",
     "Calibration",
+    "calibrate_distributed",
     "DPConfig",
     "DistributedDPEncoding",
     "DistributedPlan",

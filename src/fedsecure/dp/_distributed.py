@@ -30,6 +30,7 @@ import math
 import secrets
 import struct
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from ._accounting import (
     GAUSSIAN_ORDERS,
     INTEGER_ORDERS,
     Mechanism,
+    calibrate,
     ddgauss_rdp,
     rdp_to_epsilon,
     rounded_l1_bound,
@@ -52,7 +54,7 @@ from ._accounting import (
 from ._sampling import VECTOR_VARIANCE_LIMIT, RandomSource, discrete_gaussian, skellam
 
 __all__ = ["DistributedPlan", "DistributedDPEncoding", "plan_distributed", "hadamard", "distributed_rdp",
-           "distributed_orders"]
+           "distributed_orders", "calibrate_distributed"]
 
 DEFAULT_BETA = math.exp(-0.5)
 DEFAULT_WRAP_PROBABILITY = 1e-6
@@ -376,6 +378,40 @@ def plan_distributed(
         if high / low < 1 + 1e-6:
             break
     return build(low)
+
+
+def calibrate_distributed(plan_for: Callable[[float], DistributedPlan], epsilon_of: Callable[[DistributedPlan], float],
+                          target_epsilon: float, *, low: float = 0.05, high: float = 200.0) -> DistributedPlan:
+    """The plan with the smallest noise multiplier whose ``epsilon_of`` meets ``target_epsilon``, within the ring.
+
+    More noise needs more room, so when ``plan_for`` refuses the upper end of the search (the ring cannot hold
+    it), the search stops at the largest noise the ring holds. If even that misses the target, the refusal names
+    ``bits`` and says how far the ring falls short, rather than quoting the search's bound.
+    """
+    try:
+        plan_for(high)
+    except ConfigurationError:
+        try:
+            widest = plan_for(low)
+        except ConfigurationError:
+            raise
+        fits, refused = low, high
+        while refused / fits > 1 + 1e-3:
+            middle = math.sqrt(fits * refused)
+            try:
+                widest = plan_for(middle)
+                fits = middle
+            except ConfigurationError:
+                refused = middle
+        reached = epsilon_of(widest)
+        if reached > target_epsilon:
+            raise ConfigurationError(
+                f"a {widest.bits}-bit ring holds noise multiplier {widest.noise_multiplier:.3g} at most over "
+                f"{widest.max_clients} clients and {widest.padded_dimension} coordinates, which gives epsilon "
+                f"{reached:.3g}, above the target {target_epsilon:g}: raise `bits` (or the target)",
+                parameter="bits") from None
+        high = fits
+    return plan_for(calibrate(lambda z: epsilon_of(plan_for(z)), target_epsilon, low=low, high=high).noise)
 
 
 class DistributedDPEncoding:

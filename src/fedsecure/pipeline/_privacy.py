@@ -35,6 +35,7 @@ from ..dp import (
     PrivacyLedger,
     PrivacyLevel,
     calibrate,
+    calibrate_distributed,
     discrete_gaussian,
     local_noise_multiplier,
     Mechanism,
@@ -379,10 +380,10 @@ class DistributedDP(_UserLevel):
             self.plan = plan_for(config.noise_multiplier)
         else:
             rounds, target = config.rounds or 1, config.target_epsilon or 0.0
-            z = calibrate(lambda z: plan_for(z).epsilon(survivors=self.expected, rounds=rounds, delta=config.delta,
-                                                        adjacency=config.adjacency, sample_rate=self.sample_rate),
-                          target, low=0.05, high=200.0).noise
-            self.plan = plan_for(z)
+            self.plan = calibrate_distributed(
+                plan_for, lambda plan: plan.epsilon(survivors=self.expected, rounds=rounds, delta=config.delta,
+                                                    adjacency=config.adjacency, sample_rate=self.sample_rate),
+                target)
         self.ledger = PrivacyLedger(config, sample_rate=self.sample_rate, plan=self.plan)
 
     @property
