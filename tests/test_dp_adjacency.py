@@ -238,3 +238,20 @@ def test_calibration_stays_within_the_noise_the_ring_holds() -> None:
                       protocol=ProtocolKind.SECAGG_PLUS, dimension=650, clip=0.5, ring_bits=32, max_weight=64,
                       population=5000, fraction=0.02)
     assert refused.value.parameter == "bits"
+
+
+@pytest.mark.parametrize("bits", [62, 64])
+def test_central_noise_on_a_wide_ring_never_wraps_int64(bits: int) -> None:
+    # A sum at the top of a 62- or 64-bit ring plus noise leaves int64: the release must still be the sum plus the
+    # noise, never a wrapped value on the other side.
+    privacy = round_privacy(DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-5, noise_multiplier=5.0),
+                            protocol=ProtocolKind.SECAGG_PLUS, dimension=500, clip=1.0, ring_bits=bits, max_weight=1,
+                            population=2)
+    encoding = privacy.encoding(2)  # type: ignore[attr-defined]
+    top = 2 ** (bits - 1) - 1
+    ring_sum = encoding.ring.from_signed(np.full(encoding.vector_length, top, dtype=np.int64))
+    release = privacy.release(0, encoding, ring_sum, [0, 1])  # type: ignore[attr-defined]
+    integers = release.mean * privacy.denominator * encoding.scale  # type: ignore[attr-defined]
+    sigma = 5.0 * privacy.integer_sensitivity(500)  # type: ignore[attr-defined]
+    assert np.all(np.abs(integers - top) < 8 * sigma)
+    assert np.std(integers - top) == pytest.approx(sigma, rel=0.15)

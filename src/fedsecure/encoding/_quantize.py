@@ -155,6 +155,8 @@ class EncodingConfig:
         if limit <= 0:
             raise ConfigurationError(f"no scale fits a {ring_bits}-bit ring for {clients} clients", parameter="ring_bits")
         scale = 2.0 ** math.floor(math.log2(limit))
+        if scale > limit:  # log2 rounds up just below a power of two (2^60 - 256 gives 60.0)
+            scale /= 2
         return cls(dimension=dimension, clients=clients, clip=clip, scale=scale, clip_mode=clip_mode,
                    max_weight=max_weight, ring_bits=ring_bits)
 
@@ -184,8 +186,12 @@ class EncodingConfig:
         largest_coordinate = ((1 << (ring_bits - 1)) - 1) // self.clients
         if self.weighted and largest_coordinate < weight:
             return 0.0
-        # ceil(clip * scale * weight) <= largest_coordinate  <=>  clip * scale * weight <= largest_coordinate.
-        return largest_coordinate / (self.clip * weight)
+        # ceil(clip * scale * weight) <= largest_coordinate  <=>  clip * scale * weight <= largest_coordinate. In
+        # wide rings the quotient can round up past the bound (2^60 - 1 becomes 2^60): step down until it holds.
+        limit = largest_coordinate / (self.clip * weight)
+        while limit > 0 and math.ceil(self.clip * limit * weight) > largest_coordinate:
+            limit = math.nextafter(limit, 0.0)
+        return limit
 
     def digest(self) -> bytes:
         """A SHA-256 fingerprint of the public encoding parameters."""

@@ -308,8 +308,10 @@ class CentralDP(_UserLevel):
         noise can reveal the sum (Mironov 2012), and its tails are not truncated.
         """
         variance = math.ceil((self.noise_multiplier * self.integer_sensitivity(size)) ** 2)
-        drawn: np.ndarray = discrete_gaussian(variance, size).astype(np.int64)
-        return drawn
+        drawn: np.ndarray = discrete_gaussian(variance, size)
+        # Beyond the vectorised range the draws are Python integers (an object array), kept exact: int64 could
+        # overflow.
+        return drawn if drawn.dtype == object else drawn.astype(np.int64)
 
     def noise(self, size: int) -> np.ndarray:
         """One draw of the noise added to a sum of ``size`` values, in the model's units."""
@@ -328,8 +330,14 @@ class CentralDP(_UserLevel):
         # The noise is added to the integer aggregate itself, outside the ring (so it cannot wrap), before the one
         # division that turns it into floats.
         signed = quantized.ring.to_signed(np.asarray(ring_sum)).astype(np.int64)
-        noised = signed + self.integer_noise(signed.size)
-        mean = noised.astype(np.float64) / quantized.scale / self.denominator
+        noise = self.integer_noise(signed.size)
+        if noise.dtype == object or quantized.ring.bits >= 62:
+            # Wide rings: the sum plus the noise may leave int64, so it is formed in Python integers and rounded
+            # to float once, a function of the noised integer alone.
+            noised = np.array([float(int(a) + int(b)) for a, b in zip(signed.tolist(), noise.tolist())])
+        else:
+            noised = (signed + noise).astype(np.float64)
+        mean = noised / quantized.scale / self.denominator
         return Release(mean, False, noise=self.noise_multiplier,
                        epsilon=self._record(round_index, members, self.noise_multiplier))
 
