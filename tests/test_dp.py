@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -15,6 +16,7 @@ from scipy import stats
 from fedsecure import ConfigurationError
 from fedsecure.dp import (
     Accountant,
+    DistributedPlan,
     DPConfig,
     Mechanism,
     PrivacyLevel,
@@ -91,6 +93,28 @@ def test_skellam_matches_its_pmf(variance: float) -> None:
     keep = expected > 5
     _, p_value = stats.chisquare(observed[keep], expected[keep] * observed[keep].sum() / expected[keep].sum())
     assert p_value > 1e-4
+
+
+@pytest.mark.parametrize("exponent", [44, 48, 50])
+def test_skellam_keeps_its_spread_shape_and_parity_at_the_largest_variances_a_plan_uses(exponent: int) -> None:
+    # At these variances Skellam is Normal to within 1e-6; a Poisson sampler whose acceptance test loses precision
+    # drifts in spread by percents, and one whose means leave float64's integers has even sums.
+    variance = 2.0**exponent
+    draws = skellam(variance, 100_000).astype(np.float64) / math.sqrt(variance)
+    assert draws.std() == pytest.approx(1.0, abs=0.012)
+    assert np.mean(np.abs(draws) <= 1.0) == pytest.approx(0.6827, abs=0.006)
+    assert np.mean(skellam(variance, 100_000) % 2) == pytest.approx(0.5, abs=0.008)
+
+
+def test_skellam_plans_stay_within_the_exact_poisson_range() -> None:
+    from fedsecure.dp._distributed import SKELLAM_VARIANCE_LIMIT
+
+    plan = plan_distributed(mechanism=Mechanism.SKELLAM, dimension=1000, clip=1.0, bits=48, expected_clients=10,
+                            max_clients=10, noise_multiplier=1.0)
+    assert plan.local_variance <= SKELLAM_VARIANCE_LIMIT == 2.0**50
+    fields = json.loads(plan.to_json()) | {"local_variance": 2.0**51}
+    with pytest.raises(ConfigurationError, match="2\\^50"):
+        DistributedPlan.from_json(json.dumps(fields), max_dimension=1000)
 
 
 def test_uniform_integers_are_exactly_uniform_and_gaussians_standard() -> None:
