@@ -758,3 +758,32 @@ def test_a_clients_distributed_dp_floor_counts_out_the_colluders_it_tolerates() 
             with pytest.raises(PeerProtocolError, match="requires distributed DP"):
                 policy.check_privacy(encoding, {}, config)
     assert colluders == int(0.2 * 10)
+
+
+def test_under_distributed_dp_a_client_whose_job_fails_still_adds_its_noise_share() -> None:
+    # A job can fail because of its data; dropping out would then tell the server so, and take a noise share out
+    # of the sum. The client sends a zero update with its full share instead. Without distributed DP it refuses.
+    from flwr.app import Context, RecordDict
+
+    import numpy as np
+
+    from fedsecure.dp import Mechanism, plan_distributed
+    from fedsecure.runtime.flower import FedSecureClient
+
+    plan = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=50, clip=1.0, bits=32, expected_clients=10,
+                            max_clients=10, noise_multiplier=1.0)
+    sent: list[Any] = []
+
+    def failing(context: Any, client: int, task: Any) -> Any:
+        raise RuntimeError("the loss diverged on this client's data")
+
+    handler = FedSecureClient(failing, observe=lambda context, round_id, client, encoded: sent.append(encoded))
+    context = Context(run_id=1, node_id=1001, node_config={"partition-id": 1}, state=RecordDict(), run_config={})
+    message, _ = _dp_start(10, plan.to_json())
+    record = handler.handle(_bind_task(message), context).content.config_records["fedsecure"]
+    assert "error" not in record and len(sent) == 1
+    noise = sent[0].ring.to_signed(np.asarray(sent[0].values)).astype(np.float64)
+    assert noise.std() == pytest.approx(plan.local_variance**0.5, rel=0.25)  # the share, on a zero update
+    assert abs(noise.mean()) < 4 * plan.local_variance**0.5 / np.sqrt(noise.size)
+    plain = FedSecureClient(failing).handle(_start_record(CONFIGS[0], ENCODING), context)
+    assert "job failed" in plain.content.config_records["fedsecure"]["error"]

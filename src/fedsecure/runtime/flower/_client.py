@@ -412,7 +412,13 @@ class FedSecureClient:
         except FedSecureError:
             raise
         except Exception as error:  # noqa: BLE001 (the user's job failed: the client refuses, naming why)
-            raise LocalProtocolError(f"the job failed: {type(error).__name__}: {error}") from None
+            if not isinstance(encoding, DistributedDPEncoding):
+                raise LocalProtocolError(f"the job failed: {type(error).__name__}: {error}") from None
+            # Distributed DP: a job can fail because of its data, and whether a client adds its noise share must
+            # not depend on its data. It takes part with a zero update and its full share, as a NaN update does.
+            LOGGER.warning("client %s: the job failed (%s); it sends a zero update with its noise share",
+                           client_id, type(error).__name__)
+            update = ClientUpdate(np.zeros(encoding.dimension))
         # Distributed DP: a client whose update is unusable still adds its noise share (whether it can must not
         # depend on its data), with its update counted as zero; otherwise an unusable update is refused here.
         encoded = encode_update(encoding, update.vector, update.weight, client=client_id)
