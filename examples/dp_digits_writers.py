@@ -9,7 +9,8 @@ regression. Every round 100 writers take 5 full-batch SGD steps; their updates a
 bounds each writer's influence (the sensitivity DP needs), and aggregated. Under central DP the server adds exact
 discrete Gaussian noise to the aggregate; under distributed DP each writer adds a share of discrete Gaussian noise
 inside the SecAgg ring, so even the server sees only the noised total. The privacy ledger prints the epsilon spent,
-with its delta, adjacency and accountant.
+with its delta, adjacency and accountant: against whoever sees only the released model (with amplification by
+sampling, as the target is calibrated) and, under distributed DP, against the server, which knows the cohorts.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def main() -> None:
     if ledger is not None:
         print(f"privacy: epsilon {ledger.epsilon:.3f} at delta {ledger.config.delta:g}, {args.dp} DP, "
               f"{ledger.config.adjacency_name} adjacency, {ledger.accountant_name} accountant")
+        if args.dp == "distributed":
+            print(f"against the server, which knows the cohorts: epsilon {ledger.epsilon_without_amplification:.3f} "
+                  "(each writer over the rounds it was drawn in; the largest)")
     else:
         print("no differential privacy: the total of each round's updates is released exactly")
 

@@ -257,7 +257,8 @@ class Federation:
         Under central DP each client joins independently with probability
         ``fraction`` (Poisson sampling, which the amplification-by-sampling
         analysis assumes), so a cohort may even be empty; under distributed DP
-        exactly ``round(fraction * clients)``. Both draw from the OS, so those
+        exactly ``round(fraction * clients)``, uniformly without replacement (which
+        its amplification analysis assumes). Both draw from the OS, so those
         cohorts are not reproducible from the seed. Otherwise exactly
         ``round(fraction * clients)`` are drawn from the seed.
         """
