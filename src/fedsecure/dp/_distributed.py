@@ -29,8 +29,8 @@ import json
 import math
 import secrets
 import struct
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -391,10 +391,7 @@ def calibrate_distributed(plan_for: Callable[[float], DistributedPlan], epsilon_
     try:
         plan_for(high)
     except ConfigurationError:
-        try:
-            widest = plan_for(low)
-        except ConfigurationError:
-            raise
+        widest = plan_for(low)  # a ring that cannot hold even this is refused as plan_distributed says
         fits, refused = low, high
         while refused / fits > 1 + 1e-3:
             middle = math.sqrt(fits * refused)
