@@ -557,9 +557,9 @@ def dp_config_for(experiment: Any, *, level: Any, epsilon: float, delta: float, 
         raise ConfigurationError(f"the {name} example does not train with DP-SGD; use central or distributed DP",
                                  parameter="dp")
     noise = 0.0
-    for client in experiment.federation.clients:
+    # Clients with the same number of batches need the same noise: calibrate once for each number.
+    for batches in sorted({len(client.data) for client in experiment.federation.clients}):
         # Opacus' Poisson loader samples each example with probability 1 / (batches per epoch).
-        batches = len(client.data)
         noise = max(noise, local_noise_multiplier(target_epsilon=epsilon, delta=delta, sample_rate=1.0 / batches,
                                                   steps=rounds * experiment.local_epochs * batches,
                                                   accountant=Accountant.PRV))
