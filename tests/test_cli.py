@@ -105,6 +105,17 @@ def test_privacy_json(argv: list[str], keys: set[str], capsys: pytest.CaptureFix
     ["--target-epsilon", "1e-6", "--sample-rate", "1", "--rounds", "3", "--delta", "1e-5"],
     ["--mechanism", "skellam", "--target-epsilon", "0.01", "--sample-rate", "1", "--rounds", "3", "--delta", "1e-5",
      "--clients", "10", "--clip", "1"],
+    # Flags the Gaussian would ignore, and numbers the accounting cannot take, are refused rather than overflowing.
+    ["--mechanism", "gaussian", "--noise-multiplier", "1", "--rounds", "1", "--delta", "1e-5", "--clients", "10"],
+    ["--mechanism", "gaussian", "--noise-multiplier", "1", "--rounds", "1", "--delta", "1e-5", "--bits", "3"],
+    ["--noise-multiplier", "1e-300", "--rounds", "1", "--delta", "1e-5"],
+    ["--noise-multiplier", "1e300", "--rounds", "1", "--delta", "1e-5"],
+    ["--mechanism", "ddgauss", "--noise-multiplier", "1", "--rounds", "1", "--delta", "1e-5", "--clients", "10",
+     "--clip", "1e-300"],
+    ["--mechanism", "ddgauss", "--noise-multiplier", "1", "--rounds", "1", "--delta", "1e-5", "--clients", "10",
+     "--clip", "1e300"],
+    ["--mechanism", "ddgauss", "--noise-multiplier", "1e9", "--rounds", "1", "--delta", "1e-6", "--clients", "100",
+     "--clip", "1", "--dim", "1", "--population", "1000", "--bits", "62"],
 ])
 def test_privacy_refusals_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["privacy", *argv, "--json"]) == 2

@@ -255,3 +255,50 @@ def test_central_noise_on_a_wide_ring_never_wraps_int64(bits: int) -> None:
     sigma = 5.0 * privacy.integer_sensitivity(500)  # type: ignore[attr-defined]
     assert np.all(np.abs(integers - top) < 8 * sigma)
     assert np.std(integers - top) == pytest.approx(sigma, rel=0.15)
+
+
+def test_a_plan_whose_noise_no_scale_can_hold_exactly_is_refused() -> None:
+    # At any scale the per-client variance would leave the exact samplers' range (for Skellam: float64's exact
+    # integers, beyond which the noise stops hiding the sum's low bits); such a plan is refused, not built.
+    with pytest.raises(ConfigurationError, match="exact range") as refused:
+        plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=1, clip=1.0, bits=62, expected_clients=100,
+                         max_clients=100, noise_multiplier=1e9)
+    assert refused.value.parameter == "noise_multiplier"
+    with pytest.raises(ConfigurationError, match="exact range"):
+        plan_distributed(mechanism=Mechanism.SKELLAM, dimension=1, clip=1e9, bits=62, expected_clients=1,
+                         max_clients=1, noise_multiplier=1e10)
+    # The largest noise that fits is still planned.
+    plan = plan_distributed(mechanism=Mechanism.SKELLAM, dimension=1, clip=1.0, bits=62, expected_clients=100,
+                            max_clients=100, noise_multiplier=3e8)
+    assert plan.local_variance <= 2.0**50
+
+
+@pytest.mark.parametrize("second", [2e-17, 2e-15, 1e-9])
+def test_amplification_of_a_tiny_divergence_stays_finite_and_above_its_exact_leading_term(second: float) -> None:
+    # Theorem 9's bound at order 2 is log(1 + q^2 min(4 (e^x - 1), 2 e^x)); for tiny x that is about 4 q^2 x,
+    # and log(e^x - 1) must not round e^-x to 1.
+    q = 0.1
+    value = subsampled_without_replacement_rdp(2, q, lambda order: second * order / 2)
+    assert value == pytest.approx(np.log1p(4 * q * q * np.expm1(second)), rel=1e-9)
+    assert value > 0
+
+
+def test_epsilon_is_never_negative_at_a_large_delta() -> None:
+    assert gaussian_epsilon(50.0, 1.0, 1, 0.4) == 0.0
+    assert rdp_to_epsilon(GAUSSIAN_ORDERS, np.full(len(GAUSSIAN_ORDERS), 1e-6), 0.5) >= 0.0
+
+
+def test_amplified_epsilon_is_never_above_the_same_rounds_without_amplification() -> None:
+    # Theorem 9's terms of order 3 and more do not shrink with the noise, so at a tiny rate over many rounds its
+    # integer orders can lose to the unamplified bound at real orders; both bound the population, the smaller holds.
+    plan = plan_distributed(mechanism=Mechanism.DDGAUSS, dimension=10, clip=1.0, bits=40, expected_clients=10,
+                            max_clients=10, noise_multiplier=0.7)
+    for rate in (0.5, 1e-3, 1e-7):
+        amplified = plan.epsilon(survivors=10, rounds=5, delta=1e-9, sample_rate=rate)
+        assert amplified <= plan.epsilon(survivors=10, rounds=5, delta=1e-9) + 1e-12
+    ledger = PrivacyLedger(DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-9, mechanism=Mechanism.DDGAUSS,
+                                    noise_multiplier=0.7), sample_rate=0.5, plan=plan)
+    for round_index in range(5):
+        ledger.record(round_index, range(10), contributors=10, noise_multiplier=plan.noise_multiplier)
+    assert ledger.epsilon <= ledger.epsilon_without_amplification + 1e-12
+    assert ledger.epsilon == pytest.approx(plan.epsilon(survivors=10, rounds=5, delta=1e-9, sample_rate=0.5))

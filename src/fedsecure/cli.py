@@ -507,6 +507,19 @@ def _privacy(args: argparse.Namespace) -> int:
     if args.noise_multiplier is not None and not (math.isfinite(args.noise_multiplier) and args.noise_multiplier > 0):
         raise ConfigurationError(f"noise multiplier {args.noise_multiplier} must be positive and finite (zero gives "
                                  "no privacy at all)", parameter="noise_multiplier")
+    if mechanism is Mechanism.GAUSSIAN:
+        # The Gaussian's accounting needs only the noise multiplier; a distributed flag here would be ignored.
+        ignored = [flag for flag, value in (("--clients", args.clients), ("--max-clients", args.max_clients),
+                                            ("--clip", args.clip), ("--bits", args.bits), ("--dim", args.dim))
+                   if value is not None]
+        if ignored:
+            raise ConfigurationError(f"{', '.join(ignored)} describe ddgauss and skellam plans; the gaussian needs "
+                                     "only --noise-multiplier or --target-epsilon", parameter=ignored[0][2:])
+        if args.noise_multiplier is not None and not 1e-4 <= args.noise_multiplier <= 1e6:
+            raise ConfigurationError(f"noise multiplier {args.noise_multiplier:g} is outside [1e-4, 1e6], where the "
+                                     "Gaussian's accounting is numerically sound", parameter="noise_multiplier")
+    args.bits = 20 if args.bits is None else args.bits
+    args.dim = 10_000 if args.dim is None else args.dim
     if not 0 < args.delta < 1:
         raise ConfigurationError("delta must lie in (0, 1)", parameter="delta")
     if args.population is not None and args.delta >= 1 / args.population:
@@ -948,9 +961,9 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="population size: refuses delta >= 1/population; for ddgauss and skellam, the "
                          "population each cohort is drawn from without replacement (amplification against the "
                          "model's users; default: none)")
-    privacy.add_argument("--bits", type=int, default=20, help="ring bits (ddgauss, skellam; default 20)")
+    privacy.add_argument("--bits", type=int, help="ring bits (ddgauss, skellam; default 20)")
     privacy.add_argument("--clip", type=float, help="L2 clip of each update (ddgauss, skellam)")
-    privacy.add_argument("--dim", type=_count, default=10_000, help="update length (ddgauss, skellam; default 10000)")
+    privacy.add_argument("--dim", type=_count, help="update length (ddgauss, skellam; default 10000)")
     privacy.add_argument("--json", action="store_true", help="print one JSON object")
     privacy.set_defaults(handler=_privacy)
     return parser

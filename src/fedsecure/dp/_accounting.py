@@ -83,7 +83,8 @@ def rdp_to_epsilon(orders: Sequence[float], rdp: Sequence[float] | np.ndarray, d
         # Opacus warns when the best order is an end of the grid; the bound is still valid, only looser.
         warnings.simplefilter("ignore", UserWarning)
         epsilon, _ = get_privacy_spent(orders=list(orders), rdp=list(rdp), delta=delta)
-    return float(epsilon)
+    # The conversion's correction terms can take a tiny divergence below zero at large delta; no epsilon is.
+    return max(0.0, float(epsilon))
 
 
 def gaussian_rdp(noise_multiplier: float, sample_rate: float, steps: int,
@@ -160,16 +161,26 @@ def subsampled_without_replacement_rdp(order: int, sample_rate: float, rdp: Call
         return 0.0
     q = sample_rate
     second = rdp(2)
-    # log(e^x - 1) = x + log(1 - e^-x), which stays finite for large x.
-    log_expm1 = second + math.log1p(-math.exp(-second)) if second > 0 else -math.inf
+    # log(e^x - 1): directly while e^x is finite (exact for tiny x too), as x + log(1 - e^-x) beyond.
+    if second <= 0:
+        log_expm1 = -math.inf
+    elif second < 700:
+        log_expm1 = math.log(math.expm1(second))
+    else:
+        log_expm1 = second + math.log1p(-math.exp(-second))
     log_terms = [0.0, 2 * math.log(q) + _log_comb(order, 2) + min(math.log(4) + log_expm1, math.log(2) + second)]
     for j in range(3, order + 1):
         log_terms.append(math.log(2) + (j - 1) * rdp(j) + j * math.log(q) + _log_comb(order, j))
-    exponents = np.array(log_terms)
-    top = float(np.max(exponents))
-    if not math.isfinite(top):
+    # log(1 + sum of the other terms): through log1p while they are small, so a tiny divergence is not rounded away.
+    rest = np.array(log_terms[1:])
+    top = float(np.max(rest))
+    if math.isnan(top) or top == math.inf:
         return math.inf
-    return (top + math.log(float(np.sum(np.exp(exponents - top))))) / (order - 1)
+    if top == -math.inf:
+        return 0.0
+    if top < 0:
+        return math.log1p(math.exp(top) * float(np.sum(np.exp(rest - top)))) / (order - 1)
+    return (top + math.log(math.exp(-top) + float(np.sum(np.exp(rest - top))))) / (order - 1)
 
 
 def ddgauss_tau(local_variance: float, clients: int) -> float:

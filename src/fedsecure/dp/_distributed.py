@@ -179,7 +179,12 @@ class DistributedPlan:
         """Epsilon after ``rounds`` rounds with ``survivors`` noise shares each, under ``adjacency``, with cohorts
         drawn without replacement at ``sample_rate`` (1: no amplification, the guarantee against the server)."""
         rdp = self.rdp(survivors, adjacency=adjacency, sample_rate=sample_rate)
-        return rdp_to_epsilon(self.orders_for(sample_rate), rounds * rdp, delta)
+        epsilon = rdp_to_epsilon(self.orders_for(sample_rate), rounds * rdp, delta)
+        if sample_rate < 1:
+            # Without amplification the bound holds too, at real orders; over many rounds at a small rate it can
+            # be the smaller (Theorem 9's higher-order terms do not shrink with the noise).
+            epsilon = min(epsilon, self.epsilon(survivors=survivors, rounds=rounds, delta=delta, adjacency=adjacency))
+        return epsilon
 
     def encoding(self, rotation_seed: bytes) -> DistributedDPEncoding:
         """The encoding of one round, with the round's public rotation seed."""
@@ -324,10 +329,13 @@ def plan_distributed(
     """
     if mechanism is Mechanism.GAUSSIAN:
         raise ConfigurationError("distributed DP uses ddgauss or skellam", parameter="mechanism")
-    if not (math.isfinite(clip) and clip > 0):
-        raise ConfigurationError("distributed DP needs a positive L2 clip", parameter="clip")
-    if not noise_multiplier > 0:
-        raise ConfigurationError("noise_multiplier must be positive", parameter="noise_multiplier")
+    # The scale search and the rounded sensitivity bounds work in float64: the clip and the noise must leave them
+    # room (an update's L2 norm of 1e-9 or 1e9 is already far outside any model's).
+    if not (math.isfinite(clip) and 1e-9 <= clip <= 1e9):
+        raise ConfigurationError(f"distributed DP needs an L2 clip in [1e-9, 1e9], not {clip:g}", parameter="clip")
+    if not (math.isfinite(noise_multiplier) and 0 < noise_multiplier <= 1e12):
+        raise ConfigurationError(f"noise_multiplier must lie in (0, 1e12], not {noise_multiplier:g}",
+                                 parameter="noise_multiplier")
     if not 1 <= expected_clients <= max_clients:
         raise ConfigurationError("expected_clients must lie in [1, max_clients]", parameter="expected_clients")
     if not 2 <= bits <= 62:
@@ -364,6 +372,11 @@ def plan_distributed(
         else:
             cap_high = middle
     high = max(low * (1 + 1e-6), cap_low)
+    if build(low).local_variance > limit:
+        raise ConfigurationError(
+            f"noise multiplier {noise_multiplier:.3g} over {expected_clients} clients needs a per-client variance "
+            f"above the {mechanism.value} sampler's exact range (2^{math.log2(limit):.0f}) at any scale: lower "
+            f"the noise multiplier or the cohort", parameter="noise_multiplier")
     if build(low).wrap_bound > wrap_probability:
         raise ConfigurationError(
             f"a {bits}-bit ring cannot hold the noise for noise multiplier {noise_multiplier:.3g} over "

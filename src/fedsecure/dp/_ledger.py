@@ -7,8 +7,9 @@ Two views are kept, because they answer different questions:
   noise of the survivors who actually contributed, never the planned amount).
   It includes amplification by sampling of the cohort at ``sample_rate``: Poisson
   sampling under central DP, a fixed-size cohort drawn without replacement under
-  distributed DP. That holds only against observers who do not learn who was
-  sampled: the server knows, and so does anyone who reads this ledger.
+  distributed DP (there, never more than the same rounds without amplification,
+  which bound it too). That holds only against observers who do not learn who
+  was sampled: the server knows, and so does anyone who reads this ledger.
 * ``epsilon_without_amplification``: the largest per-client epsilon, the
   guarantee against an observer of the released models who also knows every
   cohort. Under distributed DP that includes the server. Under central DP the
@@ -77,6 +78,7 @@ class PrivacyLedger:
     plan: DistributedPlan | None = None
     entries: list[LedgerEntry] = field(default_factory=list)
     _population_rdp: np.ndarray | None = field(default=None, repr=False)
+    _unamplified_rdp: np.ndarray | None = field(default=None, repr=False)
     _client_rdp: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _prv_history: list[tuple[float, float, int]] = field(default_factory=list, repr=False)
     _local_epsilon: dict[int, float] = field(default_factory=dict, repr=False)
@@ -122,6 +124,15 @@ class PrivacyLedger:
     def _epsilon(self, rdp: np.ndarray) -> float:
         return rdp_to_epsilon(self.orders, rdp, self.config.delta)
 
+    def _population_epsilon(self, rdp: np.ndarray, unamplified: np.ndarray) -> float:
+        # Under distributed DP both the amplified composition and the composition of every round without
+        # amplification bound the population's epsilon; at small rates and many rounds Theorem 9's integer orders
+        # can lose to the latter's real ones, so the smaller holds.
+        epsilon = self._epsilon(rdp)
+        if self.config.level is PrivacyLevel.DISTRIBUTED and self.sample_rate < 1:
+            epsilon = min(epsilon, rdp_to_epsilon(self.client_orders, unamplified, self.config.delta))
+        return epsilon
+
     def preview(self, noise_multiplier: float, contributors: int) -> float:
         """The population epsilon if one more round with this noise and these contributors were recorded."""
         rdp = self._round_rdp(noise_multiplier, contributors, self.sample_rate)
@@ -129,7 +140,8 @@ class PrivacyLedger:
         if self.config.mechanism is Mechanism.GAUSSIAN and self.accountant is Accountant.PRV:
             return _prv_epsilon([*self._prv_history, (self._effective(noise_multiplier), self.sample_rate, 1)],
                                 self.config.delta)
-        return self._epsilon(total)
+        alone = self._round_rdp(noise_multiplier, contributors, 1.0)
+        return self._population_epsilon(total, alone if self._unamplified_rdp is None else self._unamplified_rdp + alone)
 
     def record(self, round_index: int, participants: Iterable[int], *, contributors: int,
                noise_multiplier: float) -> LedgerEntry:
@@ -139,6 +151,7 @@ class PrivacyLedger:
         self._population_rdp = rdp if self._population_rdp is None else self._population_rdp + rdp
         self._prv_history.append((self._effective(noise_multiplier), self.sample_rate, 1))
         alone = self._round_rdp(noise_multiplier, contributors, 1.0)
+        self._unamplified_rdp = alone if self._unamplified_rdp is None else self._unamplified_rdp + alone
         for client in members:
             self._client_rdp[client] = self._client_rdp.get(client, 0) + alone
         entry = LedgerEntry(round=round_index, participants=members, contributors=contributors,
@@ -172,11 +185,11 @@ class PrivacyLedger:
         """The population-wide epsilon so far (local DP: the largest client epsilon)."""
         if self.config.level is PrivacyLevel.LOCAL:
             return max(self._local_epsilon.values(), default=0.0)
-        if self._population_rdp is None:
+        if self._population_rdp is None or self._unamplified_rdp is None:
             return 0.0
         if self.config.mechanism is Mechanism.GAUSSIAN and self.accountant is Accountant.PRV:
             return _prv_epsilon(self._prv_history, self.config.delta)
-        return self._epsilon(self._population_rdp)
+        return self._population_epsilon(self._population_rdp, self._unamplified_rdp)
 
     @property
     def epsilon_without_amplification(self) -> float:
