@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,18 @@ def _outcomes(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ("distributed", lambda lines: [h["dp"].update(level="central", mechanism="gaussian") for h in _headers(lines)],
      "central-DP record carries a distributed plan"),
     ("central", lambda lines: _headers(lines)[1]["dp"].update(level="distributed"), "changes"),
+    # One run has one population and one delta.
+    ("distributed", lambda lines: _headers(lines)[1]["dp"].update(sample_rate=0.5), "changes mid-run"),
+    ("central", lambda lines: _headers(lines)[1]["dp"].update(delta=1e-3), "changes mid-run"),
+    # A plan made to look less noisy after the fact (a tenth of the clip, every derived field recomputed to match)
+    # is no longer the plan the round's encoding digest binds; without the rotation seed nothing binds it.
+    ("distributed", lambda lines: _shrink_clip(_headers(lines)[0]), "encoding digest binds"),
+    ("distributed", lambda lines: _headers(lines)[0].update(rotation_seed=None), "no rotation seed"),
+    # Survivors must be the senders of masked inputs the server named in its unmask requests.
+    ("distributed", lambda lines: _outcomes(lines)[0]["survivors"].pop(), "unmask request"),
+    # A round that released its sum cannot be relabelled as aborted to spend nothing.
+    ("distributed", lambda lines: (_outcomes(lines)[1].update(aborted=True),
+                                   _headers(lines)[1]["dp"].update(noise_multiplier=None)), "unmasking shares"),
 ])
 def test_dp_accounted_refuses_records_that_cannot_be_reaccounted(dp_transcripts: dict[str, Path], tmp_path: Path,
                                                                  level: str, damage: Any, why: str) -> None:
@@ -363,3 +376,30 @@ def test_dp_accounted_refuses_records_that_cannot_be_reaccounted(dp_transcripts:
 
 def _headers(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [line for line in lines if line["kind"] == "round"]
+
+
+def _shrink_clip(header: dict[str, Any]) -> None:
+    from fedsecure.dp._accounting import rounded_l1_bound, rounded_l2_bound
+
+    plan = json.loads(header["dp"]["plan"])
+    plan["clip"] /= 10
+    l2 = rounded_l2_bound(plan["clip"] * plan["scale"], plan["padded_dimension"], plan["beta"])
+    plan.update(l2_sensitivity=l2, l1_sensitivity=rounded_l1_bound(l2, plan["padded_dimension"]),
+                noise_multiplier=math.sqrt(plan["expected_clients"] * plan["local_variance"]) / l2)
+    header["dp"]["plan"] = json.dumps(plan)
+    header["dp"]["noise_multiplier"] = plan["noise_multiplier"]
+
+
+def test_dp_accounted_reports_the_servers_epsilon_which_a_claimed_population_cannot_lower(
+        dp_transcripts: dict[str, Path], tmp_path: Path) -> None:
+    # A transcript cannot show how many users the cohorts were drawn from: claiming a huge population (a tiny
+    # sampling rate) in every round passes, but the check reports the epsilon against the server beside it,
+    # recomputed without amplification, and that is the honest run's.
+    lines = _load(dp_transcripts["distributed"])
+    honest = _headers(lines)[-1]["dp"]["epsilon"]
+    for header in _headers(lines):
+        header["dp"]["sample_rate"] = 1e-9
+    result = _check_lines(lines, tmp_path)["dp-accounted"]
+    assert result.passed, result.evidence
+    reported = float(result.detail.split("against the server, which knows every cohort: epsilon ")[1].split()[0])
+    assert reported == pytest.approx(honest, rel=1e-3)

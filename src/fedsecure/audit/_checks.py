@@ -334,8 +334,11 @@ class _Reaccountant:
 
     def __init__(self) -> None:
         self._rdp: Any = None
+        self._server_rdp: Any = None
+        self._server_orders: tuple[float, ...] = ()
         self._orders: tuple[float, ...] = ()
         self._level: str | None = None
+        self._constants: tuple[Any, Any] | None = None
 
     def add(self, dp: dict[str, Any], round_: RoundTranscript) -> float | None:
         """The epsilon after this round, or None where nothing is recomputed (local DP, no noise released).
@@ -370,7 +373,14 @@ class _Reaccountant:
         rate: Any = dp.get("sample_rate")
         if type(rate) not in (int, float) or not 0 < rate <= 1:
             raise ValueError("the sampling rate must lie in (0, 1]")
+        # One run has one population, one cohort size and one delta: a rate or delta that moves is not a run's.
+        if self._constants is not None and self._constants != (rate, delta):
+            raise ValueError(f"the sampling rate or delta changes mid-run (from {self._constants} to {(rate, delta)})")
+        self._constants = (rate, delta)
         if noise is None:
+            if level == "distributed" and self._released(round_):
+                raise ValueError("the round records no noise, but enough clients sent unmasking shares for the "
+                                 "server to recover its sum")
             return None if self._rdp is None else self._epsilon(delta)
         if type(noise) not in (int, float) or not math.isfinite(noise) or noise <= 0:
             raise ValueError("the noise multiplier is not a finite positive number")
@@ -388,23 +398,70 @@ class _Reaccountant:
             plan = DistributedPlan.from_json(dp["plan"], max_dimension=2**40)
             if plan.mechanism.value != dp["mechanism"]:
                 raise ValueError(f"the record names {dp['mechanism']} but its plan is {plan.mechanism.value}")
-            survivors = list(round_.outcome.get("survivors", [])) if round_.outcome is not None else []
-            if len(set(survivors)) != len(survivors):
-                raise ValueError("a survivor is listed twice")
-            if not set(survivors) <= set(round_.header["clients"]):
-                raise ValueError("a survivor is not among the round's clients")
+            self._check_plan_bound(plan, round_)
+            survivors = self._survivors(round_)
             orders, rdp = plan.orders_for(float(rate)), plan.rdp(len(survivors), adjacency=adjacency,
                                                                sample_rate=float(rate))
+            alone = plan.rdp(len(survivors), adjacency=adjacency)
+            self._server_rdp = alone if self._server_rdp is None else self._server_rdp + alone
+            self._server_orders = plan.orders
         if self._rdp is not None and orders != self._orders:
             raise ValueError("the rounds' records change mechanism or sampling rate mid-run")
         self._orders = orders
         self._rdp = rdp if self._rdp is None else self._rdp + rdp
         return self._epsilon(delta)
 
+    @staticmethod
+    def _released(round_: RoundTranscript) -> bool:
+        senders = {m["sender"] for m in round_.of_type("UnmaskingShares")}
+        return len(senders) >= int(round_.header.get("threshold") or 1)
+
+    @staticmethod
+    def _check_plan_bound(plan: Any, round_: RoundTranscript) -> None:
+        # The round's encoding digest covers every field of the plan and the public rotation seed (Bonawitz et
+        # al.'s round configuration binds it for every client), so a plan rewritten afterwards no longer matches.
+        from ..dp import DistributedDPEncoding
+
+        seed: Any = round_.header.get("rotation_seed")
+        if not isinstance(seed, str):
+            raise ValueError("the round records no rotation seed, so its plan cannot be tied to its encoding")
+        if DistributedDPEncoding(plan, bytes.fromhex(seed)).digest().hex() != round_.header.get("encoding_digest"):
+            raise ValueError("the recorded plan is not the one the round's encoding digest binds")
+
+    @staticmethod
+    def _survivors(round_: RoundTranscript) -> list[int]:
+        # The noise shares summed are those of the clients whose masked inputs the server unmasked: the outcome's
+        # survivors must be exactly the senders of masked inputs the server named in its unmask requests.
+        survivors = list(round_.outcome.get("survivors", [])) if round_.outcome is not None else []
+        if len(set(survivors)) != len(survivors):
+            raise ValueError("a survivor is listed twice")
+        if not set(survivors) <= set(round_.header["clients"]):
+            raise ValueError("a survivor is not among the round's clients")
+        senders = {m["sender"] for m in round_.of_type("MaskedInput")}
+        if not set(survivors) <= senders:
+            raise ValueError(f"survivors {sorted(set(survivors) - senders)} sent no masked input")
+        for request in round_.of_type("UnmaskRequest"):
+            named = request["fields"]["survivors"]
+            named = json.loads(named) if isinstance(named, str) else named
+            if sorted(named) != sorted(survivors):
+                raise ValueError(f"the outcome's survivors are not the {len(named)} the server named in its unmask "
+                                 f"request to {request['receiver']}")
+        return survivors
+
     def _epsilon(self, delta: float) -> float:
         from ..dp import rdp_to_epsilon
 
         return rdp_to_epsilon(self._orders, self._rdp, delta)
+
+    def server_epsilon(self) -> float | None:
+        """Under distributed DP, the epsilon without amplification: what holds against the server, which knows
+        every cohort, and needs no trust in the population the recorded sampling rate implies. None where no
+        amplification is claimed: the recomputed epsilon is then already the server's."""
+        from ..dp import rdp_to_epsilon
+
+        if self._server_rdp is None or self._constants is None or self._constants[0] >= 1:
+            return None
+        return rdp_to_epsilon(self._server_orders, self._server_rdp, self._constants[1])
 
 
 def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
@@ -457,10 +514,14 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
             evidence.append(f"round {round_.round_id}: recorded epsilon {epsilon:.6g} is below the {recomputed:.6g} "
                             "that its recorded noise and contributors give")
         previous = (float(epsilon), round_.round_id)
+    server = accountant.server_epsilon()
+    against_server = ("" if server is None else
+                      f"; against the server, which knows every cohort: epsilon {server:.4g} (a transcript cannot "
+                      "show the population the recorded sampling rate implies; this figure does not depend on it)")
     return CheckResult("dp-accounted", not evidence, bool(recorded),
                        "no round ran under DP" if not recorded else
                        ("every DP round recorded its noise and an epsilon within the target"
-                        if not evidence else "a DP round is unrecorded, over budget or inconsistent"),
+                        if not evidence else "a DP round is unrecorded, over budget or inconsistent") + against_server,
                        tuple(evidence))
 
 

@@ -50,6 +50,9 @@ def transcript_lines(report: RoundReport, *, encoding: RoundEncoding, threat: Th
         "degree": config.degree, "active": config.active, "graph_seed": config.graph_seed.hex(), "config_digest": config.digest.hex(),
         "encoding_digest": config.encoding_digest.hex(), "encoding_clients": encoding.clients,
         "max_coordinate": _max_coordinate(encoding), "dp": dp,
+        # Distributed DP's rotation seed is public; with it an auditor recomputes the encoding digest from the plan.
+        "rotation_seed": rotation.hex() if isinstance(rotation := getattr(encoding, "rotation_seed", None), bytes)
+        else None,
         "threat": dataclasses.asdict(threat) if threat is not None else None,
     }
     if config.protocol in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
