@@ -470,7 +470,7 @@ def test_central_dp_releases_noise_when_no_aggregate_exists_and_builds_determini
 
 
 @pytest.mark.parametrize("tamper", ["optimizer-shape", "optimizer-kind", "huge-noise", "nan-noise",
-                                    "negative-contributors", "participants-not-ids"])
+                                    "negative-contributors", "inflated-contributors", "participants-not-ids"])
 def test_a_tampered_checkpoint_is_refused_whole_and_the_model_kept(tmp_path, tamper: str) -> None:  # type: ignore[no-untyped-def]
     import json
 
@@ -502,6 +502,9 @@ def test_a_tampered_checkpoint_is_refused_whole_and_the_model_kept(tmp_path, tam
         entry["noise_multiplier"] = float("nan")
     elif tamper == "negative-contributors":
         entry["contributors"] = -5
+    elif tamper == "inflated-contributors":
+        # More noise shares than participants would shrink a distributed round's epsilon.
+        entry["contributors"] = len(entry["participants"]) + 1
     else:
         entry["participants"] = "ab"
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)

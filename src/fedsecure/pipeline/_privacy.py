@@ -82,7 +82,7 @@ def _recorded_rounds(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not (isinstance(entry, dict) and isinstance(entry.get("round"), int)
                 and isinstance(entry.get("refused"), bool) and isinstance(participants, list)
                 and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in participants)
-                and isinstance(contributors, int) and 0 <= contributors <= len(participants) + 1_000_000
+                and isinstance(contributors, int) and 0 <= contributors <= len(participants)
                 and isinstance(noise, (int, float)) and math.isfinite(noise) and 0 <= noise <= _MAX_RECORDED_NOISE):
             raise ValueError(f"a privacy round is malformed: {str(entry)[:200]}")
     return rounds
