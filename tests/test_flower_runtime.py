@@ -264,6 +264,20 @@ def test_every_dp_level_trains_on_flower_and_its_transcript_is_accounted(level: 
     assert all(c.passed for c in checks.values()), [c.detail for c in checks.values() if not c.passed]
 
 
+def test_under_distributed_dp_a_vanished_node_is_a_drawn_client_that_drops_out() -> None:
+    # Amplification is accounted for cohorts drawn from the whole population; a node that dies is still drawn
+    # (and drops out), so the run goes on over the same population instead of stopping at a smaller one.
+    grid = _grid(6, job=auto_job)
+    grid.crash(1002)
+    history = run_server_job(grid, {"job": "linear784", "protocol": "secagg", "rounds": 4, "nodes": 6,
+                                    "min-clients": 2, "fraction": 0.5, "dp": "distributed", "epsilon": 30.0,
+                                    "delta": 1e-4, "bits": 24, "stage-timeout": 0.5})
+    assert len(history) == 4 and not any(r["aborted"] for r in history)
+    drawn = [len(r["clients"]) for r in history]
+    assert all(size <= 3 for size in drawn) and min(drawn) >= 2
+    assert all(set(r["survivors"]) <= set(r["clients"]) for r in history)
+
+
 @pytest.mark.parametrize("protocol", [ProtocolKind.PAILLIER, ProtocolKind.PAILLIER_THRESHOLD])
 def test_paillier_on_flower_with_credential_files(protocol: ProtocolKind, tmp_path: Any) -> None:
     from fedsecure.runtime.flower import apps, load_key_holder, load_paillier_credentials, write_paillier_deployment
