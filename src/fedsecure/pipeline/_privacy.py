@@ -136,6 +136,12 @@ class RoundPrivacy:
                                         ring_bits=self.ring_bits, clip_mode=ClipMode.L2,
                                         max_weight=self.max_weight if self.weighted else None)
 
+    @property
+    def samples_population(self) -> bool:
+        """Whether :meth:`sample` must be given the whole population, present or not, because the accounting
+        amplifies by a draw from exactly that population (clients that cannot answer then drop out)."""
+        return False
+
     def sample(self, clients: Sequence[T], seed: int, round_index: int) -> list[T]:
         """The round's cohort: ``round(fraction * population)`` clients, reproducible from ``seed``."""
         if not clients:
@@ -398,6 +404,10 @@ class DistributedDP(_UserLevel):
     def sample_rate(self) -> float:
         """The cohort's share of the population: the without-replacement sampling rate amplification uses."""
         return min(1.0, self.cohort / self.population)
+
+    @property
+    def samples_population(self) -> bool:
+        return self.sample_rate < 1
 
     def encoding(self, cohort: int) -> RoundEncoding:
         # A fresh public rotation every round; the plan was calibrated once for the whole run.
