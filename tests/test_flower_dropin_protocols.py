@@ -140,6 +140,11 @@ def test_user_level_dp_through_the_drop_in_adds_the_planned_noise_and_counts_eps
     assert [s.aggregated for s in secure.summaries] == [True, True]
     epsilons = [s.epsilon for s in secure.summaries]
     assert epsilons[0] is not None and 0 < epsilons[0] < epsilons[1] == secure.ledger.epsilon
+    # Each client's loss is kept under its Flower node id (1000 + partition), which lasts from round to round,
+    # not under its position in the strategy's list, which may name another node next round.
+    ledger = secure.ledger
+    assert all(ledger.client_epsilon(1000 + p) > 0 for p in range(CLIENTS))
+    assert all(ledger.client_epsilon(p) == 0 for p in range(CLIENTS))
     # One round's release: the unweighted mean of clipped updates plus noise of sigma = z * C / denominator
     # (plus stochastic rounding's small addition), the denominator being the cohort less the planned dropouts.
     arrays, secure = _run(configs, options | {"dp": dp}, rounds=1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,8 +204,14 @@ class SecureRounds:
             return RoundOutcome(list(arrays.values()) if isinstance(arrays, dict) else arrays, summary, reports or {},
                                 nodes)
 
+        def accounted(clients: Iterable[int]) -> list[int]:
+            # The ledger keeps each client's loss under an identity that lasts from round to round: the id it
+            # registered, or else its Flower node id (a position in the strategy's list names another node
+            # each round, and would spread one client's loss over several entries).
+            return sorted(clients if self._needs_registration else (nodes[client] for client in clients))
+
         def give_up(reason: str, dropped: dict[int, str] | None = None) -> RoundOutcome:
-            return outcome(pipeline.fail(server_round, flat, sorted(nodes), reason), dropped or {})
+            return outcome(pipeline.fail(server_round, flat, accounted(nodes), reason), dropped or {})
 
         if self.dp is not None and len(nodes) > self._cohort_bound:
             return give_up(f"{len(nodes)} sampled clients, more than the {self._cohort_bound} the first round's "
@@ -241,6 +247,7 @@ class SecureRounds:
         dropped = {client: str(error) for client, error in report.client_errors.items()}
         if report.result is None:
             return give_up(str(report.abort) if report.abort is not None else "no result", dropped)
-        step = pipeline.finish(server_round, flat, encoding, report.result.ring_sum, report.result.survivors)
+        step = pipeline.finish(server_round, flat, encoding, report.result.ring_sum,
+                               accounted(report.result.survivors))
         return outcome(step, dropped, tuple(sorted(report.result.survivors)), report.client_reports)
 
