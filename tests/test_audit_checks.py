@@ -403,3 +403,31 @@ def test_dp_accounted_reports_the_servers_epsilon_which_a_claimed_population_can
     assert result.passed, result.evidence
     reported = float(result.detail.split("against the server, which knows every cohort: epsilon ")[1].split()[0])
     assert reported == pytest.approx(honest, rel=1e-3)
+
+
+def test_dp_accounted_passes_an_honest_sampled_distributed_run(dp_transcripts: dict[str, Path], tmp_path: Path) -> None:
+    # The ledger reports the smaller of the amplified and the unamplified composition; the check recomputes the
+    # same, so a run at a sampling rate where the unamplified one is smaller is not failed for it.
+    from fedsecure.dp import DistributedPlan
+
+    lines = _load(dp_transcripts["distributed"])
+    for rounds, header in enumerate(_headers(lines), 1):
+        dp = header["dp"]
+        plan = DistributedPlan.from_json(dp["plan"], max_dimension=2**20)
+        survivors = len(_outcomes(lines)[rounds - 1]["survivors"])
+        amplified = plan.epsilon(survivors=survivors, rounds=rounds, delta=dp["delta"], sample_rate=0.5)
+        assert amplified <= plan.epsilon(survivors=survivors, rounds=rounds, delta=dp["delta"])
+        dp.update(sample_rate=0.5, epsilon=amplified, target_epsilon=None)
+    result = _check_lines(lines, tmp_path)["dp-accounted"]
+    assert result.passed, result.evidence
+
+
+def test_dp_accounted_refuses_a_distributed_round_relabelled_as_central(dp_transcripts: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    lines = _load(dp_transcripts["distributed"])
+    for header in _headers(lines):
+        header["dp"].pop("plan")
+        header["dp"].update(level="central", mechanism="gaussian", noise_multiplier=50.0)
+        header["max_coordinate"] = 1000
+    result = _check_lines(lines, tmp_path)["dp-accounted"]
+    assert not result.passed and "encoding is distributed DP's" in " ".join(result.evidence)

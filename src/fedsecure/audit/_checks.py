@@ -367,9 +367,15 @@ class _Reaccountant:
 
             if dp.get("adjacency") != LOCAL_ADJACENCY or "plan" in dp:
                 raise ValueError("a local-DP record names user-level adjacency or carries a distributed plan")
+            if round_.header.get("rotation_seed") is not None:
+                raise ValueError("a local-DP record on a round whose encoding is distributed DP's (it has a "
+                                 "rotation seed)")
             return None
         if "plan" in dp and level != "distributed":
             raise ValueError("a central-DP record carries a distributed plan")
+        if level != "distributed" and round_.header.get("rotation_seed") is not None:
+            raise ValueError(f"a {level}-DP record on a round whose encoding is distributed DP's (it has a rotation "
+                             "seed)")
         rate: Any = dp.get("sample_rate")
         if type(rate) not in (int, float) or not 0 < rate <= 1:
             raise ValueError("the sampling rate must lie in (0, 1]")
@@ -451,7 +457,10 @@ class _Reaccountant:
     def _epsilon(self, delta: float) -> float:
         from ..dp import rdp_to_epsilon
 
-        return rdp_to_epsilon(self._orders, self._rdp, delta)
+        epsilon = rdp_to_epsilon(self._orders, self._rdp, delta)
+        # As the ledger does: under distributed DP the same rounds without amplification bound the population too.
+        server = self.server_epsilon()
+        return epsilon if server is None else min(epsilon, server)
 
     def server_epsilon(self) -> float | None:
         """Under distributed DP, the epsilon without amplification: what holds against the server, which knows
@@ -507,7 +516,7 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
                             f"{round_.header['ring_bits']}-bit one")
         try:
             recomputed = accountant.add(dp, round_)
-        except (KeyError, TypeError, ValueError, ConfigurationError) as error:
+        except (KeyError, TypeError, ValueError, ArithmeticError, ConfigurationError) as error:
             evidence.append(f"round {round_.round_id}: its DP record cannot be re-accounted ({error})")
             recomputed = None
         if recomputed is not None and epsilon < recomputed * (1 - 1e-6) - 1e-9:
