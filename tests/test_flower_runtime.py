@@ -280,6 +280,29 @@ def test_under_distributed_dp_a_vanished_node_is_a_drawn_client_that_drops_out()
         assert all("unavailable" in r["dropped"][str(c)] for c in gone)
 
 
+def test_under_distributed_dp_a_restarted_supernode_takes_back_a_vanished_clients_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A restarted SuperNode comes back under a new node id. Cohorts are drawn from a population of exactly `nodes`
+    # clients, so it takes the id of the client whose node is gone instead of growing the population (which
+    # stopped the run); a node beyond the population is left out.
+    import fedsecure.runtime.flower._jobs as jobs
+
+    grid = _grid(8, job=auto_job)
+    progress = jobs._Progress.__call__
+
+    def restart_after_round_0(self: Any, event: str, **details: Any) -> None:
+        if event == "round-end" and details.get("round") == 0:
+            grid.restart(1002)
+        progress(self, event, **details)
+
+    monkeypatch.setattr(jobs._Progress, "__call__", restart_after_round_0)
+    history = run_server_job(grid, {"job": "linear784", "protocol": "secagg", "rounds": 4, "nodes": 8,
+                                    "min-clients": 2, "fraction": 0.5, "dp": "distributed", "epsilon": 30.0,
+                                    "delta": 1e-4, "bits": 24, "stage-timeout": 10.0})
+    assert len(history) == 4 and not any(r["aborted"] for r in history), [r["abort_reason"] for r in history]
+    assert all(set(r["clients"]) <= set(range(8)) for r in history)
+
+
 @pytest.mark.parametrize("protocol", [ProtocolKind.PAILLIER, ProtocolKind.PAILLIER_THRESHOLD])
 def test_paillier_on_flower_with_credential_files(protocol: ProtocolKind, tmp_path: Any) -> None:
     from fedsecure.runtime.flower import apps, load_key_holder, load_paillier_credentials, write_paillier_deployment

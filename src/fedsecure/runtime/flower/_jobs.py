@@ -386,6 +386,21 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
             registered.update(transport.register(new, known={n: c for n, c in registered.items() if n in listed},
                                                  key_holder_key=key_holder_key))
             left_out.update(set(new) - registered.keys() - set(transport.decryptors))
+        elif new and job is not None and job.federation.pipeline.privacy.samples_population:
+            # Cohorts are drawn from a population of exactly `nodes` clients: a newly listed node (a restarted
+            # SuperNode under its new node id) takes the id of a client whose node is gone; one beyond the
+            # population, with no such id free, is left out rather than growing the population.
+            present = {client for node, client in registered.items() if node in listed and node not in left_out}
+            free = [client for client in range(settings.nodes) if client not in present]
+            for node in new:
+                if free:
+                    client = free.pop(0)
+                    registered = {n: c for n, c in registered.items() if c != client}
+                    registered[node] = client
+                else:
+                    LOGGER.warning("node %d is beyond the population of %d the privacy accounting assumes; left out",
+                                   node, settings.nodes)
+                    left_out.add(node)
         elif new:
             first = max(registered.values(), default=-1) + 1
             registered.update({node: first + index for index, node in enumerate(new)})

@@ -61,6 +61,7 @@ class LocalGrid:
             def __init__(self) -> None:
                 configs = [dict(c) for c in node_configs]
                 self.node_ids = [1000 + i for i in range(len(configs))]
+                self._configs = dict(zip(self.node_ids, configs))
                 self._contexts = {
                     node: context_to_proto(Context(run_id=run_id, node_id=node, node_config=config,
                                                    state=RecordDict(), run_config=dict(run_config or {})))
@@ -78,6 +79,18 @@ class LocalGrid:
             def crash(self, node: int) -> None:
                 """The node's process dies: from now on Flower reports it unavailable."""
                 self.crashed.add(node)
+
+            def restart(self, node: int) -> int:
+                """The node's SuperNode restarts: Flower lists it under a new node id, with the same node config
+                and an empty state (the old id is unavailable from now on). Returns the new node id."""
+                new = max(self.node_ids) + 1
+                self.node_ids[self.node_ids.index(node)] = new
+                self._configs[new] = config = self._configs[node]
+                del self._contexts[node]
+                self._contexts[new] = context_to_proto(Context(
+                    run_id=run_id, node_id=new, node_config=config, state=RecordDict(),
+                    run_config=dict(run_config or {}))).SerializeToString()
+                return new
 
             def set_run(self, run: Any) -> None:
                 self._run = run
