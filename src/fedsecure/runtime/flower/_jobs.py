@@ -408,17 +408,14 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
                     if (registry is None or client in registry.verify_keys)
                     and (paillier is None or client in paillier.signing_keys)}
         nodes = {client: node for client, node in eligible.items() if node in listed}
-        if job is not None and job.federation.pipeline.privacy.samples_population:
-            # The cohort is drawn as the DP level requires (a fixed-size draw without replacement under distributed
-            # DP) from every client the run has registered, whether or not its node still answers: amplification
-            # is accounted for draws from the whole population, so a client whose node vanished is drawn as any
-            # other and then drops out at the round's first stage, as a dropout does; the population stays whole.
-            nodes = {client: eligible[client] for client in job.federation.pipeline.sample(
-                sorted(eligible), settings.seed, round_index)}
-        elif job is not None:
-            # The cohort, drawn as the DP level requires (Poisson from the OS under central DP, say).
-            nodes = {client: nodes[client] for client in job.federation.pipeline.sample(sorted(nodes), settings.seed,
-                                                                                        round_index)}
+        if job is not None:
+            # The cohort, drawn as the DP level requires (Poisson from the OS under central DP, say). Where the
+            # accounting amplifies by a fixed-size draw from the whole population (distributed DP), it is drawn
+            # from every client the run has registered, whether or not its node still answers: a client whose node
+            # vanished is drawn as any other and drops out at the round's first stage, as a dropout does.
+            pool = eligible if job.federation.pipeline.privacy.samples_population else nodes
+            nodes = {client: pool[client] for client in job.federation.pipeline.sample(sorted(pool), settings.seed,
+                                                                                       round_index)}
         progress("round-start", round=round_index, clients=sorted(nodes))
         summary = _run_one(transport, settings, protocol, threat, job, nodes, round_index, progress, registry,
                            paillier, round_base, frozenset(listed))
