@@ -424,8 +424,9 @@ class _Reaccountant:
 
     @staticmethod
     def _check_plan_bound(plan: Any, round_: RoundTranscript) -> None:
-        # The round's encoding digest covers every field of the plan and the public rotation seed (Bonawitz et
-        # al.'s round configuration binds it for every client), so a plan rewritten afterwards no longer matches.
+        # The round's encoding digest covers every field of the plan and the public rotation seed, and the round
+        # configuration every client derives its keys from covers the digest: a plan rewritten alone no longer
+        # matches. The digest is still the server's record; only the active variant's clients sign it.
         from ..dp import DistributedDPEncoding
 
         seed: Any = round_.header.get("rotation_seed")
@@ -483,8 +484,10 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
     one the plan sized for its noise. If any round has a DP record, every round
     must. The epsilon is also recomputed from what the records say ran: each
     central round's noise multiplier, sampling rate and adjacency, each
-    distributed round's plan, sampling rate, adjacency and the survivors whose
-    noise shares were summed (each once, each a client of the round). A
+    distributed round's plan (bound to the round's encoding digest by the
+    recorded public rotation seed), sampling rate, adjacency and the survivors
+    whose noise shares were summed (each once, each a client of the round that
+    sent a masked input, exactly those the server's unmask requests name). A
     recorded epsilon below the recomputed one fails the check, and so does a
     record that cannot be re-accounted: a level other than central, distributed
     or local or one that changes mid-run, a mechanism or plan foreign to the
@@ -525,8 +528,9 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
         previous = (float(epsilon), round_.round_id)
     server = accountant.server_epsilon()
     against_server = ("" if server is None else
-                      f"; against the server, which knows every cohort: epsilon {server:.4g} (a transcript cannot "
-                      "show the population the recorded sampling rate implies; this figure does not depend on it)")
+                      f"; against the server, which knows every cohort: epsilon {server:.4g} for a client drawn in "
+                      "every round (a transcript cannot show the population the recorded sampling rate implies; "
+                      "this figure does not depend on it)")
     return CheckResult("dp-accounted", not evidence, bool(recorded),
                        "no round ran under DP" if not recorded else
                        ("every DP round recorded its noise and an epsilon within the target"
