@@ -356,15 +356,32 @@ def _outcomes(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # One run has one population and one delta.
     ("distributed", lambda lines: _headers(lines)[1]["dp"].update(sample_rate=0.5), "changes mid-run"),
     ("central", lambda lines: _headers(lines)[1]["dp"].update(delta=1e-3), "changes mid-run"),
+    # And one adjacency: a last round relabelled replace-one, with the epsilon of the mixed composition, would
+    # claim replace-one for the run at less than its rounds cost under replace-one.
+    ("central", lambda lines: _mix_adjacencies(lines), "changes mid-run"),
+    ("distributed", lambda lines: _mix_adjacencies(lines), "changes mid-run"),
     # A plan made to look less noisy after the fact (a tenth of the clip, every derived field recomputed to match)
     # is no longer the plan the round's encoding digest binds; without the rotation seed nothing binds it.
     ("distributed", lambda lines: _shrink_clip(_headers(lines)[0]), "encoding digest binds"),
-    ("distributed", lambda lines: _headers(lines)[0].update(rotation_seed=None), "no rotation seed"),
+    ("distributed", lambda lines: _headers(lines)[0].update(rotation_seed=None), "no 32-byte rotation seed"),
+    # A plan of 2^39 coordinates: refused for not being the round's vectors, without building its rotation.
+    ("distributed", lambda lines: _headers(lines)[0]["dp"].update(plan=_resized_plan(_headers(lines)[0], 2**39)),
+     "pads to 549755813888 coordinates"),
+    ("distributed", lambda lines: (_headers(lines)[0]["dp"].update(plan=_resized_plan(_headers(lines)[0], 2**39)),
+                                   _headers(lines)[0].update(vector_length=2**39)), "encoding digest binds"),
     # Survivors must be the senders of masked inputs the server named in its unmask requests.
     ("distributed", lambda lines: _outcomes(lines)[0]["survivors"].pop(), "unmask request"),
     # A round that released its sum cannot be relabelled as aborted to spend nothing.
     ("distributed", lambda lines: (_outcomes(lines)[1].update(aborted=True),
                                    _headers(lines)[1]["dp"].update(noise_multiplier=None)), "unmasking shares"),
+    # Under central DP a round without noise is a refusal, which only a budget the release would exceed justifies.
+    ("central", lambda lines: (_outcomes(lines)[1].update(aborted=True),
+                               _headers(lines)[1]["dp"].update(noise_multiplier=None,
+                                                               epsilon=_headers(lines)[0]["dp"]["epsilon"])),
+     "nothing justifies a refusal"),
+    ("central", lambda lines: _headers(lines)[1]["dp"].update(noise_multiplier=None,
+                                                              epsilon=_headers(lines)[0]["dp"]["epsilon"]),
+     "nothing justifies a refusal"),
 ])
 def test_dp_accounted_refuses_records_that_cannot_be_reaccounted(dp_transcripts: dict[str, Path], tmp_path: Path,
                                                                  level: str, damage: Any, why: str) -> None:
@@ -376,6 +393,37 @@ def test_dp_accounted_refuses_records_that_cannot_be_reaccounted(dp_transcripts:
 
 def _headers(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [line for line in lines if line["kind"] == "round"]
+
+
+def _mix_adjacencies(lines: list[dict[str, Any]]) -> None:
+    from fedsecure.dp import Adjacency, DistributedPlan, rdp_to_epsilon
+    from fedsecure.dp._accounting import GAUSSIAN_ORDERS
+    from fedsecure.dp._ledger import central_rdp
+
+    first, last = (h["dp"] for h in _headers(lines))
+    rdp: Any = 0
+    for dp, outcome, adjacency in zip((first, last), _outcomes(lines), (Adjacency.ZERO_OUT, Adjacency.REPLACE_ONE)):
+        if dp["level"] == "central":
+            orders = GAUSSIAN_ORDERS
+            rdp = rdp + central_rdp(dp["noise_multiplier"] / adjacency.sensitivity_factor, 1.0, orders)
+        else:
+            plan = DistributedPlan.from_json(dp["plan"], max_dimension=2**20)
+            orders, rdp = plan.orders, rdp + plan.rdp(len(outcome["survivors"]), adjacency=adjacency)
+    last.update(adjacency="replace-one", epsilon=rdp_to_epsilon(orders, rdp, last["delta"]))
+    for dp in (first, last):
+        dp["target_epsilon"] = None
+
+
+def _resized_plan(header: dict[str, Any], padded: int) -> str:
+    # Every derived field recomputed to match, so that only the size is wrong.
+    from fedsecure.dp._accounting import rounded_l1_bound, rounded_l2_bound
+
+    plan = json.loads(header["dp"]["plan"])
+    plan.update(dimension=padded, padded_dimension=padded)
+    l2 = rounded_l2_bound(plan["clip"] * plan["scale"], padded, plan["beta"])
+    plan.update(l2_sensitivity=l2, l1_sensitivity=rounded_l1_bound(l2, padded),
+                noise_multiplier=math.sqrt(plan["expected_clients"] * plan["local_variance"]) / l2)
+    return json.dumps(plan)
 
 
 def _shrink_clip(header: dict[str, Any]) -> None:
@@ -422,12 +470,55 @@ def test_dp_accounted_passes_an_honest_sampled_distributed_run(dp_transcripts: d
     assert result.passed, result.evidence
 
 
+@pytest.mark.parametrize("disguise, why", [
+    ("relabel", "encoding is distributed DP's"),
+    # Dropping the rotation seed leaves no quantised encoding to tie the record to.
+    ("drop seed", "no quantised encoding"),
+    # Quantised parameters put in its place do not give the round's encoding digest, which is over the plan.
+    ("forge encoding", "encoding digest binds"),
+])
 def test_dp_accounted_refuses_a_distributed_round_relabelled_as_central(dp_transcripts: dict[str, Path],
-                                                                        tmp_path: Path) -> None:
+                                                                        tmp_path: Path, disguise: str,
+                                                                        why: str) -> None:
     lines = _load(dp_transcripts["distributed"])
-    for header in _headers(lines):
+    honest = _load(dp_transcripts["central"])
+    for header, central in zip(_headers(lines), _headers(honest)):
         header["dp"].pop("plan")
         header["dp"].update(level="central", mechanism="gaussian", noise_multiplier=50.0)
         header["max_coordinate"] = 1000
+        if disguise != "relabel":
+            header["rotation_seed"] = None
+        if disguise == "forge encoding":
+            header["encoding"] = central["encoding"]
     result = _check_lines(lines, tmp_path)["dp-accounted"]
-    assert not result.passed and "encoding is distributed DP's" in " ".join(result.evidence)
+    assert not result.passed and why in " ".join(result.evidence), result.evidence
+
+
+def test_dp_accounted_passes_a_central_round_refused_over_budget(tmp_path: Path) -> None:
+    # An honest refusal: the server has the sum, but releasing it would take epsilon above the target, so the
+    # round releases nothing and spends nothing. Its record has no noise, and the check accepts it.
+    pytest.importorskip("torch")
+    pytest.importorskip("opacus")
+    pytest.importorskip("sklearn")
+    import dataclasses
+
+    from fedsecure.dp import DPConfig, PrivacyLevel
+    from fedsecure.fl import train_federated
+    from fedsecure.fl.examples import linear784
+    from fedsecure.protocols import ProtocolKind
+
+    experiment = linear784(protocol=ProtocolKind.SECAGG_PLUS, clients=6)
+    path = tmp_path / "refused.jsonl"
+    federation = dataclasses.replace(
+        experiment.federation, transcript=str(path),
+        dp=DPConfig(level=PrivacyLevel.CENTRAL, delta=1e-5, target_epsilon=20.0, rounds=1, refuse_over_budget=True))
+    result = train_federated(federation, rounds=2, evaluate=experiment.evaluate)
+    assert [r.aborted for r in result.history] == [False, True]
+    lines = _load(path)
+    assert _headers(lines)[1]["dp"]["noise_multiplier"] is None and not _outcomes(lines)[1]["aborted"]
+    checked = _check_lines(lines, tmp_path)["dp-accounted"]
+    assert checked.passed, checked.evidence
+    # The same record with a target the release would have kept is a hidden release.
+    for header in _headers(lines):
+        header["dp"]["target_epsilon"] = 1e6
+    assert "nothing justifies a refusal" in " ".join(_check_lines(lines, tmp_path)["dp-accounted"].evidence)

@@ -338,7 +338,10 @@ class _Reaccountant:
         self._server_orders: tuple[float, ...] = ()
         self._orders: tuple[float, ...] = ()
         self._level: str | None = None
-        self._constants: tuple[Any, Any] | None = None
+        self._constants: tuple[Any, Any, Any] | None = None
+        #: Under central DP, the smallest noise multiplier any round of the run released: what a refused round's
+        #: budget is judged by (the smallest gives the server the benefit of the doubt).
+        self.run_noise: float | None = None
 
     def add(self, dp: dict[str, Any], round_: RoundTranscript) -> float | None:
         """The epsilon after this round, or None where nothing is recomputed (local DP, no noise released).
@@ -367,26 +370,27 @@ class _Reaccountant:
 
             if dp.get("adjacency") != LOCAL_ADJACENCY or "plan" in dp:
                 raise ValueError("a local-DP record names user-level adjacency or carries a distributed plan")
-            if round_.header.get("rotation_seed") is not None:
-                raise ValueError("a local-DP record on a round whose encoding is distributed DP's (it has a "
-                                 "rotation seed)")
+            self._check_quantized_bound(round_)
             return None
         if "plan" in dp and level != "distributed":
             raise ValueError("a central-DP record carries a distributed plan")
-        if level != "distributed" and round_.header.get("rotation_seed") is not None:
-            raise ValueError(f"a {level}-DP record on a round whose encoding is distributed DP's (it has a rotation "
-                             "seed)")
+        if level == "central":
+            self._check_quantized_bound(round_)
         rate: Any = dp.get("sample_rate")
         if type(rate) not in (int, float) or not 0 < rate <= 1:
             raise ValueError("the sampling rate must lie in (0, 1]")
-        # One run has one population, one cohort size and one delta: a rate or delta that moves is not a run's.
-        if self._constants is not None and self._constants != (rate, delta):
-            raise ValueError(f"the sampling rate or delta changes mid-run (from {self._constants} to {(rate, delta)})")
-        self._constants = (rate, delta)
+        # One run has one population, one cohort size, one delta and one adjacency: one that moves is not a run's.
+        constants = (rate, delta, dp.get("adjacency"))
+        if self._constants is not None and self._constants != constants:
+            raise ValueError(f"the sampling rate, delta or adjacency changes mid-run (from {self._constants} to "
+                             f"{constants})")
+        self._constants = constants
         if noise is None:
-            if level == "distributed" and self._released(round_):
-                raise ValueError("the round records no noise, but enough clients sent unmasking shares for the "
-                                 "server to recover its sum")
+            if self._released(round_):
+                if level == "distributed":
+                    raise ValueError("the round records no noise, but enough clients sent unmasking shares for the "
+                                     "server to recover its sum")
+                self._check_refusal(dp, round_)
             return None if self._rdp is None else self._epsilon(delta)
         if type(noise) not in (int, float) or not math.isfinite(noise) or noise <= 0:
             raise ValueError("the noise multiplier is not a finite positive number")
@@ -419,20 +423,76 @@ class _Reaccountant:
 
     @staticmethod
     def _released(round_: RoundTranscript) -> bool:
+        """Whether the server could recover the round's sum: the protocol completed, or at least the threshold of
+        clients sent unmasking shares (whatever the outcome line says)."""
+        if round_.outcome is not None and not round_.outcome.get("aborted"):
+            return True
         senders = {m["sender"] for m in round_.of_type("UnmaskingShares")}
         return len(senders) >= int(round_.header.get("threshold") or 1)
+
+    def _check_refusal(self, dp: dict[str, Any], round_: RoundTranscript) -> None:
+        # Central DP refuses a round, after the server has the sum, only when releasing it at the run's noise
+        # would take epsilon above the target. A round without noise whose release the budget allowed is a
+        # release the transcript does not account for.
+        from ..dp import Adjacency, rdp_to_epsilon
+        from ..dp._accounting import GAUSSIAN_ORDERS, INTEGER_ORDERS
+        from ..dp._ledger import central_rdp
+
+        target: Any = dp.get("target_epsilon")
+        if self.run_noise is None or type(target) not in (int, float):
+            raise ValueError("the round records no noise although the server recovered its sum, and the run shows "
+                             "no target and noise multiplier a refusal could have been judged by")
+        rate, delta = float(dp["sample_rate"]), float(dp["delta"])
+        orders = GAUSSIAN_ORDERS if rate >= 1 else tuple(float(a) for a in INTEGER_ORDERS)
+        rdp = central_rdp(self.run_noise / Adjacency(dp["adjacency"]).sensitivity_factor, rate, orders)
+        with_round = rdp_to_epsilon(orders, rdp if self._rdp is None else self._rdp + rdp, delta)
+        if with_round <= target:
+            raise ValueError(f"the round records no noise although the server recovered its sum, and releasing it "
+                             f"at the run's noise multiplier {self.run_noise:.4g} would have kept epsilon at "
+                             f"{with_round:.4g}, within the target {target:.4g}: nothing justifies a refusal")
+
+    @staticmethod
+    def _check_quantized_bound(round_: RoundTranscript) -> None:
+        # A central or local round's clients ran a quantised encoding; its recorded public parameters must give
+        # the round's encoding digest. A distributed round relabelled as central cannot: its digest is over a
+        # distributed plan and a rotation seed.
+        from ..encoding import ClipMode, EncodingConfig
+
+        if round_.header.get("rotation_seed") is not None:
+            raise ValueError("the record's level is not distributed, but the round's encoding is distributed DP's "
+                             "(it has a rotation seed)")
+        described: Any = round_.header.get("encoding")
+        if not isinstance(described, dict):
+            raise ValueError("the round records no quantised encoding, so its DP record cannot be tied to what its "
+                             "clients ran")
+        fields = {"dimension": int, "clients": int, "clip": float, "scale": float, "clip_mode": str,
+                  "ring_bits": int}
+        if set(described) != {*fields, "max_weight"} or any(type(described[k]) is not t for k, t in fields.items()):
+            raise ValueError("the round's encoding parameters are not a quantised encoding's")
+        weight = described["max_weight"]
+        if weight is not None and type(weight) is not int:
+            raise ValueError("the round's encoding has a weight bound that is not an integer")
+        config = EncodingConfig(dimension=described["dimension"], clients=described["clients"],
+                                clip=described["clip"], scale=described["scale"],
+                                clip_mode=ClipMode(described["clip_mode"]), max_weight=weight,
+                                ring_bits=described["ring_bits"])
+        if config.digest().hex() != round_.header.get("encoding_digest"):
+            raise ValueError("the recorded encoding is not the one the round's encoding digest binds")
 
     @staticmethod
     def _check_plan_bound(plan: Any, round_: RoundTranscript) -> None:
         # The round's encoding digest covers every field of the plan and the public rotation seed, and the round
         # configuration every client derives its keys from covers the digest: a plan rewritten alone no longer
         # matches. The digest is still the server's record; only the active variant's clients sign it.
-        from ..dp import DistributedDPEncoding
+        from ..dp._distributed import distributed_encoding_digest
 
         seed: Any = round_.header.get("rotation_seed")
-        if not isinstance(seed, str):
-            raise ValueError("the round records no rotation seed, so its plan cannot be tied to its encoding")
-        if DistributedDPEncoding(plan, bytes.fromhex(seed)).digest().hex() != round_.header.get("encoding_digest"):
+        if not isinstance(seed, str) or len(seed) != 64:
+            raise ValueError("the round records no 32-byte rotation seed, so its plan cannot be tied to its encoding")
+        if plan.padded_dimension != round_.header.get("vector_length"):
+            raise ValueError(f"the plan pads to {plan.padded_dimension} coordinates, but the round's vectors have "
+                             f"{round_.header.get('vector_length')}")
+        if distributed_encoding_digest(plan, bytes.fromhex(seed)).hex() != round_.header.get("encoding_digest"):
             raise ValueError("the recorded plan is not the one the round's encoding digest binds")
 
     @staticmethod
@@ -483,28 +543,38 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
     never exceeds the target. Under distributed DP the round's ring must be the
     one the plan sized for its noise. If any round has a DP record, every round
     must. The epsilon is also recomputed from what the records say ran: each
-    central round's noise multiplier, sampling rate and adjacency, each
-    distributed round's plan (bound to the round's encoding digest by the
-    recorded public rotation seed), sampling rate, adjacency and the survivors
-    whose noise shares were summed (each once, each a client of the round that
-    sent a masked input, exactly those the server's unmask requests name). A
-    recorded epsilon below the recomputed one fails the check, and so does a
-    record that cannot be re-accounted: a level other than central, distributed
-    or local or one that changes mid-run, a mechanism or plan foreign to the
-    level, a delta outside (0, 1), a sampling rate outside (0, 1], a non-finite
-    epsilon. Local DP's epsilons come from each client's own accountant and are
-    not recomputed.
+    central round's noise multiplier, sampling rate and adjacency (its
+    quantised encoding's recorded parameters must give the round's encoding
+    digest), each distributed round's plan (bound to the round's encoding digest
+    by the recorded public rotation seed), sampling rate, adjacency and the
+    survivors whose noise shares were summed (each once, each a client of the
+    round that sent a masked input, exactly those the server's unmask requests
+    name). A recorded epsilon below the recomputed one fails the check, and so
+    does a record that cannot be re-accounted: a level other than central,
+    distributed or local or one that changes mid-run, a sampling rate, delta or
+    adjacency that changes mid-run, a mechanism or plan foreign to the level, a
+    delta outside (0, 1), a sampling rate outside (0, 1], a non-finite epsilon,
+    a round without noise whose sum the server recovered (under central DP,
+    unless the budget justified refusing it). Local DP's epsilons come from each
+    client's own accountant and are not recomputed.
     """
     recorded = [r for r in rounds if r.header.get("dp")]
     evidence: list[str] = [f"round {r.round_id}: no DP record in a run whose other rounds have one"
                            for r in rounds if recorded and not r.header.get("dp")]
     previous: tuple[float, int] | None = None
     accountant = _Reaccountant()
+    released = [r.header["dp"].get("noise_multiplier") for r in recorded if r.header["dp"].get("level") == "central"]
+    released = [n for n in released if type(n) in (int, float) and math.isfinite(n) and n > 0]
+    accountant.run_noise = float(min(released)) if released else None
     for round_ in recorded:
         dp = round_.header["dp"]
         completed = round_.outcome is not None and not round_.outcome.get("aborted")
         epsilon, target = dp.get("epsilon"), dp.get("target_epsilon")
-        if not dp.get("level") or (completed and (not dp.get("mechanism") or not dp.get("noise_multiplier"))):
+        # A central round may complete and still release nothing (refused over budget); the re-accounting below
+        # checks that its budget justified the refusal.
+        refused = dp.get("level") == "central" and dp.get("noise_multiplier") is None
+        if not dp.get("level") or (completed and not refused
+                                   and (not dp.get("mechanism") or not dp.get("noise_multiplier"))):
             evidence.append(f"round {round_.round_id}: completed without a recorded mechanism or noise multiplier")
         if not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon):
             evidence.append(f"round {round_.round_id}: no finite epsilon recorded")

@@ -123,7 +123,8 @@ def run_utility(*, example: str = "digits-writers", clients: int = 5000, per_rou
     # Longest first, so that the short runs fill the last gaps and no long run ends alone on one core: DP-SGD
     # (an Opacus engine per client) and distributed DP (SecAgg+ key agreements and exact noise per client) take
     # several times as long as a run without DP or under central DP. The table sorts the records afterwards.
-    jobs.sort(key=lambda job: _RELATIVE_COST.get(job["level"], 1), reverse=True)
+    jobs.sort(key=lambda job: _RELATIVE_COST.get(job["level"] if isinstance(job["level"], str) else None, 1.0),
+              reverse=True)
     records = []
     started = time.perf_counter()
     context = multiprocessing.get_context("spawn")

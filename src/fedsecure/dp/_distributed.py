@@ -54,7 +54,7 @@ from ._accounting import (
 from ._sampling import VECTOR_VARIANCE_LIMIT, RandomSource, discrete_gaussian, skellam
 
 __all__ = ["DistributedPlan", "DistributedDPEncoding", "plan_distributed", "hadamard", "distributed_rdp",
-           "distributed_orders", "calibrate_distributed"]
+           "distributed_orders", "calibrate_distributed", "distributed_encoding_digest"]
 
 DEFAULT_BETA = math.exp(-0.5)
 DEFAULT_WRAP_PROBABILITY = 1e-6
@@ -424,6 +424,20 @@ def calibrate_distributed(plan_for: Callable[[float], DistributedPlan], epsilon_
     return plan_for(calibrate(lambda z: epsilon_of(plan_for(z)), target_epsilon, low=low, high=high).noise)
 
 
+def distributed_encoding_digest(plan: DistributedPlan, rotation_seed: bytes) -> bytes:
+    """The encoding digest of a round that runs ``plan`` under ``rotation_seed``, without building its rotation.
+
+    An auditor recomputes it from a transcript's plan and public seed, in constant memory whatever the plan's
+    dimension.
+    """
+    packed = struct.pack("<BQQdBddQQ", list(Mechanism).index(plan.mechanism), plan.dimension,
+                         plan.padded_dimension, plan.clip, plan.bits, plan.scale, plan.local_variance,
+                         plan.expected_clients, plan.max_clients)
+    derived = struct.pack("<ddddd", plan.beta, plan.noise_multiplier, plan.l2_sensitivity, plan.l1_sensitivity,
+                          plan.wrap_bound)
+    return hashlib.sha256(b"fedsecure/v2/distributed-dp" + packed + derived + rotation_seed).digest()
+
+
 class DistributedDPEncoding:
     """One round's distributed-DP encoding: what clients run before masking, and how the server decodes.
 
@@ -461,13 +475,7 @@ class DistributedDPEncoding:
 
     def digest(self) -> bytes:
         """SHA-256 over every field of the plan and the rotation seed: the whole plan is bound into the round."""
-        plan = self.plan
-        packed = struct.pack("<BQQdBddQQ", list(Mechanism).index(plan.mechanism), plan.dimension,
-                             plan.padded_dimension, plan.clip, plan.bits, plan.scale, plan.local_variance,
-                             plan.expected_clients, plan.max_clients)
-        derived = struct.pack("<ddddd", plan.beta, plan.noise_multiplier, plan.l2_sensitivity, plan.l1_sensitivity,
-                              plan.wrap_bound)
-        return hashlib.sha256(b"fedsecure/v2/distributed-dp" + packed + derived + self.rotation_seed).digest()
+        return distributed_encoding_digest(self.plan, self.rotation_seed)
 
     def rotate(self, vector: np.ndarray) -> np.ndarray:
         padded = np.zeros(self.plan.padded_dimension)

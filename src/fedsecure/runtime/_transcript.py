@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigurationError
+from ..encoding import EncodingConfig
 from ..protocols import ProtocolKind, ThreatModel
 from ..protocols._config import RoundEncoding
 from ._simulator import RoundReport
@@ -53,6 +54,8 @@ def transcript_lines(report: RoundReport, *, encoding: RoundEncoding, threat: Th
         # Distributed DP's rotation seed is public; with it an auditor recomputes the encoding digest from the plan.
         "rotation_seed": rotation.hex() if isinstance(rotation := getattr(encoding, "rotation_seed", None), bytes)
         else None,
+        # A quantised encoding's public parameters, from which an auditor recomputes the encoding digest.
+        "encoding": _quantized_parameters(encoding),
         "threat": dataclasses.asdict(threat) if threat is not None else None,
     }
     if config.protocol in (ProtocolKind.SECAGG, ProtocolKind.SECAGG_PLUS):
@@ -68,6 +71,14 @@ def transcript_lines(report: RoundReport, *, encoding: RoundEncoding, threat: Th
            "survivors": sorted(result.survivors) if result is not None else [],
            "dropped": {str(c): record.stage.label for c, record in sorted(result.dropped.items())}
            if result is not None else {}}
+
+
+def _quantized_parameters(encoding: RoundEncoding) -> dict[str, Any] | None:
+    if not isinstance(encoding, EncodingConfig):
+        return None
+    return {"dimension": encoding.dimension, "clients": encoding.clients, "clip": encoding.clip,
+            "scale": encoding.scale, "clip_mode": encoding.clip_mode.value, "max_weight": encoding.max_weight,
+            "ring_bits": encoding.ring.bits}
 
 
 def _max_coordinate(encoding: RoundEncoding) -> int | None:
