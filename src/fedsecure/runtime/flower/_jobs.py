@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -372,6 +372,9 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         LOGGER.info("resumed from %s after %d rounds", settings.resume, len(records))
     registered: dict[int, int] = {}
     left_out: set[int] = set()
+    # Nodes beyond the population distributed DP's accounting assumes: each round they are offered the id of a
+    # client whose node has gone since (a restarted SuperNode can be listed before its old node id lapses).
+    waiting: set[int] = set()
     history: list[dict[str, Any]] = []
     # Round ids are unique across runs (a random 48-bit base, then the round index): long-lived credentials refuse
     # a round id, or a configuration, they have already served, so a second run must not reuse the first's.
@@ -379,28 +382,35 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
     _wait_for_nodes(grid, settings.nodes, settings.wait, left_out)
     for round_index in range(len(records), settings.rounds):
         started = time.perf_counter()
-        _wait_for_nodes(grid, settings.min_clients, settings.wait, left_out)
-        listed = set(grid.get_node_ids()) - left_out
-        new = sorted(listed - registered.keys() - set(transport.decryptors))
+        _wait_for_nodes(grid, settings.min_clients, settings.wait, left_out | waiting)
+        current = set(grid.get_node_ids())
+        waiting &= current
+        listed = current - left_out - waiting
+        new = sorted((listed - registered.keys() - set(transport.decryptors)) | waiting)
+        fixed_population = job is not None and job.federation.pipeline.privacy.samples_population
         if new and settings.client_ids == "registered":
             registered.update(transport.register(new, known={n: c for n, c in registered.items() if n in listed},
                                                  key_holder_key=key_holder_key))
             left_out.update(set(new) - registered.keys() - set(transport.decryptors))
-        elif new and job is not None and job.federation.pipeline.privacy.samples_population:
+            if fixed_population:
+                _cap_population(registered, new, settings.nodes, left_out)
+        elif new and fixed_population:
             # Cohorts are drawn from a population of exactly `nodes` clients: a newly listed node (a restarted
             # SuperNode under its new node id) takes the id of a client whose node is gone; one beyond the
-            # population, with no such id free, is left out rather than growing the population.
-            present = {client for node, client in registered.items() if node in listed and node not in left_out}
+            # population, with no such id free, waits for one rather than growing the population.
+            present = {client for node, client in registered.items() if node in listed}
             free = [client for client in range(settings.nodes) if client not in present]
             for node in new:
                 if free:
                     client = free.pop(0)
                     registered = {n: c for n, c in registered.items() if c != client}
                     registered[node] = client
-                else:
-                    LOGGER.warning("node %d is beyond the population of %d the privacy accounting assumes; left out",
-                                   node, settings.nodes)
-                    left_out.add(node)
+                    waiting.discard(node)
+                    listed.add(node)
+                elif node not in waiting:
+                    LOGGER.warning("node %d is beyond the population of %d the privacy accounting assumes; it waits "
+                                   "for the id of a client whose node has gone", node, settings.nodes)
+                    waiting.add(node)
         elif new:
             first = max(registered.values(), default=-1) + 1
             registered.update({node: first + index for index, node in enumerate(new)})
@@ -436,6 +446,23 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
             atomic_write_text(Path(settings.out), json.dumps({"settings": asdict(settings), "rounds": history},
                                                              indent=2) + "\n")
     return history
+
+
+def _cap_population(registered: dict[int, int], new: Sequence[int], population: int, left_out: set[int]) -> None:
+    """Leave out each newly registered node whose client id would grow the population past ``population``.
+
+    Distributed DP's cohorts are drawn from exactly the population its accounting assumes; a node stating an id
+    of its own beyond it (an extra SuperNode joining mid-run) would make the draw impossible.
+    """
+    for node in new:
+        if node not in registered:
+            continue
+        others = {client for other, client in registered.items() if other != node}
+        if registered[node] not in others and len(others) >= population:
+            LOGGER.warning("node %d states client id %d beyond the population of %d the privacy accounting "
+                           "assumes; left out", node, registered[node], population)
+            del registered[node]
+            left_out.add(node)
 
 
 def _record_of(summary: Mapping[str, Any]) -> RoundRecord:

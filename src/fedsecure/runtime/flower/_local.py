@@ -92,6 +92,17 @@ class LocalGrid:
                     run_config=dict(run_config or {}))).SerializeToString()
                 return new
 
+            def join(self, node_config: Mapping[str, Any]) -> int:
+                """A new SuperNode connects with ``node_config``, listed beside the others (a restarted one, say,
+                whose old node id Flower still lists until its heartbeat lapses). Returns its node id."""
+                new = max(self.node_ids) + 1
+                self.node_ids.append(new)
+                self._configs[new] = config = dict(node_config)
+                self._contexts[new] = context_to_proto(Context(
+                    run_id=run_id, node_id=new, node_config=config, state=RecordDict(),
+                    run_config=dict(run_config or {}))).SerializeToString()
+                return new
+
             def set_run(self, run: Any) -> None:
                 self._run = run
 
