@@ -303,11 +303,13 @@ def test_under_distributed_dp_a_restarted_supernode_takes_back_a_vanished_client
     assert all(set(r["clients"]) <= set(range(8)) for r in history)
 
 
+@pytest.mark.parametrize("client_ids", ["assigned", "registered"])
 def test_under_distributed_dp_a_supernode_restarted_before_its_old_id_lapses_takes_its_place_once_it_does(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, client_ids: str) -> None:
     # On a real SuperLink a restarted SuperNode is listed under its new node id while its old one is still listed,
-    # until the old heartbeat lapses. With no id free it waits (it is not left out for good): once the old node
-    # has failed a round, the restarted one takes its client id back.
+    # until the old heartbeat lapses. With no id free (assigned ids), or claiming the id the old node still holds
+    # (registered ids), it waits rather than being left out for good: once the old node has failed a round, the
+    # restarted one takes its client id back.
     import fedsecure.runtime.flower._jobs as jobs
     from fedsecure.pipeline._privacy import DistributedDP
 
@@ -329,8 +331,9 @@ def test_under_distributed_dp_a_supernode_restarted_before_its_old_id_lapses_tak
     monkeypatch.setattr(DistributedDP, "sample", scripted)
     monkeypatch.setattr(jobs._Progress, "__call__", restart_after_round_0)
     history = run_server_job(grid, {"job": "linear784", "protocol": "secagg", "rounds": 4, "nodes": 8,
-                                    "min-clients": 2, "fraction": 0.5, "dp": "distributed", "epsilon": 30.0,
-                                    "delta": 1e-4, "bits": 24, "stage-timeout": 10.0})
+                                    "client-ids": client_ids, "min-clients": 2, "fraction": 0.5,
+                                    "dp": "distributed", "epsilon": 30.0, "delta": 1e-4, "bits": 24,
+                                    "stage-timeout": 10.0})
     assert [2 in r["survivors"] for r in history] == [True, False, True, True], [r["dropped"] for r in history]
 
 

@@ -372,8 +372,9 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         LOGGER.info("resumed from %s after %d rounds", settings.resume, len(records))
     registered: dict[int, int] = {}
     left_out: set[int] = set()
-    # Nodes beyond the population distributed DP's accounting assumes: each round they are offered the id of a
-    # client whose node has gone since (a restarted SuperNode can be listed before its old node id lapses).
+    # Nodes kept waiting, each round offered again the id of a client whose node has gone since (a restarted
+    # SuperNode can be listed before its old node id lapses): with assigned ids, nodes beyond the population
+    # distributed DP's accounting assumes; with registered ids, nodes claiming the id of a node still listed.
     waiting: set[int] = set()
     history: list[dict[str, Any]] = []
     # Round ids are unique across runs (a random 48-bit base, then the round index): long-lived credentials refuse
@@ -389,9 +390,14 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         new = sorted((listed - registered.keys() - set(transport.decryptors)) | waiting)
         fixed_population = job is not None and job.federation.pipeline.privacy.samples_population
         if new and settings.client_ids == "registered":
+            held: set[int] = set()
             registered.update(transport.register(new, known={n: c for n, c in registered.items() if n in listed},
-                                                 key_holder_key=key_holder_key))
-            left_out.update(set(new) - registered.keys() - set(transport.decryptors))
+                                                 key_holder_key=key_holder_key, held=held))
+            # A node claiming the id of a node still listed waits for it: a restarted SuperNode, listed before its
+            # old node id lapses, takes its id back once the old node has failed a round.
+            waiting.update(held)
+            waiting.difference_update(registered)
+            left_out.update(set(new) - registered.keys() - set(transport.decryptors) - held)
             if fixed_population:
                 _cap_population(registered, new, settings.nodes, left_out)
         elif new and fixed_population:

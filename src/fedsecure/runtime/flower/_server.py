@@ -167,11 +167,14 @@ class FlowerTransport:
 
     # ---- registration -----------------------------------------------------------------------------
     def register(self, nodes: Iterable[int] | None = None, *, timeout: float | None = None,
-                 known: Mapping[int, int] | None = None, key_holder_key: bytes | None = None) -> dict[int, int]:
+                 known: Mapping[int, int] | None = None, key_holder_key: bytes | None = None,
+                 held: set[int] | None = None) -> dict[int, int]:
         """Ask ``nodes`` (default: every node Flower lists) for their client ids; returns node -> client id.
 
         Nodes that do not answer, claim an id outside [0, 2^32 - 2], speak another wire version, or claim an id
         that another node claims in this batch or already holds in ``known`` (node -> client id) are left out.
+        Those of the last kind are added to ``held`` when given: a caller may ask them again once the node
+        holding their id is gone (a restarted SuperNode listed before its old node id lapses).
         A node answering as the Paillier key holder is accepted (into :attr:`decryptors`) only if it signs this
         exchange's fresh nonce with the key holder's registered Ed25519 key, ``key_holder_key``.
         """
@@ -204,11 +207,14 @@ class FlowerTransport:
                 continue
             if client in owners or client in contested:
                 # Two nodes claim one id: the one already registered keeps it; a new pair are both left out.
-                LOGGER.warning("node %d claims client id %d, which node %s claims too; it is left out", node,
-                               client, owners.get(client, "another"))
+                waits = held is not None and client in owners and owners[client] not in registered
+                LOGGER.warning("node %d claims client id %d, which node %s claims too; it is %s", node, client,
+                               owners.get(client, "another"), "asked again later" if waits else "left out")
                 if owners.get(client) in registered:
                     registered.pop(owners.pop(client))
                     contested.add(client)
+                elif waits and held is not None:
+                    held.add(node)
                 continue
             owners[client] = node
             registered[node] = client
