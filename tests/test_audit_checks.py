@@ -382,6 +382,9 @@ def _outcomes(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ("central", lambda lines: _headers(lines)[1]["dp"].update(noise_multiplier=None,
                                                               epsilon=_headers(lines)[0]["dp"]["epsilon"]),
      "nothing justifies a refusal"),
+    # Encoding parameters no round can have are refused, not packed into a digest (which would raise).
+    ("central", lambda lines: _headers(lines)[0]["encoding"].update(dimension=2**64), "not a quantised encoding's"),
+    ("local", lambda lines: _headers(lines)[0]["encoding"].update(max_weight=2**70), "weight bound"),
 ])
 def test_dp_accounted_refuses_records_that_cannot_be_reaccounted(dp_transcripts: dict[str, Path], tmp_path: Path,
                                                                  level: str, damage: Any, why: str) -> None:
@@ -492,6 +495,16 @@ def test_dp_accounted_refuses_a_distributed_round_relabelled_as_central(dp_trans
             header["encoding"] = central["encoding"]
     result = _check_lines(lines, tmp_path)["dp-accounted"]
     assert not result.passed and why in " ".join(result.evidence), result.evidence
+
+
+def test_dp_accounted_reads_a_clip_written_as_an_integer(dp_transcripts: dict[str, Path], tmp_path: Path) -> None:
+    # A user's clip of 10 is written by JSON as the integer 10; the encoding it gives is the same.
+    lines = _load(dp_transcripts["central"])
+    for header in _headers(lines):
+        assert header["encoding"]["clip"] == 10.0
+        header["encoding"]["clip"] = 10
+    result = _check_lines(lines, tmp_path)["dp-accounted"]
+    assert result.passed, result.evidence
 
 
 def test_dp_accounted_passes_a_central_round_refused_over_budget(tmp_path: Path) -> None:

@@ -465,15 +465,19 @@ class _Reaccountant:
         if not isinstance(described, dict):
             raise ValueError("the round records no quantised encoding, so its DP record cannot be tied to what its "
                              "clients ran")
-        fields = {"dimension": int, "clients": int, "clip": float, "scale": float, "clip_mode": str,
-                  "ring_bits": int}
-        if set(described) != {*fields, "max_weight"} or any(type(described[k]) is not t for k, t in fields.items()):
+        # Integers within what a round can have (a digest packs them in 64 bits); numbers as JSON writes them (a
+        # clip of 10 is written as an integer).
+        integers = {"dimension": 2**40, "clients": 2**32, "ring_bits": 64}
+        if set(described) != {*integers, "clip", "scale", "clip_mode", "max_weight"} \
+                or any(type(described[k]) is not int or not 1 <= described[k] <= top for k, top in integers.items()) \
+                or any(type(described[k]) not in (int, float) for k in ("clip", "scale")) \
+                or type(described["clip_mode"]) is not str:
             raise ValueError("the round's encoding parameters are not a quantised encoding's")
         weight = described["max_weight"]
-        if weight is not None and type(weight) is not int:
-            raise ValueError("the round's encoding has a weight bound that is not an integer")
+        if weight is not None and (type(weight) is not int or not 1 <= weight <= 2**32):
+            raise ValueError("the round's encoding has a weight bound that is not an integer in [1, 2^32]")
         config = EncodingConfig(dimension=described["dimension"], clients=described["clients"],
-                                clip=described["clip"], scale=described["scale"],
+                                clip=float(described["clip"]), scale=float(described["scale"]),
                                 clip_mode=ClipMode(described["clip_mode"]), max_weight=weight,
                                 ring_bits=described["ring_bits"])
         if config.digest().hex() != round_.header.get("encoding_digest"):

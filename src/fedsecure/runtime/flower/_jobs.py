@@ -395,9 +395,14 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
                                                  key_holder_key=key_holder_key, held=held))
             # A node claiming the id of a node still listed waits for it: a restarted SuperNode, listed before its
             # old node id lapses, takes its id back once the old node has failed a round.
+            unanswered = set(new) - registered.keys() - set(transport.decryptors)
+            if fixed_population:
+                # The draw needs the whole population: a node that answered late, or whose id was contested, is
+                # asked again next round rather than shrinking the population for good.
+                held |= unanswered
             waiting.update(held)
             waiting.difference_update(registered)
-            left_out.update(set(new) - registered.keys() - set(transport.decryptors) - held)
+            left_out.update(unanswered - held)
             if fixed_population:
                 _cap_population(registered, new, settings.nodes, left_out)
         elif new and fixed_population:
@@ -430,8 +435,16 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
             # from every client the run has registered, whether or not its node still answers: a client whose node
             # vanished is drawn as any other and drops out at the round's first stage, as a dropout does.
             pool = eligible if job.federation.pipeline.privacy.samples_population else nodes
-            nodes = {client: pool[client] for client in job.federation.pipeline.sample(sorted(pool), settings.seed,
-                                                                                       round_index)}
+            try:
+                drawn = job.federation.pipeline.sample(sorted(pool), settings.seed, round_index)
+            except ConfigurationError as error:
+                # Distributed DP's draw needs exactly its planned population registered (an honest node may still
+                # be waiting to register): the round is skipped, the model untouched, and the next one tries again.
+                history.append(_skipped(round_index, {}, str(error)) | {"seconds": time.perf_counter() - started})
+                progress("round-end", **{k: history[-1][k] for k in ("round", "aborted", "survivors",
+                                                                     "abort_reason")})
+                continue
+            nodes = {client: pool[client] for client in drawn}
         progress("round-start", round=round_index, clients=sorted(nodes))
         summary = _run_one(transport, settings, protocol, threat, job, nodes, round_index, progress, registry,
                            paillier, round_base, frozenset(listed))
@@ -460,7 +473,9 @@ def _cap_population(registered: dict[int, int], new: Sequence[int], population: 
     Distributed DP's cohorts are drawn from exactly the population its accounting assumes; a node stating an id
     of its own beyond it (an extra SuperNode joining mid-run) would make the draw impossible.
     """
-    for node in new:
+    # Ids outside 0..population-1 are judged first: with nodes numbered as the population is, an extra node's id
+    # is beyond it, and an honest node registered in the same batch keeps its place.
+    for node in sorted(new, key=lambda n: (0 <= registered.get(n, -1) < population, n)):
         if node not in registered:
             continue
         others = {client for other, client in registered.items() if other != node}
