@@ -382,6 +382,11 @@ def _outcomes(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ("central", lambda lines: _headers(lines)[1]["dp"].update(noise_multiplier=None,
                                                               epsilon=_headers(lines)[0]["dp"]["epsilon"]),
      "nothing justifies a refusal"),
+    # The target is the run's: one round's lowered to what was spent would make a hidden release look refused.
+    ("central", lambda lines: _headers(lines)[1]["dp"].update(target_epsilon=_headers(lines)[0]["dp"]["epsilon"]),
+     "changes mid-run"),
+    ("central", lambda lines: [h["dp"].update(target_epsilon=float("nan")) for h in _headers(lines)],
+     "target epsilon"),
     # Encoding parameters no round can have are refused, not packed into a digest (which would raise).
     ("central", lambda lines: _headers(lines)[0]["encoding"].update(dimension=2**64), "not a quantised encoding's"),
     ("local", lambda lines: _headers(lines)[0]["encoding"].update(max_weight=2**70), "weight bound"),
@@ -495,6 +500,26 @@ def test_dp_accounted_refuses_a_distributed_round_relabelled_as_central(dp_trans
             header["encoding"] = central["encoding"]
     result = _check_lines(lines, tmp_path)["dp-accounted"]
     assert not result.passed and why in " ".join(result.evidence), result.evidence
+
+
+@pytest.mark.parametrize("protocol", ["plaintext", "paillier"])
+def test_dp_accounted_sees_a_central_release_relabelled_as_aborted_over_other_protocols(
+        tmp_path: Path, protocol: str) -> None:
+    # The plaintext baseline's server holds the inputs, and a separate Paillier key holder sends it the decrypted
+    # aggregate: either way it recovered the sum, whatever the outcome line says.
+    pytest.importorskip("torch")
+    pytest.importorskip("opacus")
+    pytest.importorskip("sklearn")
+    path = tmp_path / f"{protocol}.jsonl"
+    assert main(["train", "--example", "linear784", "--rounds", "2", "--clients", "4", "--protocol", protocol,
+                 "--key-bits", "1024", "--insecure-small-keys", "--dp", "central", "--epsilon", "20",
+                 "--transcript", str(path), "--quiet", "--json"]) == 0
+    lines = _load(path)
+    assert _check_lines(lines, tmp_path)["dp-accounted"].passed
+    _outcomes(lines)[1].update(aborted=True, survivors=[])
+    _headers(lines)[1]["dp"].update(noise_multiplier=None, epsilon=_headers(lines)[0]["dp"]["epsilon"])
+    result = _check_lines(lines, tmp_path)["dp-accounted"]
+    assert "nothing justifies a refusal" in " ".join(result.evidence), result.evidence
 
 
 def test_dp_accounted_reads_a_clip_written_as_an_integer(dp_transcripts: dict[str, Path], tmp_path: Path) -> None:

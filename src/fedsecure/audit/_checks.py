@@ -338,7 +338,7 @@ class _Reaccountant:
         self._server_orders: tuple[float, ...] = ()
         self._orders: tuple[float, ...] = ()
         self._level: str | None = None
-        self._constants: tuple[Any, Any, Any] | None = None
+        self._constants: tuple[Any, Any, Any, Any] | None = None
         #: Under central DP, the smallest noise multiplier any round of the run released: what a refused round's
         #: budget is judged by (the smallest gives the server the benefit of the doubt).
         self.run_noise: float | None = None
@@ -365,6 +365,9 @@ class _Reaccountant:
             raise ValueError("delta must lie in (0, 1)")
         if type(epsilon) not in (int, float) or not math.isfinite(epsilon) or epsilon < 0:
             raise ValueError("the recorded epsilon is not a finite non-negative number")
+        target: Any = dp.get("target_epsilon")
+        if target is not None and (type(target) not in (int, float) or not math.isfinite(target) or target <= 0):
+            raise ValueError("the target epsilon is neither absent nor a finite positive number")
         if level == "local":
             from ..dp import LOCAL_ADJACENCY
 
@@ -380,10 +383,10 @@ class _Reaccountant:
         if type(rate) not in (int, float) or not 0 < rate <= 1:
             raise ValueError("the sampling rate must lie in (0, 1]")
         # One run has one population, one cohort size, one delta and one adjacency: one that moves is not a run's.
-        constants = (rate, delta, dp.get("adjacency"))
+        constants = (rate, delta, dp.get("adjacency"), target)
         if self._constants is not None and self._constants != constants:
-            raise ValueError(f"the sampling rate, delta or adjacency changes mid-run (from {self._constants} to "
-                             f"{constants})")
+            raise ValueError(f"the sampling rate, delta, adjacency or target changes mid-run (from {self._constants} "
+                             f"to {constants})")
         self._constants = constants
         if noise is None:
             if self._released(round_):
@@ -423,12 +426,16 @@ class _Reaccountant:
 
     @staticmethod
     def _released(round_: RoundTranscript) -> bool:
-        """Whether the server could recover the round's sum: the protocol completed, or at least the threshold of
-        clients sent unmasking shares (whatever the outcome line says)."""
+        """Whether the server could recover the round's sum, whatever the outcome line says: the protocol
+        completed; at least the threshold of clients sent unmasking shares (SecAgg) or plaintext inputs; or the
+        key holder sent the decrypted aggregate (Paillier)."""
         if round_.outcome is not None and not round_.outcome.get("aborted"):
             return True
-        senders = {m["sender"] for m in round_.of_type("UnmaskingShares")}
-        return len(senders) >= int(round_.header.get("threshold") or 1)
+        if round_.of_type("DecryptedAggregate"):
+            return True
+        threshold = int(round_.header.get("threshold") or 1)
+        return any(len({m["sender"] for m in round_.of_type(kind)}) >= threshold
+                   for kind in ("UnmaskingShares", "PlaintextInput"))
 
     def _check_refusal(self, dp: dict[str, Any], round_: RoundTranscript) -> None:
         # Central DP refuses a round, after the server has the sum, only when releasing it at the run's noise

@@ -372,10 +372,10 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
         LOGGER.info("resumed from %s after %d rounds", settings.resume, len(records))
     registered: dict[int, int] = {}
     left_out: set[int] = set()
-    # Nodes kept waiting, each round offered again the id of a client whose node has gone since (a restarted
-    # SuperNode can be listed before its old node id lapses): with assigned ids, nodes beyond the population
-    # distributed DP's accounting assumes; with registered ids, nodes claiming the id of a node still listed.
+    # With assigned ids, nodes beyond the population distributed DP's accounting assumes, each round offered the
+    # id of a client whose node has gone since (a restarted SuperNode can be listed before its old id lapses).
     waiting: set[int] = set()
+    claims: dict[int, int] = {}  # with registered ids: node -> the id it claims, held by a node still listed
     history: list[dict[str, Any]] = []
     # Round ids are unique across runs (a random 48-bit base, then the round index): long-lived credentials refuse
     # a round id, or a configuration, they have already served, so a second run must not reuse the first's.
@@ -383,26 +383,27 @@ def run_server_job(grid: Any, run_config: Mapping[str, Any]) -> list[dict[str, A
     _wait_for_nodes(grid, settings.nodes, settings.wait, left_out)
     for round_index in range(len(records), settings.rounds):
         started = time.perf_counter()
-        _wait_for_nodes(grid, settings.min_clients, settings.wait, left_out | waiting)
+        _wait_for_nodes(grid, settings.min_clients, settings.wait, left_out | waiting | claims.keys())
         current = set(grid.get_node_ids())
         waiting &= current
-        listed = current - left_out - waiting
-        new = sorted((listed - registered.keys() - set(transport.decryptors)) | waiting)
+        claims = {node: client for node, client in claims.items() if node in current and node not in left_out}
+        listed = current - left_out - waiting - claims.keys()
+        # A node claiming the id of a node still listed is asked again only once that node is gone (so a node that
+        # can never have its id costs no exchange per round).
+        held_now = {client for node, client in registered.items() if node in listed}
+        retry = {node for node, client in claims.items() if client not in held_now}
+        new = sorted((listed - registered.keys() - set(transport.decryptors)) | waiting | retry)
         fixed_population = job is not None and job.federation.pipeline.privacy.samples_population
         if new and settings.client_ids == "registered":
-            held: set[int] = set()
+            held: dict[int, int] = {}
             registered.update(transport.register(new, known={n: c for n, c in registered.items() if n in listed},
                                                  key_holder_key=key_holder_key, held=held))
             # A node claiming the id of a node still listed waits for it: a restarted SuperNode, listed before its
             # old node id lapses, takes its id back once the old node has failed a round.
-            unanswered = set(new) - registered.keys() - set(transport.decryptors)
-            if fixed_population:
-                # The draw needs the whole population: a node that answered late, or whose id was contested, is
-                # asked again next round rather than shrinking the population for good.
-                held |= unanswered
-            waiting.update(held)
-            waiting.difference_update(registered)
-            left_out.update(unanswered - held)
+            for node in retry | registered.keys():
+                claims.pop(node, None)
+            claims.update(held)
+            left_out.update(set(new) - registered.keys() - set(transport.decryptors) - held.keys())
             if fixed_population:
                 _cap_population(registered, new, settings.nodes, left_out)
         elif new and fixed_population:

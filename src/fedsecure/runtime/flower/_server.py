@@ -168,12 +168,12 @@ class FlowerTransport:
     # ---- registration -----------------------------------------------------------------------------
     def register(self, nodes: Iterable[int] | None = None, *, timeout: float | None = None,
                  known: Mapping[int, int] | None = None, key_holder_key: bytes | None = None,
-                 held: set[int] | None = None) -> dict[int, int]:
+                 held: dict[int, int] | None = None) -> dict[int, int]:
         """Ask ``nodes`` (default: every node Flower lists) for their client ids; returns node -> client id.
 
         Nodes that do not answer, claim an id outside [0, 2^32 - 2], speak another wire version, or claim an id
         that another node claims in this batch or already holds in ``known`` (node -> client id) are left out.
-        Those of the last kind are added to ``held`` when given: a caller may ask them again once the node
+        Those of the last kind are added to ``held`` (node -> the id it claims) when given: a caller may ask them again once the node
         holding their id is gone (a restarted SuperNode listed before its old node id lapses).
         A node answering as the Paillier key holder is accepted (into :attr:`decryptors`) only if it signs this
         exchange's fresh nonce with the key holder's registered Ed25519 key, ``key_holder_key``.
@@ -214,7 +214,7 @@ class FlowerTransport:
                     registered.pop(owners.pop(client))
                     contested.add(client)
                 elif waits and held is not None:
-                    held.add(node)
+                    held[node] = client
                 continue
             owners[client] = node
             registered[node] = client
