@@ -361,15 +361,22 @@ def test_under_distributed_dp_an_extra_supernode_stating_its_own_client_id_is_le
     assert all(set(r["clients"]) <= set(range(4)) for r in history)
 
 
-def test_under_distributed_dp_an_extra_supernode_at_start_does_not_push_out_an_honest_one() -> None:
-    # Registered at once with the four honest nodes, the one stating an id beyond the population is the one left out.
+def _four_registered_and_one_more(claimed_id: int, rounds: int) -> list[dict[str, Any]]:
+    # Four honest nodes stating ids 0-3 and a fifth stating `claimed_id`, all there from the start; distributed DP
+    # planned for a population of four.
     configs = [{"partition-id": i, "num-partitions": 4, "fedsecure-client-id": i} for i in range(4)]
     grid = LocalGrid.create(client_app(job=auto_job),
-                            configs + [{"partition-id": 0, "num-partitions": 4, "fedsecure-client-id": 77}])
-    history = run_server_job(grid, {"job": "linear784", "protocol": "secagg", "rounds": 3, "nodes": 4,
-                                    "client-ids": "registered", "min-clients": 2, "fraction": 0.75,
-                                    "dp": "distributed", "epsilon": 30.0, "delta": 1e-4, "bits": 24,
-                                    "stage-timeout": 10.0})
+                            configs + [{"partition-id": 0, "num-partitions": 4, "fedsecure-client-id": claimed_id}])
+    history: list[dict[str, Any]] = run_server_job(grid, {
+        "job": "linear784", "protocol": "secagg", "rounds": rounds, "nodes": 4, "client-ids": "registered",
+        "min-clients": 2, "fraction": 0.75, "dp": "distributed", "epsilon": 30.0, "delta": 1e-4, "bits": 24,
+        "stage-timeout": 10.0})
+    return history
+
+
+def test_under_distributed_dp_an_extra_supernode_at_start_does_not_push_out_an_honest_one() -> None:
+    # Registered at once with the four honest nodes, the one stating an id beyond the population is the one left out.
+    history = _four_registered_and_one_more(77, rounds=3)
     assert not any(r["aborted"] for r in history)
     assert set().union(*(r["clients"] for r in history)) <= {0, 1, 2, 3}
 
@@ -377,13 +384,7 @@ def test_under_distributed_dp_an_extra_supernode_at_start_does_not_push_out_an_h
 def test_under_distributed_dp_a_population_short_of_the_plan_skips_rounds_without_a_traceback() -> None:
     # Two nodes claiming one id at start are both refused it, so three of the four planned clients are registered:
     # the draw is impossible, and each round is skipped with the reason instead of the run stopping.
-    configs = [{"partition-id": i, "num-partitions": 4, "fedsecure-client-id": i} for i in range(4)]
-    grid = LocalGrid.create(client_app(job=auto_job),
-                            configs + [{"partition-id": 0, "num-partitions": 4, "fedsecure-client-id": 0}])
-    history = run_server_job(grid, {"job": "linear784", "protocol": "secagg", "rounds": 2, "nodes": 4,
-                                    "client-ids": "registered", "min-clients": 2, "fraction": 0.75,
-                                    "dp": "distributed", "epsilon": 30.0, "delta": 1e-4, "bits": 24,
-                                    "stage-timeout": 10.0})
+    history = _four_registered_and_one_more(0, rounds=2)
     assert [r["aborted"] for r in history] == [True, True]
     assert all("planned for 4 clients" in r["abort_reason"] for r in history), history
 
