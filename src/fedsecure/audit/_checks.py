@@ -399,14 +399,12 @@ class _Reaccountant:
             raise ValueError("the noise multiplier is not a finite positive number")
         try:
             from ..dp import Adjacency, DistributedPlan
-            from ..dp._accounting import GAUSSIAN_ORDERS, INTEGER_ORDERS
-            from ..dp._ledger import central_rdp
-        except ImportError:  # pragma: no cover - the accountants need the torch extra (Opacus)
+            from ..dp._ledger import central_rdp  # noqa: F401 (the accountants need the torch extra, Opacus)
+        except ImportError:  # pragma: no cover
             return None
         adjacency = Adjacency(dp["adjacency"])
         if level == "central":
-            orders = GAUSSIAN_ORDERS if rate >= 1 else tuple(float(a) for a in INTEGER_ORDERS)
-            rdp = central_rdp(float(noise) / adjacency.sensitivity_factor, float(rate), orders)
+            orders, rdp = self._central_round(float(noise), float(rate), adjacency)
         else:
             plan = DistributedPlan.from_json(dp["plan"], max_dimension=2**40)
             if plan.mechanism.value != dp["mechanism"]:
@@ -442,21 +440,27 @@ class _Reaccountant:
         # would take epsilon above the target. A round without noise whose release the budget allowed is a
         # release the transcript does not account for.
         from ..dp import Adjacency, rdp_to_epsilon
-        from ..dp._accounting import GAUSSIAN_ORDERS, INTEGER_ORDERS
-        from ..dp._ledger import central_rdp
 
         target: Any = dp.get("target_epsilon")
         if self.run_noise is None or type(target) not in (int, float):
             raise ValueError("the round records no noise although the server recovered its sum, and the run shows "
                              "no target and noise multiplier a refusal could have been judged by")
-        rate, delta = float(dp["sample_rate"]), float(dp["delta"])
-        orders = GAUSSIAN_ORDERS if rate >= 1 else tuple(float(a) for a in INTEGER_ORDERS)
-        rdp = central_rdp(self.run_noise / Adjacency(dp["adjacency"]).sensitivity_factor, rate, orders)
+        delta = float(dp["delta"])
+        orders, rdp = self._central_round(self.run_noise, float(dp["sample_rate"]), Adjacency(dp["adjacency"]))
         with_round = rdp_to_epsilon(orders, rdp if self._rdp is None else self._rdp + rdp, delta)
         if with_round <= target:
             raise ValueError(f"the round records no noise although the server recovered its sum, and releasing it "
                              f"at the run's noise multiplier {self.run_noise:.4g} would have kept epsilon at "
                              f"{with_round:.4g}, within the target {target:.4g}: nothing justifies a refusal")
+
+    @staticmethod
+    def _central_round(noise: float, rate: float, adjacency: Any) -> tuple[tuple[float, ...], Any]:
+        """The orders and RDP of one central round at ``noise``, ``rate`` and ``adjacency``, as the ledger counts it."""
+        from ..dp._accounting import GAUSSIAN_ORDERS, INTEGER_ORDERS
+        from ..dp._ledger import central_rdp
+
+        orders = GAUSSIAN_ORDERS if rate >= 1 else tuple(float(a) for a in INTEGER_ORDERS)
+        return orders, central_rdp(noise / adjacency.sensitivity_factor, rate, orders)
 
     @staticmethod
     def _check_quantized_bound(round_: RoundTranscript) -> None:
@@ -562,8 +566,8 @@ def check_dp_accounted(rounds: list[RoundTranscript]) -> CheckResult:
     round that sent a masked input, exactly those the server's unmask requests
     name). A recorded epsilon below the recomputed one fails the check, and so
     does a record that cannot be re-accounted: a level other than central,
-    distributed or local or one that changes mid-run, a sampling rate, delta or
-    adjacency that changes mid-run, a mechanism or plan foreign to the level, a
+    distributed or local or one that changes mid-run, a sampling rate, delta,
+    adjacency or target that changes mid-run, a mechanism or plan foreign to the level, a
     delta outside (0, 1), a sampling rate outside (0, 1], a non-finite epsilon,
     a round without noise whose sum the server recovered (under central DP,
     unless the budget justified refusing it). Local DP's epsilons come from each
