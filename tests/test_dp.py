@@ -117,6 +117,47 @@ def test_skellam_plans_stay_within_the_exact_poisson_range() -> None:
         DistributedPlan.from_json(json.dumps(fields), max_dimension=1000)
 
 
+@pytest.mark.parametrize("pooled_limit", [64, 0])  # the pooled integer parts, and the loop beyond the pool
+def test_bernoulli_exp_has_probability_exp_minus_gamma(monkeypatch: pytest.MonkeyPatch, pooled_limit: int) -> None:
+    from fedsecure.dp import _sampling
+
+    monkeypatch.setattr(_sampling, "_POOLED_WHOLE_LIMIT", pooled_limit)
+    draws = 200_000
+    numerators = np.array([0, 3, 10, 25, 40, 61])
+    a = np.repeat(numerators, draws)
+    accepted = _sampling._bernoulli_exp(RandomSource(), a, np.full(a.size, 10)).reshape(numerators.size, draws)
+    for gamma, rate in zip(numerators / 10, accepted.mean(axis=1), strict=True):
+        p = math.exp(-gamma)
+        assert abs(rate - p) < 5 * math.sqrt(p * (1 - p) / draws) + 1e-12, (gamma, rate, p)
+
+
+def test_geometric_runs_have_the_geometric_pmf() -> None:
+    from fedsecure.dp import _sampling
+
+    source = RandomSource()
+    # One large call, and many calls of one draw each (a new stream per call).
+    for draws in (_sampling._geometric_exp_minus_one(source, 60_000),
+                  np.concatenate([_sampling._geometric_exp_minus_one(source, 1) for _ in range(20_000)])):
+        support = np.arange(12)
+        expected = (1 - math.exp(-1)) * np.exp(-support.astype(float)) * draws.size
+        observed = np.bincount(np.minimum(draws, support[-1] + 1), minlength=support.size + 1).astype(float)
+        expected = np.append(expected, draws.size - expected.sum())
+        keep = expected > 5
+        _, p_value = stats.chisquare(observed[keep], expected[keep] * observed[keep].sum() / expected[keep].sum())
+        assert p_value > 1e-4
+
+
+def test_geometric_runs_continue_across_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedsecure.dp import _sampling
+
+    # Batches of successes (True) and failures (False) fixed in advance: a run left open at the end of a batch,
+    # or spanning a whole batch, continues into the next.
+    batches = iter([np.array([True, True, False, True]), np.ones(3, dtype=bool), np.array([True, False, False]),
+                    np.array([False])])
+    monkeypatch.setattr(_sampling, "_bernoulli_exp_minus_one", lambda source, count: next(batches))
+    assert _sampling._geometric_exp_minus_one(RandomSource(), 4).tolist() == [2, 5, 0, 0]
+
+
 def test_uniform_integers_are_exactly_uniform_and_gaussians_standard() -> None:
     source = RandomSource()
     for bound in (3, 7, 2**62 + 1):

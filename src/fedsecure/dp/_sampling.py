@@ -37,6 +37,8 @@ __all__ = ["RandomSource", "discrete_gaussian", "skellam", "gaussian"]
 # (sigma above 2^13.5) every draw takes the same algorithm in Python integers.
 VECTOR_VARIANCE_LIMIT = 1 << 27
 _WORDS_PER_REFILL = 1 << 16
+# A series with this many elements or fewer still running finishes in Python integers.
+_PYTHON_TAIL = 8
 
 
 class RandomSource:
@@ -97,25 +99,47 @@ def _bernoulli_ratio(source: RandomSource, numerators: np.ndarray, denominators:
     return source.below(denominators) < numerators
 
 
+def _bernoulli_exp_minus_one(source: RandomSource, count: int) -> np.ndarray:
+    """``count`` independent Bernoulli(exp(-1)) draws, the series method run on all of them at once.
+
+    The series' first draw, Bernoulli(1/1), always succeeds, so every element starts at its second.
+    """
+    ones = np.ones(count, dtype=np.int64)
+    return _series(source, ones, ones, start=2)
+
+
+# Integer parts of gamma up to this many take their Bernoulli(exp(-1)) factors from one pooled series; larger ones
+# (far-tail proposals, probability below exp(-64)) draw theirs one factor at a time and stop at the first failure.
+_POOLED_WHOLE_LIMIT = 64
+
+
 def _bernoulli_exp(source: RandomSource, numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
     """Bernoulli(exp(-a/b)) for each pair with a >= 0, b >= 1 (CKS 2020, Algorithm 1).
 
     exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma))); each factor by the
     series method: draw Bernoulli(g/k) for k = 1, 2, ... until one fails; the result is
-    1 when the number of draws K is odd.
+    1 when the number of draws K is odd. The floor(gamma) factors Bernoulli(exp(-1)) of every
+    element come from one series run over all of them: each element owns a block of exactly
+    floor(gamma) fresh independent draws, fixed before any is drawn, so their conjunction has
+    probability exp(-floor(gamma)) exactly.
     """
     a = np.asarray(numerators, dtype=np.int64)
     b = np.asarray(denominators, dtype=np.int64)
     result = np.ones(a.size, dtype=bool)
     whole, fraction = np.divmod(a, b)
-    # Integer part: floor(gamma) independent Bernoulli(exp(-1)), all of which must succeed.
-    remaining = whole.copy()
+    pooled = np.flatnonzero((whole > 0) & (whole <= _POOLED_WHOLE_LIMIT))
+    if pooled.size:
+        blocks = whole[pooled]
+        failures = (~_bernoulli_exp_minus_one(source, int(blocks.sum()))).astype(np.int64)
+        starts = np.cumsum(blocks) - blocks
+        result[pooled] = np.add.reduceat(failures, starts) == 0
+    # Integer part beyond the pool: floor(gamma) independent Bernoulli(exp(-1)), all of which must succeed.
+    remaining = np.where(whole > _POOLED_WHOLE_LIMIT, whole, 0)
     while True:
         active = np.flatnonzero(result & (remaining > 0))
         if not active.size:
             break
-        ones = np.ones(active.size, dtype=np.int64)
-        result[active] = _series(source, ones, ones)
+        result[active] = _bernoulli_exp_minus_one(source, active.size)
         remaining[active] -= 1
     active = np.flatnonzero(result)
     if active.size:
@@ -123,14 +147,47 @@ def _bernoulli_exp(source: RandomSource, numerators: np.ndarray, denominators: n
     return result
 
 
-def _series(source: RandomSource, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bernoulli(exp(-a/b)) for 0 <= a/b <= 1 (CKS 2020, Algorithm 1, the series method)."""
-    k = np.ones(a.size, dtype=np.int64)
+def _geometric_exp_minus_one(source: RandomSource, count: int) -> np.ndarray:
+    """``count`` independent draws of V ~ Geometric(1 - exp(-1)): successes of Bernoulli(exp(-1)) before a failure.
+
+    One stream of Bernoulli(exp(-1)) draws is cut at its failures; the i-th draw is the length of the i-th run of
+    successes. The stream goes on (a run left open at the end of one batch continues into the next) until
+    ``count`` runs are complete, so the first ``count`` runs of an endless independent stream are returned:
+    independent and exactly geometric.
+    """
+    runs: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
+    have = 0
+    carried = 0
+    while have < count:
+        # A run has mean length 1 / (1 - exp(-1)) = 1.58 draws; 1.75 per run needed finishes most calls at once.
+        size = (7 * (count - have)) // 4 + 32
+        bits = _bernoulli_exp_minus_one(source, size)
+        failures = np.flatnonzero(~bits)
+        if not failures.size:
+            carried += bits.size
+            continue
+        lengths = np.diff(failures, prepend=-1) - 1
+        lengths[0] += carried
+        carried = bits.size - 1 - int(failures[-1])
+        runs.append(lengths)
+        have += lengths.size
+    return np.concatenate(runs)[:count]
+
+
+def _series(source: RandomSource, a: np.ndarray, b: np.ndarray, *, start: int = 1) -> np.ndarray:
+    """Bernoulli(exp(-a/b)) for 0 <= a/b <= 1 (CKS 2020, Algorithm 1, the series method).
+
+    ``start`` skips draws known to succeed: 2 where every a equals b, whose first draw is Bernoulli(1).
+    """
+    k = np.full(a.size, start, dtype=np.int64)
     running = np.arange(a.size)
     while running.size:
         # Bernoulli(gamma / k) = Bernoulli(a / (b k)). Where b k could leave int64 (only for huge k, whose
-        # probability is below 1/k!), that element finishes the same series in Python integers.
+        # probability is below 1/k!), that element finishes the same series in Python integers; so do the last
+        # few elements still running, for which a numpy pass costs more than the Python loop.
         overflow = k[running] > (2**62) // b[running]
+        if running.size <= _PYTHON_TAIL:
+            overflow[:] = True
         for i in running[overflow]:
             kk = int(k[i])
             while secrets.randbelow(int(b[i]) * kk) < int(a[i]):
@@ -161,11 +218,7 @@ def _discrete_laplace(source: RandomSource, scale: int, count: int) -> np.ndarra
         # V ~ Geometric(1 - exp(-1)): count successes of Bernoulli(exp(-1)) before the first failure.
         v = np.zeros(size, dtype=np.int64)
         alive = np.flatnonzero(keep)
-        while alive.size:
-            ones = np.ones(alive.size, dtype=np.int64)
-            success = _series(source, ones, ones)
-            v[alive[success]] += 1
-            alive = alive[success]
+        v[alive] = _geometric_exp_minus_one(source, alive.size)
         x = u + t * v
         negative = (source.words(size) & np.uint64(1)).astype(bool)
         keep &= ~(negative & (x == 0))
