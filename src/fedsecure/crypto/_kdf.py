@@ -36,14 +36,7 @@ def _info(purpose: Purpose, round_id: int, context: tuple[int, ...]) -> bytes:
     # The label is length-prefixed and every integer has a fixed width, so two
     # different (purpose, round, context) triples never serialise to the same bytes.
     label = purpose.value
-    return b"".join(
-        (
-            struct.pack("<H", len(label)),
-            label,
-            struct.pack("<QH", round_id, len(context)),
-            b"".join(struct.pack("<Q", c) for c in context),
-        )
-    )
+    return struct.pack(f"<H{len(label)}sQH{len(context)}Q", len(label), label, round_id, len(context), *context)
 
 
 def derive_key(

@@ -52,9 +52,19 @@ def _random_field_elements(count: int) -> list[int]:
     ]
 
 
+@functools.lru_cache(maxsize=16_384)
+def _powers(x: int, threshold: int) -> tuple[int, ...]:
+    # 1, x, x^2, ... x^(t-1) mod p: one Vandermonde row. SecAgg+ clients share with different neighbour sets,
+    # so whole matrices rarely repeat, but each client id's row recurs in every round it is a neighbour.
+    row = [1]
+    for _ in range(threshold - 1):
+        row.append(row[-1] * x % FIELD_PRIME)
+    return tuple(row)
+
+
 @functools.lru_cache(maxsize=64)
 def _vandermonde(xs: tuple[int, ...], threshold: int) -> np.ndarray:
-    rows = [[pow(x, j, FIELD_PRIME) for j in range(threshold)] for x in xs]
+    rows = [_powers(x, threshold) for x in xs]
     return np.array(rows, dtype=object).reshape(len(xs), threshold)
 
 

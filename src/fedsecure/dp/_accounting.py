@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -183,8 +184,12 @@ def subsampled_without_replacement_rdp(order: int, sample_rate: float, rdp: Call
     return (top + math.log(math.exp(-top) + float(np.sum(np.exp(rest - top))))) / (order - 1)
 
 
+@functools.lru_cache(maxsize=4096)
 def ddgauss_tau(local_variance: float, clients: int) -> float:
-    """tau of DDGauss Theorem 1 for ``clients`` shares of variance ``local_variance`` (integer units)."""
+    """tau of DDGauss Theorem 1 for ``clients`` shares of variance ``local_variance`` (integer units).
+
+    It does not depend on the Rényi order, so a curve over many orders computes it once.
+    """
     return 10.0 * sum(math.exp(-2.0 * math.pi**2 * local_variance * k / (k + 1)) for k in range(1, clients))
 
 
