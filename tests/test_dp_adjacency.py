@@ -238,6 +238,13 @@ def test_calibration_stays_within_the_noise_the_ring_holds() -> None:
                       protocol=ProtocolKind.SECAGG_PLUS, dimension=650, clip=0.5, ring_bits=32, max_weight=64,
                       population=5000, fraction=0.02)
     assert refused.value.parameter == "bits"
+    # A ring that holds no noise at all: the refusal says it is the target that cannot be calibrated, and the
+    # multiplier it quotes is only the smallest the search tried.
+    with pytest.raises(ConfigurationError, match="target epsilon 3 cannot be calibrated.*3-bit ring") as refused:
+        round_privacy(DPConfig(level=PrivacyLevel.DISTRIBUTED, delta=1e-5, target_epsilon=3.0, rounds=50, bits=3),
+                      protocol=ProtocolKind.SECAGG_PLUS, dimension=650, clip=0.5, ring_bits=32, max_weight=64,
+                      population=5000, fraction=0.02)
+    assert refused.value.parameter == "bits"
 
 
 @pytest.mark.parametrize("bits", [62, 64])

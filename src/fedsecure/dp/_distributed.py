@@ -404,7 +404,13 @@ def calibrate_distributed(plan_for: Callable[[float], DistributedPlan], epsilon_
     try:
         plan_for(high)
     except ConfigurationError:
-        widest = plan_for(low)  # a ring that cannot hold even this is refused as plan_distributed says
+        try:
+            widest = plan_for(low)
+        except ConfigurationError as error:
+            # The multiplier in plan_distributed's refusal is the search's lower end, not one the caller chose.
+            raise ConfigurationError(
+                f"no noise multiplier fits, so target epsilon {target_epsilon:g} cannot be calibrated: even the "
+                f"smallest tried does not: {error}", parameter=error.parameter) from None
         fits, refused = low, high
         while refused / fits > 1 + 1e-3:
             middle = math.sqrt(fits * refused)
