@@ -440,6 +440,44 @@ def test_local_dp_through_opacus_reports_each_clients_epsilon() -> None:
     assert all(ledger.client_epsilon(c) > 0 for c in range(4))
 
 
+def test_local_dp_rounds_keep_the_users_warnings_and_drop_opacus_per_client_ones() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fedsecure.dp import LocalPrivacy
+    from fedsecure.fl import FederatedClient, Federation
+    from fedsecure.protocols import ProtocolKind
+
+    def train(model, loader, privatize) -> None:  # type: ignore[no-untyped-def]
+        warnings.warn("the user's own warning", UserWarning)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        model, optimizer, loader = privatize(model, optimizer, loader)
+        for x, y in loader:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+    def loader() -> DataLoader:  # type: ignore[type-arg]
+        return DataLoader(TensorDataset(torch.randn(64, 5), torch.randint(0, 2, (64,))), batch_size=16)
+
+    opacus_noise = ("Secure RNG turned off", "Full backward hook is firing")
+    # Without fedsecure's filter, Opacus' engine and torch's hook warn on a client's first local DP-SGD step.
+    with warnings.catch_warnings(record=True) as bare:
+        warnings.simplefilter("always")
+        train(torch.nn.Linear(5, 2), loader(), LocalPrivacy(noise_multiplier=1.0, max_grad_norm=1.0).privatizer(0))
+    assert any(noise in str(w.message) for w in bare for noise in opacus_noise[1:])
+    federation = Federation(model=torch.nn.Linear(5, 2), train=train,
+                            clients=[FederatedClient(i, loader(), 64) for i in range(3)],
+                            protocol=ProtocolKind.SECAGG, clip=1.0,
+                            dp=DPConfig(level=PrivacyLevel.LOCAL, delta=1e-3, noise_multiplier=1.0, max_grad_norm=1.0))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert not federation.run_round(0).aborted
+    messages = [str(w.message) for w in seen]
+    assert messages.count("the user's own warning") == 3
+    assert not [m for m in messages if any(noise in m for noise in opacus_noise)]
+    assert not [w for w in seen if issubclass(w.category, RuntimeWarning)]
+
+
 def test_dp_refusals_in_the_training_wrapper() -> None:
     from torch.utils.data import DataLoader, TensorDataset
 

@@ -21,13 +21,42 @@ unpredictable, but not a CSPRNG (SECURITY.md).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import numpy as np
 
 from ._accounting import Accountant
 
-__all__ = ["LocalPrivacy", "local_noise_multiplier"]
+__all__ = ["LocalPrivacy", "local_noise_multiplier", "opacus_training_warnings_silenced"]
+
+# What Opacus and torch say on every client although nothing is wrong. Opacus warns that its secure mode is off on
+# every engine (SECURITY.md says so, and why). Its per-sample gradient hooks are full backward hooks, and torch warns
+# when one fires on a module whose inputs do not require gradients (a model's first layer, always): Opacus reads
+# only the gradients of the module's outputs, so nothing is lost.
+_TRAINING_NOISE = ("Secure RNG turned off",
+                   "Full backward hook is firing when gradients are computed with respect to module outputs")
+
+
+@contextlib.contextmanager
+def opacus_training_warnings_silenced() -> Iterator[None]:
+    """Silence, around local DP-SGD training, the two warnings above, and nothing else."""
+    with warnings.catch_warnings():
+        for message in _TRAINING_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+@contextlib.contextmanager
+def _prv_warnings_silenced() -> Iterator[None]:
+    # Opacus' PRV accountant takes the log of a zero it then discards, and sizes its domain with an RDP bound
+    # whose best order is the largest it tries when the search probes a tiny noise; neither touches the result.
+    with warnings.catch_warnings(), np.errstate(divide="ignore"):
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
 
 Privatize = Callable[[Any, Any, Any], tuple[Any, Any, Any]]
 
@@ -37,8 +66,9 @@ def local_noise_multiplier(*, target_epsilon: float, delta: float, sample_rate: 
     """The DP-SGD noise multiplier for ``steps`` steps at ``sample_rate`` (Opacus' calibration)."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
-                                      steps=steps, accountant=accountant.value))
+    with _prv_warnings_silenced():
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
+                                          steps=steps, accountant=accountant.value))
 
 
 class LocalPrivacy:
@@ -54,15 +84,11 @@ class LocalPrivacy:
         """The ``privatize(model, optimizer, data_loader)`` function to hand to ``client_id``'s training."""
         from opacus import PrivacyEngine
 
-        import warnings
-
         import torch
 
         engine = self._engines.get(client_id)
         if engine is None:
-            with warnings.catch_warnings():
-                # Opacus warns that its secure mode is off; SECURITY.md says so, and why.
-                warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            with opacus_training_warnings_silenced():
                 engine = self._engines[client_id] = PrivacyEngine(accountant=self._accountant.value)
 
         def privatize(model: Any, optimizer: Any, data_loader: Any) -> tuple[Any, Any, Any]:
@@ -88,4 +114,5 @@ class LocalPrivacy:
         engine = self._engines.get(client_id)
         if engine is None or not engine.accountant.history:
             return 0.0
-        return float(engine.get_epsilon(delta))
+        with _prv_warnings_silenced():
+            return float(engine.get_epsilon(delta))

@@ -11,6 +11,7 @@ the server optimizer. A round that aborts leaves the global model untouched.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -27,6 +28,7 @@ import numpy as np
 
 from .._errors import ConfigurationError, InvalidUpdateError
 from ..dp import DistributedPlan, DPConfig, PrivacyLedger, PrivacyLevel
+from ..dp._local import opacus_training_warnings_silenced
 from ..encoding import VectorSpec
 from ..pipeline import (
     CentralDP,
@@ -273,13 +275,17 @@ class Federation:
         privacy = self.pipeline.privacy
         local = privacy if isinstance(privacy, LocalDP) else None
         updates: dict[int, np.ndarray] = {}
-        for client in cohort:
-            copy_of_global = _local_copy(self.model)
-            if local is not None:
-                self.train(copy_of_global, client.data, privatize=local.local.privatizer(client.client_id))  # type: ignore[call-arg]
-            else:
-                self.train(copy_of_global, client.data)
-            updates[client.client_id] = self._spec.flatten(_float_state(copy_of_global)) - before
+        # Under local DP, one filter for the whole cohort: Opacus' per-client warnings are not news (see
+        # `opacus_training_warnings_silenced`), and one filter change per client would make every other warning
+        # repeat once per client.
+        with opacus_training_warnings_silenced() if local is not None else contextlib.nullcontext():
+            for client in cohort:
+                copy_of_global = _local_copy(self.model)
+                if local is not None:
+                    self.train(copy_of_global, client.data, privatize=local.local.privatizer(client.client_id))  # type: ignore[call-arg]
+                else:
+                    self.train(copy_of_global, client.data)
+                updates[client.client_id] = self._spec.flatten(_float_state(copy_of_global)) - before
 
         aggregation_started = time.perf_counter()
         self._pending_transcript = None

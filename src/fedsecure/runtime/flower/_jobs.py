@@ -294,14 +294,16 @@ def auto_job(context: Any, client_id: int, task: Mapping[str, Any]) -> ClientUpd
     from flwr.app import ConfigRecord
 
     from ...dp import LocalPrivacy
+    from ...dp._local import opacus_training_warnings_silenced
 
     privacy = LocalPrivacy(noise_multiplier=float(task["dp-noise-multiplier"]),
                            max_grad_norm=float(task["dp-max-grad-norm"]))
     saved = context.state.config_records.get(_LOCAL_DP_RECORD)
     if saved is not None:
         privacy.load_state({client_id: json.loads(str(saved["history"]))})
-    update = training_update(job, partitions, int(task["task-seed"]), partition, weights,
-                             privatize=privacy.privatizer(client_id))
+    with opacus_training_warnings_silenced():
+        update = training_update(job, partitions, int(task["task-seed"]), partition, weights,
+                                 privatize=privacy.privatizer(client_id))
     context.state.config_records[_LOCAL_DP_RECORD] = ConfigRecord(
         {"history": json.dumps(privacy.state().get(client_id, []))})
     return dataclasses.replace(update, report={"epsilon": privacy.epsilon(client_id, float(task["dp-delta"]))})
