@@ -409,8 +409,8 @@ def calibrate_distributed(plan_for: Callable[[float], DistributedPlan], epsilon_
         except ConfigurationError as error:
             # The multiplier in plan_distributed's refusal is the search's lower end, not one the caller chose.
             raise ConfigurationError(
-                f"no noise multiplier fits, so target epsilon {target_epsilon:g} cannot be calibrated: even the "
-                f"smallest tried does not: {error}", parameter=error.parameter) from None
+                f"target epsilon {target_epsilon:g} cannot be calibrated: the ring holds no noise multiplier the "
+                f"search tries, not even its smallest ({low:g}): {error}", parameter=error.parameter) from None
         fits, refused = low, high
         while refused / fits > 1 + 1e-3:
             middle = math.sqrt(fits * refused)

@@ -275,9 +275,8 @@ class Federation:
         privacy = self.pipeline.privacy
         local = privacy if isinstance(privacy, LocalDP) else None
         updates: dict[int, np.ndarray] = {}
-        # Under local DP, one filter for the whole cohort: Opacus' per-client warnings are not news (see
-        # `opacus_training_warnings_silenced`), and one filter change per client would make every other warning
-        # repeat once per client.
+        # Under local DP, Opacus' per-client warnings are not news (see `opacus_training_warnings_silenced`): they
+        # are silenced around the whole cohort's training, and nothing else is.
         with opacus_training_warnings_silenced() if local is not None else contextlib.nullcontext():
             for client in cohort:
                 copy_of_global = _local_copy(self.model)
