@@ -14,7 +14,8 @@ import numpy as np
 
 from ..pipeline import dp_config_for
 from ..protocols import ProtocolKind, ThreatModel
-from ._data import Partition, load_digits_28x28, make_digits_writers, make_logistic_data, partition
+from .._errors import ConfigurationError
+from ._data import Partition, Writers, load_digits_28x28, make_digits_writers, make_logistic_data, partition
 from ._federation import FederatedClient, Federation
 from ..pipeline import ServerOptimizer, ServerOptimizerKind
 
@@ -75,6 +76,40 @@ def _sgd_epochs(epochs: int, lr: float, momentum: float = 0.0) -> Callable[[Any,
                 optimizer.zero_grad()
                 torch.nn.functional.cross_entropy(model(inputs), targets).backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
+
+    return train
+
+
+def _full_batch_steps(steps: int, lr: float) -> Callable[..., None]:
+    """``steps`` steps of plain SGD, each on all of a client's examples (its loader holds one batch of them all).
+
+    Without local DP the examples are read straight from the loader's ``TensorDataset`` and each step is written
+    out (``p -= lr * grad``): a full-batch gradient does not depend on the examples' order, and a ``DataLoader``'s
+    shuffle and collation and an optimizer's set-up cost more than a step of a small model on ten examples. Under
+    local DP, Opacus needs a torch optimizer and its own loader (Poisson-sampled batches): the same steps run
+    through ``torch.optim.SGD`` on what that loader yields.
+    """
+    import torch
+
+    def train(model: Any, loader: Any, privatize: Any = None) -> None:
+        model.train()
+        if privatize is not None:  # local DP: Opacus wraps model, optimizer and loader (DP-SGD)
+            model, optimizer, private_loader = privatize(model, torch.optim.SGD(model.parameters(), lr=lr), loader)
+            for _ in range(steps):
+                for inputs, targets in private_loader:
+                    optimizer.zero_grad()
+                    torch.nn.functional.cross_entropy(model(inputs), targets).backward()  # type: ignore[no-untyped-call]
+                    optimizer.step()
+            return
+        inputs, targets = loader.dataset.tensors
+        parameters = list(model.parameters())
+        for _ in range(steps):
+            for parameter in parameters:
+                parameter.grad = None
+            torch.nn.functional.cross_entropy(model(inputs), targets).backward()  # type: ignore[no-untyped-call]
+            with torch.no_grad():
+                for parameter in parameters:
+                    parameter.add_(parameter.grad, alpha=-lr)
 
     return train
 
@@ -180,7 +215,7 @@ def logistic(*, protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients: int 
 def digits_writers(*, protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients: int = 5000, per_round: int = 100,
                    dropout: float = 0.0, seed: int = 0, threat: ThreatModel | None = None, key_bits: int = 2048,
                    insecure_keys: bool = False, local_epochs: int = 5, learning_rate: float = 0.5,
-                   clip: float = 0.5) -> Experiment:
+                   clip: float = 0.5, data: Writers | None = None) -> Experiment:
     """Softmax regression over thousands of writers with about ten digits each: a task where user-level DP learns.
 
     ``clients`` synthetic writers (:func:`~fedsecure.fl.make_digits_writers`: each with its own hand and a
@@ -188,11 +223,17 @@ def digits_writers(*, protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients
     full-batch steps of SGD and send their update, clipped to L2 norm ``clip``. The server applies the mean with
     momentum (FedAvgM, learning rate 1, momentum 0.9). With ~100 updates per round and hundreds of rounds the DP
     noise averages out: the regime user-level DP is meant for.
+
+    ``data`` is the writers to train on, as ``make_digits_writers(writers=clients, seed=seed)`` makes them (the
+    default): a caller running many experiments on the same writers generates them once. Training never writes to it.
     """
     import torch
 
     torch.manual_seed(seed)
-    data = make_digits_writers(writers=clients, seed=seed)
+    if data is None:
+        data = make_digits_writers(writers=clients, seed=seed)
+    elif len(data.x) != clients:
+        raise ConfigurationError(f"the writers given are {len(data.x)}, not {clients}", parameter="data")
     loaders = []
     for index, (x, y) in enumerate(zip(data.x, data.y)):
         dataset = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
@@ -200,7 +241,7 @@ def digits_writers(*, protocol: ProtocolKind = ProtocolKind.SECAGG_PLUS, clients
                                                    generator=torch.Generator().manual_seed(seed * 100_003 + index)))
     federated = [FederatedClient(client_id=i, data=loader, num_examples=len(y))
                  for i, (loader, y) in enumerate(zip(loaders, data.y))]
-    federation = Federation(model=torch.nn.Linear(64, 10), train=_sgd_epochs(epochs=local_epochs, lr=learning_rate),
+    federation = Federation(model=torch.nn.Linear(64, 10), train=_full_batch_steps(local_epochs, learning_rate),
                             protocol=protocol, clients=federated, fraction=min(1.0, per_round / clients),
                             server_optimizer=ServerOptimizer(ServerOptimizerKind.FEDAVGM, learning_rate=1.0,
                                                              momentum=0.9),
