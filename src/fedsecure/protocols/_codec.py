@@ -85,6 +85,7 @@ _TYPE_CODES: dict[type, int] = {
 }
 _COMMITMENT_ENTRY = struct.Struct(f"<I32s{SIGNATURE_BYTES}s")
 _SIGNATURE_ENTRY = struct.Struct(f"<I{SIGNATURE_BYTES}s")
+_ENVELOPE_HEADER = struct.Struct("<IH")  # an encrypted share's peer and envelope length
 _DTYPES = {4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
@@ -95,8 +96,7 @@ def _party(message: Message) -> int:
 def _encode_shares(shares: tuple[EncryptedShare, ...]) -> list[bytes]:
     parts = [_U32.pack(len(shares))]
     for share in shares:
-        parts.append(_U32.pack(share.peer))
-        parts.append(_U16.pack(len(share.envelope)))
+        parts.append(_ENVELOPE_HEADER.pack(share.peer, len(share.envelope)))
         parts.append(share.envelope)
     return parts
 
@@ -270,9 +270,8 @@ def _decode_body(code: int, round_id: int, party: int, reader: _Reader) -> Messa
     if code in (4, 5):
         commitment = reader.take(32) if code == 4 else b""
         shares = []
-        for _ in range(reader.count(_U32.size + _U16.size)):
-            (peer,) = reader.unpack(_U32)
-            (length,) = reader.unpack(_U16)
+        for _ in range(reader.count(_ENVELOPE_HEADER.size)):
+            peer, length = reader.unpack(_ENVELOPE_HEADER)
             shares.append(EncryptedShare(peer=peer, envelope=reader.take(length)))  # type: ignore[arg-type]
         if code == 4:
             return ShareKeys(round_id=round_id, sender=party, seed_commitment=commitment, shares=tuple(shares))

@@ -550,12 +550,14 @@ class SecAggServerSession(ServerSession):
             self._u1 = responders
             self._active = set(responders)
             messages: list[ServerMessage] = []
+            # Each responder's entry is the same in every list it appears in (entries are immutable): built once.
+            entries = {v: PublicKeys(owner=v, cipher_public_key=self._keys[v].cipher_public_key,
+                                     mask_public_key=self._keys[v].mask_public_key, signature=self._keys[v].signature)
+                       for v in responders}
             for u in sorted(responders):
                 owners = sorted((config.neighbours(u) & responders) | {u})
-                keys = tuple(PublicKeys(owner=v, cipher_public_key=self._keys[v].cipher_public_key,
-                                        mask_public_key=self._keys[v].mask_public_key,
-                                        signature=self._keys[v].signature) for v in owners)
-                messages.append(KeysBroadcast(round_id=config.round_id, recipient=u, keys=keys))
+                messages.append(KeysBroadcast(round_id=config.round_id, recipient=u,
+                                              keys=tuple(entries[v] for v in owners)))
             return messages
         if self._stage is Stage.SHARE_KEYS:
             self._require(len(responders), t, "too few clients shared keys")
