@@ -63,7 +63,7 @@ def _classifier_evaluation(x: np.ndarray, y: np.ndarray) -> Callable[[Any], tupl
     return evaluate
 
 
-def _sgd_epochs(epochs: int, lr: float, momentum: float = 0.0) -> Callable[[Any, Any], None]:
+def _sgd_epochs(epochs: int, lr: float, momentum: float = 0.0) -> Callable[..., None]:
     import torch
 
     def train(model: Any, loader: Any, privatize: Any = None) -> None:
@@ -91,16 +91,13 @@ def _full_batch_steps(steps: int, lr: float) -> Callable[..., None]:
     """
     import torch
 
+    through_optimizer = _sgd_epochs(epochs=steps, lr=lr)
+
     def train(model: Any, loader: Any, privatize: Any = None) -> None:
-        model.train()
-        if privatize is not None:  # local DP: Opacus wraps model, optimizer and loader (DP-SGD)
-            model, optimizer, private_loader = privatize(model, torch.optim.SGD(model.parameters(), lr=lr), loader)
-            for _ in range(steps):
-                for inputs, targets in private_loader:
-                    optimizer.zero_grad()
-                    torch.nn.functional.cross_entropy(model(inputs), targets).backward()  # type: ignore[no-untyped-call]
-                    optimizer.step()
+        if privatize is not None:
+            through_optimizer(model, loader, privatize)
             return
+        model.train()
         inputs, targets = loader.dataset.tensors
         parameters = list(model.parameters())
         for _ in range(steps):
