@@ -189,3 +189,19 @@ def test_messages_validate_their_fields(build) -> None:
 
 def test_share_values_are_hidden_from_repr() -> None:
     assert "123456789" not in repr(ShareValue(owner=1, value=123456789))
+
+
+def test_share_lists_keep_their_wire_layout() -> None:
+    # A known answer: after the header and the seed commitment, a u32 count, then per envelope its peer (u32),
+    # its length (u16) and its bytes, all little-endian. Changing this breaks every deployed peer.
+    message = SAMPLES[3]
+    expected_tail = (b"\x02\x00\x00\x00" + b"\x02\x00\x00\x00" + b"\x5e\x00" + b"e" * 94
+                     + b"\x05\x00\x00\x00" + b"\x5e\x00" + b"f" * 94)
+    data = encode_message(message)  # type: ignore[arg-type]
+    assert data.endswith(b"c" * 32 + expected_tail)
+    delivery = encode_message(SAMPLES[4])  # type: ignore[arg-type]
+    assert delivery.endswith(b"\x01\x00\x00\x00" + b"\x01\x00\x00\x00" + b"\x5e\x00" + b"e" * 94)
+    # An envelope length running past the end is refused by name, not read short.
+    with pytest.raises(DecodeError) as info:
+        decode_message(data[:-1])
+    assert info.value.fault is PeerFault.MALFORMED and info.value.peer == 1
