@@ -8,6 +8,7 @@ of the final test accuracy over the seeds beside the epsilon each run's privacy 
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -37,22 +38,13 @@ DEFAULT_LEVELS = ("none", "central", "distributed")
 _RELATIVE_COST = {"local": 8.0, "distributed": 4.5, "central": 1.0, None: 1.0}
 
 
-#: The writers a worker process generated, by (writers, seed): every configuration of a seed trains on the same
-#: ones, so a worker generates each seed's once (a few seconds each) instead of once per run. At most
-#: `_WORKER_SEEDS_KEPT` seeds' are kept (about 13 MB each at 5,000 writers).
-_WORKER_WRITERS: dict[tuple[int, int], Any] = {}
-_WORKER_SEEDS_KEPT = 4
-
-
+@functools.lru_cache(maxsize=4)
 def _writers(clients: int, seed: int) -> Any:
+    """The writers of a seed, generated once per worker process: every configuration of a seed trains on the same
+    ones (a few seconds to generate; up to four seeds' kept, about 13 MB each at 5,000 writers)."""
     from ..fl import make_digits_writers
 
-    key = (clients, seed)
-    if key not in _WORKER_WRITERS:
-        if len(_WORKER_WRITERS) >= _WORKER_SEEDS_KEPT:
-            del _WORKER_WRITERS[next(iter(_WORKER_WRITERS))]  # the oldest
-        _WORKER_WRITERS[key] = make_digits_writers(writers=clients, seed=seed)
-    return _WORKER_WRITERS[key]
+    return make_digits_writers(writers=clients, seed=seed)
 
 
 def _one_run(job: dict[str, Any]) -> dict[str, Any]:
